@@ -1,0 +1,1 @@
+"""Peer strategies (SAI-DPO, DAPO, SEC, DUMP, MoPPS, CurES, ...) register on import."""

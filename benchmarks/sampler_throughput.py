@@ -1,0 +1,171 @@
+"""Sampler overhead per training step on a large pool.
+
+One step = select + plan + observe + keep + weights for a batch of prompts × G rollouts,
+on a pool of 1,000,000 samples (the size of a large RLVR corpus). Goals (issue 3):
+median ≤ 2 ms per step for `lppo`; within 5× of a bare numpy pass over the batch's rows;
+state save + load ≤ 1 s; ≤ 100 bytes of state per sample. Every registered strategy is
+measured (issue 7 goal: ≤ 5 ms per step).
+
+Usage:
+    python benchmarks/sampler_throughput.py [--pool 1000000] [--batch 1024] [--group 8]
+Writes benchmarks/results/sampler_throughput.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lppo_sampling import GroupResults, available_strategies, make_strategy
+
+RESULTS = Path(__file__).resolve().parent / "results" / "sampler_throughput.json"
+
+
+def floor_step(ema: np.ndarray, rows: np.ndarray, rewards: np.ndarray) -> None:
+    """The absolute floor: gather the batch's rows, reduce rewards, EMA, scatter back."""
+    p = rewards.mean(axis=1)
+    ema[rows] = 0.8 * ema[rows] + 0.2 * p
+
+
+def bare_lppo_step(cols: dict, rng: np.random.Generator, rewards: np.ndarray) -> np.ndarray:
+    """The same step as the library's `lppo`, hand-written inline with no abstraction.
+
+    Draw the batch, reduce rewards, update counts / EMA / Δ / last pass rate, then
+    LP weights. This is the reference for the "within 5× of bare numpy" goal: it
+    measures what the library's structure (roles, validation, key index) costs.
+    """
+    rows = rng.choice(cols["ema"].shape[0], rewards.shape[0], replace=False)
+    p = rewards.mean(axis=1)
+    seen = cols["n"][rows] > 0
+    old = cols["ema"][rows]
+    new = np.where(seen, 0.8 * old + 0.2 * p, p)
+    cols["delta"][rows] = np.where(seen, new - old, 0.0)
+    cols["ema"][rows] = new
+    cols["last"][rows] = p
+    cols["n"][rows] += 1
+    cols["sum"][rows] += rewards.sum(axis=1)
+    return 1.0 / (1.0 + np.exp(-8.0 * cols["delta"][rows])) + 0.5
+
+
+def time_steps(fn, n_steps: int) -> np.ndarray:
+    """Per-call wall times in ms."""
+    out = np.empty(n_steps)
+    for i in range(n_steps):
+        t0 = time.perf_counter()
+        fn(i)
+        out[i] = (time.perf_counter() - t0) * 1e3
+    return out
+
+
+def bench_strategy(name: str, pool: int, batch: int, group: int, steps: int, seed: int) -> dict:
+    """Median/p90 step time, memory per sample and save/load time for one strategy."""
+    s = make_strategy(name, group_size=group, seed=seed)
+    rng = np.random.default_rng(seed)
+    keys = np.arange(pool)
+    s.add_samples(keys, has_solution=np.ones(pool, bool))
+    true_p = rng.beta(0.5, 1.5, size=pool)
+    # warm the pool so guides/filters see history (one pass over part of it)
+    for _ in range(3):
+        k = s.select(batch)
+        plan = s.plan(k)
+        r = (rng.random((batch, plan.group_size)) < true_p[k][:, None]).astype(np.float64)
+        s.observe(GroupResults.from_plan(plan, r))
+    rewards_bank = [rng.random((batch, group)) for _ in range(8)]
+
+    def step(i: int) -> float:
+        # the simulated environment (drawing rewards) is excluded from the timing
+        t0 = time.perf_counter()
+        k = s.select(batch)
+        plan = s.plan(k)
+        t1 = time.perf_counter()
+        r = (rewards_bank[i % 8][:, : plan.group_size] < true_p[k][:, None]).astype(np.float64)
+        t2 = time.perf_counter()
+        s.observe(GroupResults.from_plan(plan, r))
+        s.keep(k)
+        s.weights(k)
+        return (t1 - t0) + (time.perf_counter() - t2)
+
+    times = np.array([step(i) * 1e3 for i in range(steps)])
+    state = s.state_dict()
+    nbytes = sum(a.nbytes for a in state["stats"]["columns"].values())
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "state.npz"
+        t0 = time.perf_counter()
+        s.save(path)
+        t1 = time.perf_counter()
+        s2 = make_strategy(name, group_size=group, seed=seed)
+        s2.load(path)
+        t2 = time.perf_counter()
+        assert s2.state_checksum() == s.state_checksum()
+    return {
+        "strategy": name,
+        "median_ms": float(np.median(times)),
+        "p90_ms": float(np.percentile(times, 90)),
+        "bytes_per_sample": nbytes / pool,
+        "save_s": t1 - t0,
+        "load_s": t2 - t1,
+    }
+
+
+def main() -> None:
+    """Run the benchmark, print a table, write JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pool", type=int, default=1_000_000)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--group", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--strategies", nargs="*", default=None, help="default: all registered")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+
+    rng = np.random.default_rng(args.seed)
+    ema = np.zeros(args.pool)
+    rows_bank = [rng.choice(args.pool, args.batch, replace=False) for _ in range(8)]
+    rew = (rng.random((args.batch, args.group)) < 0.3).astype(np.float64)
+    floor_ms = float(np.median(time_steps(lambda i: floor_step(ema, rows_bank[i % 8], rew), args.steps)))
+    cols = {k: np.zeros(args.pool) for k in ("ema", "delta", "last", "sum")} | {
+        "n": np.zeros(args.pool, np.int32)
+    }
+    bare_ms = float(np.median(time_steps(lambda i: bare_lppo_step(cols, rng, rew), args.steps)))
+
+    names = args.strategies or available_strategies()
+    rows = [bench_strategy(n, args.pool, args.batch, args.group, args.steps, args.seed) for n in names]
+    for r in rows:
+        r["x_bare"] = r["median_ms"] / bare_ms
+    result = {
+        "config": vars(args) | {"out": str(args.out)},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "numpy": np.__version__,
+            "loadavg": os.getloadavg(),
+        },
+        "floor_numpy_median_ms": floor_ms,
+        "bare_lppo_numpy_median_ms": bare_ms,
+        "goals": {"lppo_median_ms": 2.0, "x_bare": 5.0, "save_load_s": 1.0,
+                  "bytes_per_sample": 100, "any_strategy_median_ms": 5.0},
+        "strategies": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"pool={args.pool:,} batch={args.batch}×G={args.group}  floor {floor_ms:.3f} ms, "
+          f"same step hand-written in numpy {bare_ms:.3f} ms (× bare is against this)")
+    print(f"{'strategy':<22}{'median ms':>10}{'p90 ms':>9}{'× bare':>8}{'B/sample':>10}"
+          f"{'save s':>8}{'load s':>8}")
+    for r in rows:
+        print(f"{r['strategy']:<22}{r['median_ms']:>10.3f}{r['p90_ms']:>9.3f}{r['x_bare']:>8.1f}"
+              f"{r['bytes_per_sample']:>10.1f}{r['save_s']:>8.3f}{r['load_s']:>8.3f}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

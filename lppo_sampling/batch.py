@@ -1,0 +1,196 @@
+"""What flows between a strategy and a trainer: the rollout plan and the group results.
+
+Both are laid out as (n samples, G rollouts) so that a whole step is handled with
+array operations. Variable-size groups are padded and carry a `mask`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["RolloutPlan", "GroupResults"]
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """Which rollouts to generate for a batch of samples.
+
+    Attributes:
+        keys: (n,) sample keys, in batch order.
+        prefix_ratios: (n, G) fraction of each sample's expert solution to give as an
+            assistant prefix for rollout slot j; 0 means an unguided rollout.
+    """
+
+    keys: np.ndarray
+    prefix_ratios: np.ndarray
+
+    @property
+    def group_size(self) -> int:
+        """G, rollouts per sample."""
+        return int(self.prefix_ratios.shape[1])
+
+    @property
+    def guided(self) -> np.ndarray:
+        """(n, G) bool, True where a rollout starts from a prefix."""
+        return self.prefix_ratios > 0
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+
+def _matrix(x: object, shape: tuple[int, int], name: str, dtype: type) -> np.ndarray:
+    arr = np.asarray(x, dtype=dtype)
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} (like rewards), got {arr.shape}")
+    return arr
+
+
+@dataclass(frozen=True)
+class GroupResults:
+    """Outcome of the rollouts of n samples, G slots each (validated on construction).
+
+    Attributes:
+        keys: (n,) sample keys.
+        rewards: (n, G) float64 in [0, 1]: a pass indicator or partial credit.
+        guided: (n, G) bool, rollouts that started from an expert prefix.
+        mask: (n, G) bool, valid slots (False = padding in a ragged batch).
+        lengths: (n, G) response lengths in tokens, or None.
+        steps: (n, G) reasoning steps per response, or None.
+    """
+
+    keys: np.ndarray
+    rewards: np.ndarray
+    guided: np.ndarray
+    mask: np.ndarray
+    lengths: np.ndarray | None = None
+    steps: np.ndarray | None = None
+
+    @classmethod
+    def build(
+        cls,
+        keys: Sequence[object] | np.ndarray,
+        rewards: object,
+        *,
+        guided: object | None = None,
+        mask: object | None = None,
+        lengths: object | None = None,
+        steps: object | None = None,
+    ) -> GroupResults:
+        """Validate and assemble results; raise `ValueError` naming the bad argument."""
+        keys_arr = np.asarray(keys)
+        if keys_arr.ndim != 1:
+            raise ValueError(f"keys must be 1-D, got shape {keys_arr.shape}")
+        if keys_arr.shape[0] == 0:
+            raise ValueError("keys is empty: observe needs at least one sample")
+        r = np.asarray(rewards, dtype=np.float64)
+        if r.ndim == 1:
+            r = r[:, None]
+        if r.ndim != 2 or r.shape[0] != keys_arr.shape[0] or r.shape[1] == 0:
+            raise ValueError(
+                f"rewards must have shape (n={keys_arr.shape[0]}, G>=1), got {np.shape(rewards)}"
+            )
+        shape = r.shape
+        m = np.ones(shape, bool) if mask is None else _matrix(mask, shape, "mask", bool)
+        if not m.any(axis=1).all():
+            bad = int(np.flatnonzero(~m.any(axis=1))[0])
+            raise ValueError(f"mask row {bad} (key {keys_arr[bad]!r}) has no valid rollout")
+        valid = r[m]
+        if not np.isfinite(valid).all():
+            raise ValueError("rewards contain NaN or inf in valid slots")
+        if (valid < 0).any() or (valid > 1).any():
+            raise ValueError(
+                "rewards must lie in [0, 1] (pass indicator or partial credit), got values in "
+                f"[{valid.min()}, {valid.max()}]; rescale rewards before observe"
+            )
+        g = np.zeros(shape, bool) if guided is None else _matrix(guided, shape, "guided", bool)
+        extras = {}
+        for name, val in (("lengths", lengths), ("steps", steps)):
+            if val is None:
+                extras[name] = None
+                continue
+            arr = _matrix(val, shape, name, np.float64)
+            if not np.isfinite(arr[m]).all() or (arr[m] < 0).any():
+                raise ValueError(f"{name} must be finite and >= 0 in valid slots")
+            extras[name] = arr
+        return cls(keys_arr, r, g & m, m, extras["lengths"], extras["steps"])
+
+    @classmethod
+    def from_plan(
+        cls,
+        plan: RolloutPlan,
+        rewards: object,
+        *,
+        lengths: object | None = None,
+        steps: object | None = None,
+        mask: object | None = None,
+    ) -> GroupResults:
+        """Results laid out like `plan`; guided slots are taken from the plan."""
+        return cls.build(
+            plan.keys, rewards, guided=plan.guided, mask=mask, lengths=lengths, steps=steps
+        )
+
+    @classmethod
+    def from_flat(
+        cls,
+        keys: Sequence[object] | np.ndarray,
+        rewards: Sequence[float] | np.ndarray,
+        *,
+        guided: Sequence[bool] | np.ndarray | None = None,
+        lengths: Sequence[float] | np.ndarray | None = None,
+        steps: Sequence[float] | np.ndarray | None = None,
+    ) -> GroupResults:
+        """Group one-row-per-rollout data by key (first-appearance order), padding ragged groups.
+
+        This is the layout most RL libraries hand back (verl `DataProto`, TRL gathered
+        rewards): rollout k belongs to sample `keys[k]`.
+        """
+        k = np.asarray(keys)
+        n = k.shape[0] if k.ndim == 1 else -1
+        if n <= 0:
+            raise ValueError(f"keys must be a non-empty 1-D sequence, got shape {k.shape}")
+        cols = {"rewards": rewards, "guided": guided, "lengths": lengths, "steps": steps}
+        flat = {}
+        for name, v in cols.items():
+            if v is None:
+                continue
+            a = np.asarray(v)
+            if a.shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},) like keys, got {a.shape}")
+            flat[name] = a
+        uniq, first, inverse = np.unique(k, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # groups in first-appearance order
+        group_of = np.empty_like(order)
+        group_of[order] = np.arange(order.size)
+        gid = group_of[inverse]
+        counts = np.bincount(gid, minlength=order.size)
+        width = int(counts.max())
+        # slot of each rollout within its group, in original order
+        sort = np.argsort(gid, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        slot = np.empty(n, np.int64)
+        slot[sort] = np.arange(n) - np.repeat(starts, counts)
+        shape = (order.size, width)
+        mask = np.zeros(shape, bool)
+        mask[gid, slot] = True
+
+        def place(name: str, dtype: type, fill: object) -> np.ndarray | None:
+            if name not in flat:
+                return None
+            out = np.full(shape, fill, dtype=dtype)
+            out[gid, slot] = flat[name]
+            return out
+
+        return cls.build(
+            uniq[order],
+            place("rewards", np.float64, 0.0),
+            guided=place("guided", bool, False),
+            mask=mask,
+            lengths=place("lengths", np.float64, 0.0),
+            steps=place("steps", np.float64, 0.0),
+        )
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])

@@ -1,0 +1,277 @@
+"""`SampleStats`: the one table of per-sample learning statistics.
+
+Every strategy reads this table; only `observe` writes it. Columns are flat numpy arrays
+indexed by a dense row per stable sample key (see `keys.KeyIndex`), grown by doubling,
+so a batch update is a handful of fancy-indexed array operations and never a Python
+loop over the pool.
+
+Order (in)variance, stated precisely (and tested):
+    * counts and sums (rollouts, rewards, guided stats, lengths, steps) are order-free:
+      observing a batch equals observing any split of it, in any order (exactly, for
+      rewards/lengths that are integers or dyadic fractions; otherwise up to float
+      rounding).
+    * the EMA and Δ are a time series over *observation events*: a sample seen twice in
+      one `observe` call is pooled into one event (its rollouts are merged), while two
+      calls are two events. Splitting a batch so that a sample lands in two calls
+      therefore changes its EMA — this is the rule, not an accident.
+    * splitting a batch so that each sample stays in one part, in any order, is exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lppo_sampling import rules
+from lppo_sampling.batch import GroupResults
+from lppo_sampling.keys import KeyIndex
+
+__all__ = ["SampleStats", "COLUMNS"]
+
+# name -> (dtype, fill value for a new row)
+COLUMNS: dict[str, tuple[type, float]] = {
+    "n_events": (np.int32, 0),  # observation events with >= 1 unguided rollout
+    "n_rollouts": (np.int32, 0),  # unguided rollouts observed
+    "reward_sum": (np.float64, 0.0),  # sum of unguided rewards
+    "ema": (np.float64, 0.0),  # EMA of the unguided pass rate (valid where n_events > 0)
+    "delta": (np.float64, 0.0),  # last learning progress Δ
+    "last_pass_rate": (np.float32, np.nan),  # unguided pass rate of the last event
+    "guided_rollouts": (np.int32, 0),
+    "guided_reward_sum": (np.float64, 0.0),
+    "last_step": (np.int32, -1),  # step of the last observation (any rollout)
+    "n_measured": (np.int32, 0),  # rollouts with a length / step measurement
+    "length_sum": (np.float64, 0.0),
+    "steps_sum": (np.float64, 0.0),
+    "group_mean": (np.float32, np.nan),  # mean reward over all rollouts of the last event
+    "group_std": (np.float32, np.nan),  # population std of the same
+    "has_solution": (np.bool_, False),  # an expert solution exists (PG-sampling may guide)
+}
+
+
+class SampleStats:
+    """Per-sample statistics for a growing pool of samples.
+
+    Args:
+        beta: EMA coefficient β for the unguided pass rate (LPPO default 0.8).
+        capacity: initial row capacity (grows by doubling).
+    """
+
+    def __init__(self, beta: float = 0.8, capacity: int = 1024) -> None:
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta must lie in [0, 1), got {beta}")
+        self.beta = float(beta)
+        self.index = KeyIndex()
+        self.step = 0  # observation events so far (the strategy's clock)
+        self._cap = max(1, int(capacity))
+        self._cols = {n: np.full(self._cap, fill, dtype=dt) for n, (dt, fill) in COLUMNS.items()}
+        self._extra: dict[str, tuple[type, float]] = {}
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """A view of column `name` over the registered rows."""
+        if name not in self._cols:
+            raise KeyError(f"unknown column {name!r}; columns: {sorted(self._cols)}")
+        return self._cols[name][: len(self)]
+
+    @property
+    def columns(self) -> list[str]:
+        """Names of all columns, built-in and extra."""
+        return list(self._cols)
+
+    def seen(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Bool mask: the sample has at least one unguided observation."""
+        n = self["n_events"]
+        return (n if rows is None else n[rows]) > 0
+
+    def pass_rate(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Lifetime unguided pass rate (NaN where never observed)."""
+        s, c = self["reward_sum"], self["n_rollouts"]
+        if rows is not None:
+            s, c = s[rows], c[rows]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+
+    def steps_since_seen(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Observation events since the sample was last observed (-1 = never)."""
+        last = self["last_step"] if rows is None else self["last_step"][rows]
+        return np.where(last >= 0, self.step - last, -1)
+
+    def mean_length(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Mean response length over measured rollouts (NaN where none)."""
+        return self._mean("length_sum", rows)
+
+    def mean_steps(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Mean reasoning-step count over measured rollouts (NaN where none)."""
+        return self._mean("steps_sum", rows)
+
+    def _mean(self, col: str, rows: np.ndarray | None) -> np.ndarray:
+        s, c = self[col], self["n_measured"]
+        if rows is not None:
+            s, c = s[rows], c[rows]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+
+    # ------------------------------------------------------------ registration
+    def add_column(self, name: str, dtype: type, fill: float) -> None:
+        """Add a per-sample column for a strategy's own state (e.g. Beta posteriors)."""
+        if name in self._cols:
+            if name in self._extra and self._extra[name] == (dtype, fill):
+                return
+            raise ValueError(f"column {name!r} already exists")
+        self._extra[name] = (dtype, fill)
+        self._cols[name] = np.full(self._cap, fill, dtype=dtype)
+
+    def _column_spec(self, name: str) -> tuple[type, float]:
+        return COLUMNS.get(name) or self._extra[name]
+
+    def _reserve(self, n: int) -> None:
+        if n <= self._cap:
+            return
+        cap = self._cap
+        while cap < n:
+            cap *= 2
+        for name, arr in self._cols.items():
+            dt, fill = self._column_spec(name)
+            grown = np.full(cap, fill, dtype=dt)
+            grown[: self._cap] = arr
+            self._cols[name] = grown
+        self._cap = cap
+
+    def register(self, keys: object, has_solution: object | None = None) -> np.ndarray:
+        """Add unknown keys to the pool (known keys are left as they are); return rows."""
+        arr = self.index.validate(keys)
+        flags = None
+        if has_solution is not None:
+            flags = np.asarray(has_solution, dtype=bool)
+            if flags.shape != arr.shape:
+                raise ValueError(
+                    f"has_solution must have shape {arr.shape} like keys, got {flags.shape}"
+                )
+        before = len(self.index)
+        # reserve first so a failure cannot leave the index ahead of the columns
+        self._reserve(before + arr.shape[0])
+        rows = self.index.add(arr)
+        if flags is not None:
+            self._cols["has_solution"][rows] = flags
+        return rows
+
+    def rows(self, keys: object, name: str = "keys") -> np.ndarray:
+        """Rows of known keys; `ValueError` naming the first unknown key."""
+        arr = self.index.validate(keys, name)
+        rows = self.index.lookup(arr)
+        if (rows < 0).any():
+            bad = arr[int(np.flatnonzero(rows < 0)[0])]
+            raise ValueError(f"{name} holds a key not in the pool: {bad!r}")
+        return rows
+
+    # ----------------------------------------------------------------- update
+    def observe(self, results: GroupResults) -> np.ndarray:
+        """Fold one batch of group results into the table (one observation event).
+
+        Unknown keys are registered. Guided rollouts update only the guided columns;
+        the EMA, Δ and last pass rate move only with unguided rollouts.
+
+        Returns:
+            (n,) rows of `results.keys`.
+        """
+        self.index.validate(results.keys)
+        rows = self.register(results.keys)
+        self.step += 1
+        m, g, r = results.mask, results.guided, results.rewards
+        # per batch row sums via einsum (much faster than masked reductions on (n, G))
+        mf = m.astype(np.float64)
+        gf = g.astype(np.float64)
+        uf = mf - gf  # guided slots are always valid, so unguided = valid - guided
+        per_row = {
+            "u_n": uf.sum(1),
+            "u_sum": np.einsum("ij,ij->i", uf, r),
+            "g_n": gf.sum(1),
+            "g_sum": np.einsum("ij,ij->i", gf, r),
+            "all_sq": np.einsum("ij,ij->i", mf, r * r),
+        }
+        if results.lengths is not None or results.steps is not None:
+            per_row["meas_n"] = per_row["u_n"] + per_row["g_n"]
+            for name, col in (("len_sum", results.lengths), ("steps_sum", results.steps)):
+                per_row[name] = np.einsum("ij,ij->i", mf, col) if col is not None else 0.0
+        # duplicates in one call are pooled into one event per sample
+        srt = np.sort(rows)
+        if (srt[1:] != srt[:-1]).all():
+            uniq, agg = rows, {k: np.broadcast_to(v, rows.shape) for k, v in per_row.items()}
+        else:
+            uniq, inv = np.unique(rows, return_inverse=True)
+            agg = {
+                k: np.bincount(inv, weights=np.broadcast_to(v, rows.shape), minlength=uniq.size)
+                for k, v in per_row.items()
+            }
+        agg["all_n"] = agg["u_n"] + agg["g_n"]
+        agg["all_sum"] = agg["u_sum"] + agg["g_sum"]
+        c = self._cols
+        u = uniq
+        # unguided: counts, EMA, Δ, last pass rate
+        has_u = agg["u_n"] > 0
+        ur = u[has_u]
+        if ur.size:
+            p = agg["u_sum"][has_u] / agg["u_n"][has_u]
+            seen = c["n_events"][ur] > 0
+            old = c["ema"][ur]
+            new = rules.ema_update(old, p, self.beta, seen)
+            c["delta"][ur] = rules.learning_progress(old, new, seen)
+            c["ema"][ur] = new
+            c["last_pass_rate"][ur] = p
+            c["n_events"][ur] += 1
+            c["n_rollouts"][ur] += agg["u_n"][has_u].astype(np.int32)
+            c["reward_sum"][ur] += agg["u_sum"][has_u]
+        c["guided_rollouts"][u] += agg["g_n"].astype(np.int32)
+        c["guided_reward_sum"][u] += agg["g_sum"]
+        mean = agg["all_sum"] / agg["all_n"]
+        var = np.maximum(agg["all_sq"] / agg["all_n"] - mean * mean, 0.0)
+        c["group_mean"][u] = mean
+        c["group_std"][u] = np.sqrt(var)
+        c["last_step"][u] = self.step
+        if "meas_n" in agg:
+            c["n_measured"][u] += agg["meas_n"].astype(np.int32)
+            c["length_sum"][u] += agg["len_sum"]
+            c["steps_sum"][u] += agg["steps_sum"]
+        return rows
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """Arrays (trimmed to the pool) plus JSON-able metadata; exact round trip."""
+        n = len(self)
+        return {
+            "beta": self.beta,
+            "step": self.step,
+            "index": self.index.state_dict(),
+            "extra_columns": {k: [np.dtype(dt).str, fill] for k, (dt, fill) in self._extra.items()},
+            "columns": {name: arr[:n].copy() for name, arr in self._cols.items()},
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> SampleStats:
+        """Rebuild a table saved with `state_dict`; `ValueError` on a malformed state."""
+        try:
+            stats = cls(beta=float(state["beta"]), capacity=1)
+            index = KeyIndex.from_state_dict(state["index"])
+            for name, (dt, fill) in state.get("extra_columns", {}).items():
+                stats.add_column(name, np.dtype(dt).type, fill)
+            n = len(index)
+            stats._reserve(max(n, 1))
+            cols = state["columns"]
+            missing = set(stats._cols) - set(cols)
+            if missing:
+                raise ValueError(f"state_dict['stats'] lacks columns {sorted(missing)}")
+            for name in stats._cols:
+                arr = np.asarray(cols[name])
+                if arr.shape != (n,):
+                    raise ValueError(
+                        f"state_dict['stats']['columns'][{name!r}] has shape {arr.shape}, "
+                        f"expected ({n},)"
+                    )
+                stats._cols[name][:n] = arr
+            stats.index = index
+            stats.step = int(state["step"])
+        except KeyError as e:
+            raise ValueError(f"state_dict['stats'] lacks the entry {e}") from e
+        return stats
