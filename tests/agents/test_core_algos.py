@@ -309,7 +309,7 @@ def test_ppo_loss_gradient_on_policy_is_minus_advantage_times_score():
     adv = torch.tensor([[1.0, 1.0, 1.0], [-2.0, -2.0, -2.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
     loss, m = ca.compute_policy_loss_vanilla(lp.detach(), lp, adv, mask)
-    (g,) = torch.autograd.grad(loss, logits)
+    (g,) = torch.autograd.grad(loss, logits, retain_graph=True)
     (g_ref,) = torch.autograd.grad(-(adv * lp * mask).sum() / mask.sum(), logits)
     assert torch.allclose(g, g_ref, atol=1e-6)
     assert m["actor/ppo_kl"] == 0 and m["actor/pg_clipfrac"] == 0
