@@ -44,6 +44,7 @@ COLUMNS: dict[str, tuple[type, float]] = {
     "group_mean": (np.float32, np.nan),  # mean reward over all rollouts of the last event
     "group_std": (np.float32, np.nan),  # population std of the same
     "has_solution": (np.bool_, False),  # an expert solution exists (PG-sampling may guide)
+    "category": (np.int32, -1),  # index into SampleStats.categories (-1 = none)
 }
 
 
@@ -64,6 +65,8 @@ class SampleStats:
         self._cap = max(1, int(capacity))
         self._cols = {n: np.full(self._cap, fill, dtype=dt) for n, (dt, fill) in COLUMNS.items()}
         self._extra: dict[str, tuple[type, float]] = {}
+        self.categories: list[str] = []  # category labels (data source, topic, level, cluster)
+        self._category_id: dict[str, int] = {}
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -139,8 +142,17 @@ class SampleStats:
             self._cols[name] = grown
         self._cap = cap
 
-    def register(self, keys: object, has_solution: object | None = None) -> np.ndarray:
-        """Add unknown keys to the pool (known keys are left as they are); return rows."""
+    def register(
+        self, keys: object, has_solution: object | None = None, category: object | None = None
+    ) -> np.ndarray:
+        """Add unknown keys to the pool (known keys keep their stats); return rows.
+
+        Args:
+            keys: (n,) int or str sample keys.
+            has_solution: (n,) bool, or None to leave unchanged (False for new keys).
+            category: (n,) labels (str or int; e.g. data source, topic, difficulty level)
+                used by category-level strategies (SEC, DUMP, SAI-DPO), or None.
+        """
         arr = self.index.validate(keys)
         flags = None
         if has_solution is not None:
@@ -149,12 +161,29 @@ class SampleStats:
                 raise ValueError(
                     f"has_solution must have shape {arr.shape} like keys, got {flags.shape}"
                 )
+        cat_ids = None
+        if category is not None:
+            labels = np.asarray(category, dtype=object)
+            if labels.shape != arr.shape:
+                raise ValueError(f"category must have shape {arr.shape} like keys, got {labels.shape}")
+            new_labels = [str(x) for x in dict.fromkeys(labels.tolist()) if str(x) not in self._category_id]
+            cat_ids = np.empty(arr.shape[0], np.int32)
+            lookup = dict(self._category_id)
+            for lab in new_labels:
+                lookup[lab] = len(lookup)
+            for i, x in enumerate(labels.tolist()):
+                cat_ids[i] = lookup[str(x)]
         before = len(self.index)
         # reserve first so a failure cannot leave the index ahead of the columns
         self._reserve(before + arr.shape[0])
         rows = self.index.add(arr)
         if flags is not None:
             self._cols["has_solution"][rows] = flags
+        if cat_ids is not None:
+            for lab in new_labels:
+                self._category_id[lab] = len(self.categories)
+                self.categories.append(lab)
+            self._cols["category"][rows] = cat_ids
         return rows
 
     def rows(self, keys: object, name: str = "keys") -> np.ndarray:
@@ -244,6 +273,7 @@ class SampleStats:
             "beta": self.beta,
             "step": self.step,
             "index": self.index.state_dict(),
+            "categories": list(self.categories),
             "extra_columns": {k: [np.dtype(dt).str, fill] for k, (dt, fill) in self._extra.items()},
             "columns": {name: arr[:n].copy() for name, arr in self._cols.items()},
         }
@@ -271,6 +301,8 @@ class SampleStats:
                     )
                 stats._cols[name][:n] = arr
             stats.index = index
+            stats.categories = [str(c) for c in state.get("categories", [])]
+            stats._category_id = {c: i for i, c in enumerate(stats.categories)}
             stats.step = int(state["step"])
         except KeyError as e:
             raise ValueError(f"state_dict['stats'] lacks the entry {e}") from e

@@ -97,15 +97,19 @@ class Strategy:
         return {r: getattr(self, r) for r in _ROLE_NAMES}
 
     # ------------------------------------------------------------------ pool
-    def add_samples(self, keys: object, has_solution: object | None = None) -> np.ndarray:
+    def add_samples(
+        self, keys: object, has_solution: object | None = None, category: object | None = None
+    ) -> np.ndarray:
         """Register samples (known keys keep their stats); return their rows.
 
         Args:
             keys: (n,) stable sample keys (ints or strings from the data).
             has_solution: (n,) bool, whether an expert solution exists (PG-sampling only
                 guides samples that have one). Omitted: left unchanged (False for new keys).
+            category: (n,) labels for category-level strategies (SEC, DUMP, SAI-DPO
+                clusters): data source, topic, difficulty level. Omitted: unchanged.
         """
-        return self.stats.register(keys, has_solution)
+        return self.stats.register(keys, has_solution, category)
 
     def __len__(self) -> int:
         return len(self.stats)
