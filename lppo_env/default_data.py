@@ -1,0 +1,191 @@
+"""Embedded datasets that need no download, generated with `reasoning-gym`.
+
+Why arithmetic is the default: the default policy (SmolLM2-135M-Instruct) solves
+~10-14% of one-digit chain sums and ~0% of GSM-style word problems. Learning progress
+and prefix guidance need a start between "never" and "always", so `"default"` is
+chain sums with 2-3 one-digit terms. reasoning-gym gives no worked solution for them,
+so one is built: one partial sum per line, then "The answer is \\boxed{N}.", which
+gives the prefix builder real steps to cut.
+
+Everything is deterministic for a seed: reasoning-gym seeds each item from
+`seed + index`, and duplicates are removed in generation order. Ids are derived from
+the content (the expression, or a hash of the question), so a problem keeps its id
+whatever `size` or `seed` produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from lppo_env.errors import DataError
+from lppo_env.prefix import split_steps
+from lppo_env.problems import MathProblem
+
+__all__ = [
+    "DATASETS",
+    "arithmetic_config",
+    "arithmetic_solution",
+    "arithmetic_problems",
+    "default_problems",
+    "gsm_symbolic_problems",
+]
+
+_MAX_DRAWS_PER_PROBLEM = 16
+
+
+def arithmetic_config(difficulty: int) -> dict[str, int]:
+    """reasoning-gym `chain_sum` settings for a difficulty level >= 1.
+
+    Level 1: 2-3 terms, 1 digit (the default); level 2: 2-3 terms, 1-2 digits (the
+    measured ~10% setting); each further pair of levels adds a term and each further
+    two levels a digit, so difficulty grows without bound.
+    """
+    if isinstance(difficulty, bool) or not isinstance(difficulty, int) or difficulty < 1:
+        raise ValueError(f"arithmetic expects difficulty to be an integer >= 1, got {difficulty!r}")
+    min_terms = 2 + (difficulty - 1) // 2
+    max_digits = 1 + difficulty // 2
+    return {
+        "min_terms": min_terms,
+        "max_terms": min_terms + 1,
+        "min_digits": max(1, max_digits - 1),
+        "max_digits": max_digits,
+    }
+
+
+def arithmetic_solution(expression: str) -> tuple[str, int]:
+    """Worked left-to-right solution of a `+`/`-` chain such as "4 - 1 + 7".
+
+    Returns:
+        (solution text, value). The text has one partial sum per line and ends with
+        "The answer is \\boxed{value}.".
+    """
+    tokens = expression.split()
+    if len(tokens) < 3 or len(tokens) % 2 == 0:
+        raise ValueError(f"arithmetic_solution expects 'a op b [op c ...]', got {expression!r}")
+    try:
+        total = int(tokens[0])
+        lines = [f"We compute {expression} from left to right."]
+        for op, term in zip(tokens[1::2], tokens[2::2]):
+            value = int(term)
+            if op == "+":
+                new = total + value
+            elif op == "-":
+                new = total - value
+            else:
+                raise ValueError(f"arithmetic_solution expects + or -, got {op!r} in {expression!r}")
+            lines.append(f"{total} {op} {value} = {new}.")
+            total = new
+    except ValueError as e:
+        raise ValueError(f"arithmetic_solution expects integer terms, got {expression!r}") from e
+    lines.append(f"The answer is \\boxed{{{total}}}.")
+    return "\n".join(lines), total
+
+
+def _unique_items(
+    task: str, size: int, seed: int, config: dict[str, Any], key: Callable[[dict], str]
+) -> Iterator[tuple[str, dict]]:
+    import reasoning_gym  # 1.5 s import: only when an embedded dataset is built
+
+    seen: set[str] = set()
+    draws = 0
+    batch = max(size, 64)
+    while len(seen) < size:
+        if draws >= size * _MAX_DRAWS_PER_PROBLEM:
+            raise DataError(
+                f"expected {size} distinct problems, got only {len(seen)} after {draws} draws; "
+                "lower size or raise difficulty",
+                file=task,
+            )
+        # A disjoint seed range per batch keeps earlier items identical when size grows.
+        dataset = reasoning_gym.create_dataset(task, size=batch, seed=seed + draws, **config)
+        for item in dataset:
+            draws += 1
+            k = key(item)
+            if k not in seen:
+                seen.add(k)
+                yield k, item
+                if len(seen) == size:
+                    return
+
+
+def _check_size(size: int) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"expected size to be an integer >= 1, got {size!r}")
+
+
+def arithmetic_problems(
+    size: int = 2000, seed: int = 0, difficulty: int = 1
+) -> tuple[MathProblem, ...]:
+    """Chain sums (`+`/`-`) from reasoning-gym `chain_sum`, with worked solutions.
+
+    Args:
+        size: number of distinct problems.
+        seed: generation seed.
+        difficulty: level >= 1, see `arithmetic_config`.
+    """
+    _check_size(size)
+    config = arithmetic_config(difficulty)
+    problems = []
+    for expression, item in _unique_items(
+        "chain_sum", size, seed, config, key=lambda it: it["metadata"]["expression"]
+    ):
+        solution, value = arithmetic_solution(expression)
+        if str(value) != str(item["answer"]).strip():
+            raise DataError(
+                f"expected reasoning-gym answer {value} for {expression!r}, got {item['answer']!r}",
+                file="chain_sum", field="answer",
+            )
+        n_terms = item["metadata"]["num_terms"]
+        problems.append(MathProblem(
+            id="arith:" + expression.replace(" ", ""),
+            question=item["question"],
+            answer=str(value),
+            solution=solution,
+            steps=split_steps(solution),
+            source="reasoning_gym/chain_sum",
+            tags=("arithmetic", f"difficulty:{difficulty}", f"terms:{n_terms}"),
+        ))
+    return tuple(problems)
+
+
+def default_problems(size: int = 2000, seed: int = 0) -> tuple[MathProblem, ...]:
+    """The default dataset: `arithmetic_problems(size, seed, difficulty=1)`."""
+    return arithmetic_problems(size=size, seed=seed, difficulty=1)
+
+
+def gsm_symbolic_problems(size: int = 1000, seed: int = 0) -> tuple[MathProblem, ...]:
+    """GSM-style word problems from reasoning-gym `gsm_symbolic`.
+
+    The worked solution is `metadata["answer_cot"]` (ends with `#### N`). The default
+    policy scores ~0% here unguided, so this set exercises prefix guidance.
+    """
+    _check_size(size)
+
+    def key(item: dict) -> str:
+        return hashlib.blake2b(item["question"].encode(), digest_size=6).hexdigest()
+
+    problems = []
+    for digest, item in _unique_items("gsm_symbolic", size, seed, {}, key=key):
+        solution = item["metadata"].get("answer_cot")
+        if not isinstance(solution, str) or not solution.strip():
+            raise DataError(f"expected a worked solution string, got {solution!r:.60}",
+                            file="gsm_symbolic", field="metadata.answer_cot")
+        problems.append(MathProblem(
+            id=f"gsm_symbolic:{digest}",
+            question=item["question"],
+            answer=str(item["answer"]).strip(),
+            solution=solution,
+            steps=split_steps(solution),
+            source="reasoning_gym/gsm_symbolic",
+            tags=("gsm_symbolic",),
+        ))
+    return tuple(problems)
+
+
+DATASETS: dict[str, Callable[..., tuple[MathProblem, ...]]] = {
+    "default": default_problems,
+    "arithmetic": arithmetic_problems,
+    "gsm_symbolic": gsm_symbolic_problems,
+}
