@@ -1,0 +1,552 @@
+"""The math reward: math-verify in a process pool with its own per-item deadline.
+
+Why a pool: math-verify's built-in timeout uses SIGALRM, which only works on the main
+thread of the main interpreter; in a reward thread (verl's reward loop, TRL's async
+rewards, a Gymnasium vector env driven from a thread) it is skipped or raises, and one
+`9^{9^{9^9}}` then hangs training. Here parse/verify run with their timeouts disabled
+inside worker processes, and the parent enforces the deadline: a worker that runs
+past it is killed and replaced, a worker that crashes is replaced, and the item gets
+status "timeout" or "error" with reward 0. The caller never hangs and never sees an
+exception for any input.
+
+Why a fast path: most RLVR answers are plain numbers. When both the gold answer and
+the extracted answer are plain numbers (`parse_number`), exact comparison decides and
+the pool is skipped; only symbolic answers (fractions in odd forms, radicals, sets,
+units) pay for IPC. The pool takes items in chunks (one message per chunk, not per
+item) and streams results back one by one so each item still has its own deadline.
+
+Workers start with `forkserver` (`spawn` where unavailable), never `fork`: training
+imports torch in the parent, and forking a process with torch's threads is unsafe.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing as mp
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from multiprocessing.connection import Connection, wait
+from typing import Any, Literal
+
+from lppo_env.answers import clean_text, extract_final_answer, parse_number
+
+__all__ = [
+    "Status",
+    "VerifyResult",
+    "MathVerifier",
+    "fast_verdict",
+    "default_verifier",
+    "compute_score",
+    "make_trl_reward",
+    "GOLD_UNPARSEABLE",
+]
+
+Status = Literal["ok", "no_answer", "timeout", "error"]
+GOLD_UNPARSEABLE = "gold answer could not be parsed"
+_CLOSE_TOLERANCE = Fraction(1, 10**6)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The verdict on one completion.
+
+    Attributes:
+        reward: 1.0 if the final answer matches the gold answer, else 0.0.
+        parsed_answer: the final answer extracted from the completion, or None.
+        status: "ok" (compared), "no_answer" (nothing to compare), "timeout" (ran past
+            the deadline), "error" (the verifier failed, or the gold is unparseable).
+        detail: a short human-readable reason for non-"ok" statuses.
+    """
+
+    reward: float
+    parsed_answer: str | None
+    status: Status
+    detail: str = ""
+
+    @property
+    def correct(self) -> bool:
+        """Whether the completion earned the reward."""
+        return self.reward > 0.0
+
+
+def _canonical(answer: str) -> str:
+    """Plain numbers in one form math-verify reads ("$1,000" -> "1000", "3/4" stays)."""
+    value = parse_number(answer)
+    if value is None:
+        return answer.strip()
+    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+def fast_verdict(answer: str | None, gold: str, *, max_answer_chars: int = 1000) -> VerifyResult | None:
+    """Decide a case without math-verify when that is cheap and certain, else None.
+
+    Decided here: no extracted answer; an absurdly long answer; both sides plain numbers
+    (equal, or different by more than 1e-6 relative: math-verify rounds floats, so
+    near-equal values are left to it).
+    """
+    if answer is None or not answer.strip():
+        return VerifyResult(0.0, None, "no_answer", "no final answer found")
+    if len(answer) > max_answer_chars:
+        return VerifyResult(0.0, answer[:80], "no_answer",
+                            f"answer longer than {max_answer_chars} characters")
+    gold_value = parse_number(gold)
+    value = parse_number(answer)
+    if gold_value is None or value is None:
+        return None
+    if value == gold_value:
+        return VerifyResult(1.0, answer, "ok")
+    if abs(value - gold_value) > _CLOSE_TOLERANCE * max(1, abs(gold_value)):
+        return VerifyResult(0.0, answer, "ok")
+    return None
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+@lru_cache(maxsize=4096)
+def _parse_gold(gold: str) -> Any:
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    config = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
+    return parse(f"\\boxed{{{gold}}}", extraction_config=config, parsing_timeout=None)
+
+
+def _verify_one(gold: str, answer: str) -> tuple[float, Status, str]:
+    """Compare in the worker. Gold first: math-verify's `verify` is not symmetric."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    gold_parsed = _parse_gold(gold)
+    if not gold_parsed:
+        return 0.0, "error", GOLD_UNPARSEABLE
+    config = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
+    pred = parse(f"\\boxed{{{answer}}}", extraction_config=config, parsing_timeout=None)
+    if not pred:
+        return 0.0, "no_answer", "answer could not be parsed"
+    ok = verify(gold_parsed, pred, timeout_seconds=None)
+    return (1.0 if ok else 0.0), "ok", ""
+
+
+def _worker_main(conn: Connection) -> None:
+    """Worker loop: receive a chunk [(index, gold, answer)], send (index, result) per item."""
+    logging.disable(logging.WARNING)  # math-verify warns on every disabled timeout
+    try:
+        _verify_one("1", "1")  # pay math-verify's lazy imports before reporting ready
+        conn.send(("ready", os.getpid()))
+        while True:
+            chunk = conn.recv()
+            if chunk is None:
+                return
+            for index, gold, answer in chunk:
+                try:
+                    result = _verify_one(gold, answer)
+                except Exception as e:  # includes RecursionError, MemoryError
+                    result = (0.0, "error", f"{type(e).__name__}: {str(e)[:160]}")
+                conn.send((index, result))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        return
+
+
+# ----------------------------------------------------------------------------- parent side
+
+
+class _Worker:
+    """A worker process, its pipe, and the items it is working on (head = current)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True,
+                                   name="lppo-math-verify")
+        self.process.start()
+        child.close()
+        self.born = time.monotonic()
+        self.ready = False
+        self.inflight: deque[tuple[int, str, str]] = deque()
+        self.started = 0.0  # when the head item started
+
+    def stop(self, *, graceful: bool) -> None:
+        if graceful and self.process.is_alive():
+            try:
+                self.conn.send(None)
+            except (OSError, ValueError):
+                pass
+            self.process.join(timeout=1.0)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=1.0)
+        self.conn.close()
+
+
+def _stop_all(workers: list[_Worker]) -> None:
+    for w in workers:
+        w.stop(graceful=False)
+    workers.clear()
+
+
+class MathVerifier:
+    """Scores completions against gold answers with math-verify, safely and in batches.
+
+    Use as a context manager (or call `close()`) to shut the pool down; a closed
+    verifier restarts its workers on next use. Workers start lazily, on the first item
+    the fast path cannot decide (or on `start()`). Thread-safe: calls are serialised.
+
+    Args:
+        num_workers: worker processes; default min(2, CPU count).
+        deadline: seconds one item may run in a worker before it is killed ("timeout").
+        max_completion_chars: completions are cut to their last this many characters
+            before extraction (the final answer is at the end; this bounds work).
+        max_answer_chars: longer extracted answers are "no_answer" without parsing.
+        chunk_size: items per message to a worker.
+        fast_path: decide plain-number cases in-process (see `fast_verdict`).
+        start_method: "forkserver" (default on POSIX) or "spawn"; "fork" is refused.
+        startup_timeout: seconds a new worker may take to become ready.
+
+    Example:
+        >>> with MathVerifier() as v:  # doctest: +SKIP
+        ...     v.verify("so the total is \\\\boxed{72}", "72").reward
+        1.0
+    """
+
+    def __init__(
+        self,
+        *,
+        num_workers: int | None = None,
+        deadline: float = 2.0,
+        max_completion_chars: int = 20_000,
+        max_answer_chars: int = 1000,
+        chunk_size: int = 32,
+        fast_path: bool = True,
+        start_method: str | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        n = num_workers if num_workers is not None else min(2, os.cpu_count() or 1)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"MathVerifier expects num_workers >= 1, got {num_workers!r}")
+        for name, value in (("deadline", deadline), ("startup_timeout", startup_timeout)):
+            if not value > 0:
+                raise ValueError(f"MathVerifier expects {name} > 0, got {value!r}")
+        for name, value in (("max_completion_chars", max_completion_chars),
+                            ("max_answer_chars", max_answer_chars), ("chunk_size", chunk_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MathVerifier expects {name} >= 1, got {value!r}")
+        if start_method is None:
+            start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        if start_method not in ("forkserver", "spawn"):
+            raise ValueError(
+                f"MathVerifier expects start_method 'forkserver' or 'spawn', got {start_method!r} "
+                "(fork is unsafe once torch is imported)"
+            )
+        self.num_workers = n
+        self.deadline = float(deadline)
+        self.max_completion_chars = max_completion_chars
+        self.max_answer_chars = max_answer_chars
+        self.chunk_size = chunk_size
+        self.fast_path = fast_path
+        self.start_method = start_method
+        self.startup_timeout = float(startup_timeout)
+        self._ctx = mp.get_context(start_method)
+        if start_method == "forkserver":
+            # Workers fork from a server that already imported math-verify: a replaced
+            # worker is ready in milliseconds instead of a second.
+            self._ctx.set_forkserver_preload(["lppo_env._warm_math_verify"])
+        self._workers: list[_Worker] = []
+        self._lock = threading.RLock()
+        self._finalizer = weakref.finalize(self, _stop_all, self._workers)
+        self.stats: dict[str, int] = {
+            "items": 0, "fast": 0, "pool": 0, "timeouts": 0, "errors": 0, "restarts": 0,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> MathVerifier:
+        """Start the workers now and wait until they are ready (optional warm-up)."""
+        with self._lock:
+            self._ensure_workers()
+            t_end = time.monotonic() + self.startup_timeout
+            while not all(w.ready for w in self._workers) and time.monotonic() < t_end:
+                self._pump(time.monotonic() + 0.05, {}, None)
+        return self
+
+    def close(self) -> None:
+        """Stop the workers (gracefully, then by force). Safe to call twice."""
+        with self._lock:
+            for w in self._workers:
+                w.stop(graceful=True)
+            self._workers.clear()
+
+    def __enter__(self) -> MathVerifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the live workers (for monitoring and tests)."""
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
+
+    # -- public API ------------------------------------------------------------------
+
+    def verify(self, completion: str, answer: str) -> VerifyResult:
+        """Score one completion (the full assistant text, prefix included)."""
+        return self.verify_batch([completion], [answer])[0]
+
+    def verify_batch(
+        self,
+        completions: Sequence[str],
+        answers: Sequence[str],
+        *,
+        timeout: float | None = None,
+    ) -> list[VerifyResult]:
+        """Score many completions; returns one `VerifyResult` per completion, in order.
+
+        Args:
+            completions: model outputs (anything; non-str is coerced, never raises).
+            answers: gold answers, same length.
+            timeout: optional wall-clock budget for the whole call; items not finished
+                by then get status "timeout". Without it each item still has `deadline`.
+        """
+        if len(completions) != len(answers):
+            raise ValueError(f"verify_batch expects as many answers as completions, "
+                             f"got {len(answers)} answers for {len(completions)} completions")
+        results: list[VerifyResult | None] = [None] * len(completions)
+        extracted: dict[int, str] = {}
+        pending: list[tuple[int, str, str]] = []
+        for i, (completion, gold) in enumerate(zip(completions, answers)):
+            result, item = self._prepare(completion, gold)
+            if result is not None:
+                results[i] = result
+            else:
+                assert item is not None
+                extracted[i] = item[1]
+                pending.append((i, item[0], _canonical(item[1])))
+        self.stats["items"] += len(completions)
+        self.stats["fast"] += len(completions) - len(pending)
+        if pending:
+            self.stats["pool"] += len(pending)
+            with self._lock:
+                self._run(pending, results, extracted, timeout)
+        for r in results:
+            if r is not None and r.status == "timeout":
+                self.stats["timeouts"] += 1
+            elif r is not None and r.status == "error":
+                self.stats["errors"] += 1
+        return results  # type: ignore[return-value]  # every slot is filled by _run
+
+    # -- internals -------------------------------------------------------------------
+
+    def _prepare(self, completion: object, gold: object) -> tuple[VerifyResult | None, tuple[str, str] | None]:
+        try:
+            if isinstance(completion, str) and len(completion) > self.max_completion_chars:
+                completion = completion[-self.max_completion_chars:]
+            text = clean_text(completion)[-self.max_completion_chars:]
+            gold_text = clean_text(gold).strip()
+            if not gold_text:
+                return VerifyResult(0.0, None, "error", GOLD_UNPARSEABLE), None
+            answer = extract_final_answer(text)
+            if self.fast_path or answer is None or len(answer) > self.max_answer_chars:
+                verdict = fast_verdict(answer, gold_text, max_answer_chars=self.max_answer_chars)
+                if verdict is not None:
+                    return verdict, None
+            assert answer is not None
+            return None, (gold_text, answer)
+        except Exception as e:  # defensive: the caller must never crash on input
+            return VerifyResult(0.0, None, "error", f"{type(e).__name__}: {str(e)[:160]}"), None
+
+    def _ensure_workers(self) -> None:
+        while len(self._workers) < self.num_workers:
+            self._workers.append(_Worker(self._ctx))
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.stop(graceful=False)
+        self._workers.remove(worker)
+        self.stats["restarts"] += 1
+        self._ensure_workers()
+
+    def _run(
+        self,
+        items: list[tuple[int, str, str]],
+        results: list[VerifyResult | None],
+        extracted: dict[int, str],
+        timeout: float | None,
+    ) -> None:
+        queue: deque[tuple[int, str, str]] = deque(items)
+        remaining = {i for i, _, _ in items}
+        t_end = time.monotonic() + timeout if timeout is not None else None
+        failed_starts = 0
+
+        def finish(index: int, reward: float, status: Status, detail: str) -> None:
+            results[index] = VerifyResult(reward, extracted[index], status, detail)
+            remaining.discard(index)
+
+        self._ensure_workers()
+        while remaining:
+            now = time.monotonic()
+            if t_end is not None and now >= t_end:
+                for w in [w for w in self._workers if w.inflight]:
+                    w.inflight.clear()
+                    self._replace(w)
+                for index in list(remaining):
+                    finish(index, 0.0, "timeout", f"batch timeout of {timeout} s")
+                return
+            for w in list(self._workers):
+                if not w.ready and now - w.born > self.startup_timeout:
+                    failed_starts += 1
+                    self._replace(w)
+                elif w.ready and not w.inflight and queue:
+                    # Split the queue evenly so no worker idles while another holds it all.
+                    size = min(self.chunk_size, -(-len(queue) // len(self._workers)))
+                    chunk = [queue.popleft() for _ in range(size)]
+                    try:
+                        w.conn.send(chunk)
+                    except (OSError, ValueError):
+                        queue.extendleft(reversed(chunk))
+                        self._replace(w)
+                        continue
+                    w.inflight.extend(chunk)
+                    w.started = now
+            if failed_starts > 2 * self.num_workers:
+                for index in list(remaining):
+                    finish(index, 0.0, "error", "verifier workers failed to start")
+                return
+            wake = [w.started + self.deadline for w in self._workers if w.inflight]
+            wake += [w.born + self.startup_timeout for w in self._workers if not w.ready]
+            if t_end is not None:
+                wake.append(t_end)
+            until = min(wake) if wake else now + 0.05
+            crashed = self._pump(until, {"finish": finish}, queue)
+            failed_starts += crashed
+            now = time.monotonic()
+            for w in list(self._workers):
+                if w.inflight and now - w.started > self.deadline:
+                    index = w.inflight.popleft()[0]
+                    finish(index, 0.0, "timeout", f"math-verify ran past {self.deadline} s")
+                    queue.extendleft(reversed(w.inflight))
+                    w.inflight.clear()
+                    self._replace(w)
+
+    def _pump(self, until: float, hooks: dict[str, Callable[..., None]], queue: deque | None) -> int:
+        """Wait for worker messages until `until`; handle results, readiness and deaths.
+
+        Returns the number of workers that died before becoming ready.
+        """
+        by_conn = {w.conn: w for w in self._workers}
+        if not by_conn:
+            return 0
+        ready = wait(list(by_conn), timeout=max(0.0, until - time.monotonic()))
+        died_unready = 0
+        for conn in ready:
+            w = by_conn[conn]  # type: ignore[index]
+            try:
+                while w.conn.poll():
+                    msg = w.conn.recv()
+                    if msg[0] == "ready":
+                        w.ready = True
+                        continue
+                    index, (reward, status, detail) = msg
+                    if w.inflight and w.inflight[0][0] == index:
+                        w.inflight.popleft()
+                    w.started = time.monotonic()
+                    if "finish" in hooks:
+                        hooks["finish"](index, reward, status, detail)
+            except (EOFError, OSError):
+                if not w.ready:
+                    died_unready += 1
+                if w.inflight:
+                    index = w.inflight.popleft()[0]
+                    if "finish" in hooks:
+                        hooks["finish"](index, 0.0, "error",
+                                        f"verifier worker died (exit code {w.process.exitcode})")
+                    if queue is not None:
+                        queue.extendleft(reversed(w.inflight))
+                    w.inflight.clear()
+                self._replace(w)
+        return died_unready
+
+
+# ----------------------------------------------------------------------------- shared default
+
+_default: MathVerifier | None = None
+_default_lock = threading.Lock()
+
+
+def default_verifier() -> MathVerifier:
+    """The process-wide shared verifier (created on first use, closed at exit).
+
+    Why shared: every env instance and reward wrapper would otherwise own a pool, and
+    G envs x 2 workers oversubscribes a small machine.
+    """
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = MathVerifier()
+            atexit.register(_default.close)
+        return _default
+
+
+def compute_score(
+    data_source: str | None,
+    solution_str: str,
+    ground_truth: str,
+    extra_info: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """verl custom reward function (`custom_reward_function.name=compute_score`).
+
+    verl passes the decoded response only; when an expert prefix was rendered on the
+    prompt side, put it in `extra_info["prefix"]` and it is scored with the response.
+    Extra keyword arguments (verl's `reward_kwargs`) are accepted and ignored.
+
+    Returns:
+        {"score": 0.0|1.0, "acc": bool, "pred": str, "status": str}; verl uses "score"
+        as the reward and logs the other keys.
+    """
+    prefix = extra_info.get("prefix", "") if isinstance(extra_info, dict) else ""
+    text = (prefix if isinstance(prefix, str) else "") + clean_text(solution_str)
+    r = default_verifier().verify(text, clean_text(ground_truth))
+    return {"score": r.reward, "acc": r.correct, "pred": r.parsed_answer or "", "status": r.status}
+
+
+def _completion_text(completion: Any) -> str:
+    """TRL completions are strings, or (conversational) lists of message dicts."""
+    if isinstance(completion, list):
+        return "".join(
+            clean_text(m.get("content", "")) for m in completion
+            if isinstance(m, dict) and m.get("role", "assistant") == "assistant"
+        )
+    return clean_text(completion)
+
+
+def make_trl_reward(
+    verifier: MathVerifier | None = None,
+    *,
+    answer_key: str = "answer",
+    prefix_key: str = "prefix",
+) -> Callable[..., list[float | None]]:
+    """A TRL `reward_funcs` entry: `f(prompts, completions, **columns) -> list[float | None]`.
+
+    The gold answers come from the dataset column `answer_key`; if a `prefix_key`
+    column exists, each completion is scored as prefix + completion. A row whose gold
+    answer cannot be parsed gets None (TRL then ignores it) rather than a false 0.
+    """
+
+    def lppo_math_reward(prompts: Any = None, completions: Sequence[Any] = (),
+                         **columns: Any) -> list[float | None]:
+        if answer_key not in columns:
+            raise KeyError(f"lppo_math_reward expects a dataset column {answer_key!r}, "
+                           f"got columns {sorted(columns)}")
+        texts = [_completion_text(c) for c in completions]
+        prefixes = columns.get(prefix_key)
+        if prefixes is not None:
+            texts = [clean_text(p or "") + t for p, t in zip(prefixes, texts)]
+        v = verifier or default_verifier()
+        results = v.verify_batch(texts, [clean_text(a) for a in columns[answer_key]])
+        return [None if r.detail == GOLD_UNPARSEABLE else r.reward for r in results]
+
+    return lppo_math_reward
