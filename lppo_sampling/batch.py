@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lppo_sampling.keys import as_key_array
+
 __all__ = ["RolloutPlan", "GroupResults"]
 
 
@@ -80,7 +82,7 @@ class GroupResults:
         steps: object | None = None,
     ) -> GroupResults:
         """Validate and assemble results; raise `ValueError` naming the bad argument."""
-        keys_arr = np.asarray(keys)
+        keys_arr = as_key_array(keys)
         if keys_arr.ndim != 1:
             raise ValueError(f"keys must be 1-D, got shape {keys_arr.shape}")
         if keys_arr.shape[0] == 0:
@@ -147,7 +149,7 @@ class GroupResults:
         This is the layout most RL libraries hand back (verl `DataProto`, TRL gathered
         rewards): rollout k belongs to sample `keys[k]`.
         """
-        k = np.asarray(keys)
+        k = as_key_array(keys)
         n = k.shape[0] if k.ndim == 1 else -1
         if n <= 0:
             raise ValueError(f"keys must be a non-empty 1-D sequence, got shape {k.shape}")
@@ -160,19 +162,18 @@ class GroupResults:
             if a.shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},) like keys, got {a.shape}")
             flat[name] = a
-        uniq, first, inverse = np.unique(k, return_index=True, return_inverse=True)
-        order = np.argsort(first, kind="stable")  # groups in first-appearance order
-        group_of = np.empty_like(order)
-        group_of[order] = np.arange(order.size)
-        gid = group_of[inverse]
-        counts = np.bincount(gid, minlength=order.size)
+        ids: dict[object, int] = {}  # group id per key, in first-appearance order
+        gid = np.fromiter((ids.setdefault(x, len(ids)) for x in k.tolist()), np.int64, n)
+        group_keys = np.empty(len(ids), dtype=k.dtype if k.dtype != object else object)
+        group_keys[:] = list(ids)
+        counts = np.bincount(gid, minlength=len(ids))
         width = int(counts.max())
         # slot of each rollout within its group, in original order
         sort = np.argsort(gid, kind="stable")
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         slot = np.empty(n, np.int64)
         slot[sort] = np.arange(n) - np.repeat(starts, counts)
-        shape = (order.size, width)
+        shape = (len(ids), width)
         mask = np.zeros(shape, bool)
         mask[gid, slot] = True
 
@@ -184,7 +185,7 @@ class GroupResults:
             return out
 
         return cls.build(
-            uniq[order],
+            group_keys,
             place("rewards", np.float64, 0.0),
             guided=place("guided", bool, False),
             mask=mask,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["KeyIndex"]
+__all__ = ["KeyIndex", "as_key_array"]
 
 Key = int | str
 
@@ -29,6 +29,24 @@ def _as_key(k: object) -> Key:
     if isinstance(k, (str, np.str_)):
         return str(k)
     raise ValueError(f"sample keys must be int or str, got {type(k).__name__} {k!r}")
+
+
+def as_key_array(keys: object) -> np.ndarray:
+    """Keys as a numpy array without numpy's silent coercion of mixed lists.
+
+    `np.asarray(["x", 1])` would turn the int 1 into the string "1" — a different key.
+    Mixed int/str sequences become object arrays instead.
+    """
+    if isinstance(keys, np.ndarray):
+        return keys
+    seq = list(keys) if not isinstance(keys, (list, tuple)) else keys
+    if seq and any(isinstance(k, (str, np.str_)) for k in seq) and not all(
+        isinstance(k, (str, np.str_)) for k in seq
+    ):
+        out = np.empty(len(seq), dtype=object)
+        out[:] = [k.item() if isinstance(k, np.generic) else k for k in seq]
+        return out
+    return np.asarray(seq)
 
 
 class KeyIndex:
@@ -67,9 +85,11 @@ class KeyIndex:
 
     def validate(self, keys: Sequence[object] | np.ndarray, name: str = "keys") -> np.ndarray:
         """Return `keys` as a 1-D array after checking every key is an int or str."""
-        arr = np.asarray(keys)
+        arr = as_key_array(keys)
         if arr.ndim != 1:
             raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+        if arr.size == 0:
+            return arr.astype(np.int64)  # emptiness is the caller's to judge
         if arr.dtype.kind not in "iuUO":
             raise ValueError(f"{name} must hold int or str sample keys, got dtype {arr.dtype}")
         if arr.dtype.kind == "O":
@@ -83,7 +103,7 @@ class KeyIndex:
 
         Known keys keep their row; a key repeated within `keys` gets one row.
         """
-        arr = np.asarray(list(keys) if not isinstance(keys, np.ndarray) else keys)
+        arr = as_key_array(keys)
         rows = self.lookup(arr)
         missing = rows < 0
         if not missing.any():

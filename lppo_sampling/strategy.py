@@ -223,7 +223,8 @@ class Strategy:
             raise ValueError(
                 f"state_dict is for strategy {state.get('name')!r}, not {self.name!r}"
             )
-        if _jsonable(state.get("config")) != _jsonable(self.config):
+        # the seed only initialises the RNG, whose state is restored below
+        if _without_seed(state.get("config")) != _without_seed(self.config):
             raise ValueError(
                 f"state_dict config {state.get('config')} differs from this strategy's "
                 f"{self.config}; build the strategy with the same arguments"
@@ -245,6 +246,7 @@ class Strategy:
                 role.load_state_dict(snapshots[r])
             raise
         self.stats, self.rng = stats, rng
+        self.config = dict(state["config"])  # carries the original seed
         self.group_size = int(state["group_size"])
         for role in self.roles.values():
             role.bind(self.stats)
@@ -284,6 +286,11 @@ class Strategy:
             h.update(k.encode())
             h.update(np.ascontiguousarray(arrays[k]).tobytes())
         return h.hexdigest()
+
+
+def _without_seed(config: object) -> object:
+    cfg = _jsonable(config)
+    return {k: v for k, v in cfg.items() if k != "seed"} if isinstance(cfg, dict) else cfg
 
 
 def _jsonable(x: object) -> object:
