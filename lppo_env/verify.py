@@ -82,7 +82,10 @@ def _canonical(answer: str) -> str:
     value = parse_number(answer)
     if value is None:
         return answer.strip()
-    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+    if value.denominator == 1:
+        return str(value.numerator)
+    # Keep decimals as written: math-verify rounds floats, but compares rationals exactly.
+    return answer.strip().replace("\\$", "").replace("$", "").replace(",", "").rstrip(".")
 
 
 def fast_verdict(answer: str | None, gold: str, *, max_answer_chars: int = 1000) -> VerifyResult | None:
@@ -287,6 +290,30 @@ class MathVerifier:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __copy__(self) -> MathVerifier:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MathVerifier:
+        """A verifier is a handle on a shared pool: copies share it.
+
+        `gymnasium.make` deep-copies env kwargs; copying pipes would close the
+        original's file descriptors when the copy is collected.
+        """
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickling (e.g. into an `AsyncVectorEnv` worker) gives a fresh pool, same settings."""
+        return (_rebuild, (self._config(),))
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "num_workers": self.num_workers, "deadline": self.deadline,
+            "max_completion_chars": self.max_completion_chars,
+            "max_answer_chars": self.max_answer_chars, "chunk_size": self.chunk_size,
+            "fast_path": self.fast_path, "start_method": self.start_method,
+            "startup_timeout": self.startup_timeout,
+        }
+
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for monitoring and tests)."""
         return [w.process.pid for w in self._workers if w.process.pid is not None]
@@ -468,6 +495,10 @@ class MathVerifier:
                     w.inflight.clear()
                 self._replace(w)
         return died_unready
+
+
+def _rebuild(config: dict[str, Any]) -> MathVerifier:
+    return MathVerifier(**config)
 
 
 # ----------------------------------------------------------------------------- shared default

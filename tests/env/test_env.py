@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from lppo_env import (
+    ENV_ID,
+    MathProblem,
+    MathReasoningEnv,
+    MathVerifier,
+    UnicodeText,
+    group_options,
+    load_problems,
+    make_group_env,
+)
+
+PROBLEMS = load_problems("default", size=64)
+
+
+@pytest.fixture()
+def env(verifier: MathVerifier) -> MathReasoningEnv:
+    return MathReasoningEnv(PROBLEMS, verifier=verifier)
+
+
+class ChatTokenizer:
+    """Stand-in for a HF tokenizer: a visible chat template and whitespace tokens."""
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=False,
+                            continue_final_message=False):
+        text = "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages)
+        if continue_final_message:
+            text = text.removesuffix(f"</{messages[-1]['role']}>")
+        return text + ("<assistant>" if add_generation_prompt else "")
+
+    def encode(self, text, add_special_tokens=True):
+        return list(range(len(text.split())))
+
+
+def test_check_env_passes_without_warnings(verifier: MathVerifier) -> None:
+    made = gym.make(ENV_ID, problems=PROBLEMS, verifier=verifier)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(made.unwrapped)
+    assert [str(w.message) for w in caught] == []
+
+
+def test_registered_with_gymnasium_make() -> None:
+    made = gym.make(ENV_ID, problems=PROBLEMS)
+    assert isinstance(made.unwrapped, MathReasoningEnv)
+    obs, info = made.reset(seed=0)
+    assert obs == made.unwrapped.problem(info["problem_id"]).question
+    made.close()
+
+
+def test_import_pulls_no_heavy_modules() -> None:
+    code = ("import sys, lppo_env, gymnasium; gymnasium.spec('lppo/MathReasoning-v0'); "
+            "print(sorted(m for m in ('torch', 'transformers', 'math_verify', 'reasoning_gym') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_reset_with_problem_and_ratio(env: MathReasoningEnv) -> None:
+    problem = next(p for p in PROBLEMS if len(p.steps) == 3)
+    obs, info = env.reset(options={"problem_id": problem.id, "prefix_ratio": 0.7})
+    assert obs == problem.question
+    assert info["problem_id"] == problem.id
+    assert info["prefix"] == "\n".join(problem.steps[: info["prefix_steps"]]) + "\n"
+    assert info["guided"] and info["prefix_steps"] >= 1
+    assert info["messages"][0]["role"] == "system" and "\\boxed{}" in info["messages"][0]["content"]
+    assert info["messages"][-1] == {"role": "assistant", "content": info["prefix"]}
+
+
+def test_step_scores_prefix_plus_completion(env: MathReasoningEnv) -> None:
+    problem = PROBLEMS[0]
+    _, info = env.reset(options={"problem_id": problem.id, "prefix": f"#### {problem.answer}\n"})
+    obs, reward, terminated, truncated, step_info = env.step("I am done.")
+    assert (obs, reward, terminated, truncated) == ("", 1.0, True, False)
+    assert step_info["correct"] and step_info["parsed_answer"] == problem.answer
+    assert step_info["status"] == "ok" and step_info["guided"]
+    env.reset(options={"problem_id": problem.id})
+    _, reward, _, _, step_info = env.step("The answer is \\boxed{99999}.")
+    assert (reward, step_info["correct"], step_info["parsed_answer"]) == (0.0, False, "99999")
+    env.reset(options={"problem_id": problem.id})
+    assert env.step("I don't know")[4]["status"] == "no_answer"
+
+
+def test_step_before_reset_is_an_error(env: MathReasoningEnv) -> None:
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step("x")
+
+
+def test_bad_options_are_rejected(env: MathReasoningEnv) -> None:
+    with pytest.raises(ValueError, match=r"got unknown \['prefix_ration'\]"):
+        env.reset(options={"prefix_ration": 0.5})
+    with pytest.raises(ValueError, match="expects either 'prefix' or 'prefix_ratio', got both"):
+        env.reset(options={"prefix": "a", "prefix_ratio": 0.5})
+    with pytest.raises(KeyError, match="expects a known problem_id, got 'nope'"):
+        env.reset(options={"problem_id": "nope"})
+
+
+def test_same_seed_same_problem(env: MathReasoningEnv) -> None:
+    ids = [env.reset(seed=s)[1]["problem_id"] for s in (1, 2, 1)]
+    assert ids[0] == ids[2]
+
+
+def test_tokenizer_renders_prompt_for_continuation(verifier: MathVerifier) -> None:
+    env = MathReasoningEnv(PROBLEMS, verifier=verifier, tokenizer=ChatTokenizer(),
+                           system_prompt=None, user_template="Q: {question}")
+    problem = next(p for p in PROBLEMS if len(p.steps) == 3)
+    obs, info = env.reset(options={"problem_id": problem.id, "prefix_ratio": 0.5})
+    assert obs == f"<user>Q: {problem.question}</user><assistant>{info['prefix']}"
+    assert info["prefix_tokens"] == len(info["prefix"].split())
+    obs, info = env.reset(options={"problem_id": problem.id})
+    assert obs.endswith("</user><assistant>") and info["prefix_tokens"] == 0
+
+
+def test_lookup_and_constructor_validation() -> None:
+    env = MathReasoningEnv(PROBLEMS)
+    assert env.problem_ids == tuple(p.id for p in PROBLEMS)
+    assert env.problem(PROBLEMS[3].id) is PROBLEMS[3]
+    with pytest.raises(ValueError, match="expects user_template to contain '{question}'"):
+        MathReasoningEnv(PROBLEMS, user_template="no placeholder")
+    dup = (PROBLEMS[0], MathProblem(id=PROBLEMS[0].id, question="q", answer="1"))
+    with pytest.raises(ValueError, match="expected unique ids"):
+        MathReasoningEnv(dup)
+
+
+def test_unicode_text_space() -> None:
+    space = UnicodeText(10)
+    assert space.contains("∑ ½ $x$") and space.contains("")
+    assert not space.contains("x" * 11) and not space.contains(5)
+    assert space.contains(space.sample())
+    assert space == UnicodeText(10) and space != UnicodeText(11)
+
+
+def test_group_env_per_slot_prefixes(verifier: MathVerifier) -> None:
+    problem = next(p for p in PROBLEMS if len(p.steps) == 3)
+    envs = make_group_env(4, PROBLEMS, verifier=verifier)
+    obs, info = envs.reset(options=group_options(problem.id, [None, 0.0, 0.7, "We compute"]))
+    assert list(obs) == [problem.question] * 4
+    assert list(info["problem_id"]) == [problem.id] * 4
+    assert list(info["guided"]) == [False, False, True, True]
+    assert info["prefix"][3] == "We compute" and info["prefix_steps"][2] >= 1
+    completions = ("\\boxed{" + problem.answer + "}", "no idea", "\\boxed{123456}",
+                   f" {problem.steps[0].removeprefix('We compute')} = {problem.answer}")
+    _, rewards, terminated, truncated, step_info = envs.step(completions)
+    np.testing.assert_array_equal(rewards, [1.0, 0.0, 0.0, 1.0])
+    assert terminated.all() and not truncated.any()
+    assert list(step_info["status"]) == ["ok", "no_answer", "ok", "ok"]
+    # a second group on another problem reuses the same envs
+    other = PROBLEMS[1]
+    obs, info = envs.reset(options=group_options(other.id, [0.5] * 4))
+    assert list(info["problem_id"]) == [other.id] * 4
+    envs.close()
