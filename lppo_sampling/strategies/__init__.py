@@ -3,6 +3,18 @@
 Each module registers its strategies with `register_strategy` on import; the registry
 imports this package the first time a strategy is looked up by name. Rules are pure
 functions in `rules_peer`; fast batch sampling over large pools lives in `sampling`.
+
+| name              | module      | roles                                                     |
+|-------------------|-------------|-----------------------------------------------------------|
+| `dapo`            | `filters`   | uniform · none · DynamicSamplingFilter · 1 (+ `refill`)   |
+| `balanced_filter` | `filters`   | uniform · none · BalancedFilter · 1 (+ `refill`)          |
+| `sec`             | `arms`      | SECSelector · none · keep all · 1                         |
+| `dump`            | `arms`      | DUMPSelector · none · keep all · 1                        |
+| `mopps`           | `posterior` | MoPPSSelector · none · keep all · 1                       |
+| `cures`           | `posterior` | CurESSelector · none · keep all · 1 (+ `allocate_rollouts`)|
+| `hint_length`     | `hint`      | uniform · AdaptiveHintGuide · keep all · 1                |
+| `hint_lppo`       | `hint`      | uniform · AdaptiveHintGuide · keep all · LPWeighter       |
+| `saidpo`          | `saidpo`    | SAIDPOSelector · none · DynamicSamplingFilter · 1 (+ `probe_keys`) |
 """
 
-from lppo_sampling.strategies import arms, filters  # noqa: F401  (registration)
+from lppo_sampling.strategies import arms, filters, hint, posterior, saidpo  # noqa: F401

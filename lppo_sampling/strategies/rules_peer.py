@@ -361,8 +361,8 @@ def saidpo_hardness_order(nop: np.ndarray, steps: np.ndarray, length: np.ndarray
     """Indices from hardest to easiest by SAI-DPO's self-aware difficulty, lexicographic.
 
     Priority (papers_lppo_saidpo.md §2.2): fewer passes NoP is harder; on a tie, more
-    reasoning steps; then longer outputs. NaN steps/length (unmeasured) count as the
-    easiest on that criterion; remaining ties keep input order (stable).
+    reasoning steps; then longer outputs. NaN or negative steps/length (unmeasured) count
+    as the easiest on that criterion; remaining ties keep input order (stable).
 
     Args:
         nop, steps, length: (n,) per-sample measurements.
@@ -371,8 +371,10 @@ def saidpo_hardness_order(nop: np.ndarray, steps: np.ndarray, length: np.ndarray
         (n,) int64 permutation, hardest first.
     """
     nop = np.asarray(nop, dtype=np.float64)
-    st = np.nan_to_num(np.asarray(steps, dtype=np.float64), nan=-np.inf)
-    ln = np.nan_to_num(np.asarray(length, dtype=np.float64), nan=-np.inf)
+    st = np.asarray(steps, dtype=np.float64)
+    ln = np.asarray(length, dtype=np.float64)
+    st = np.where(np.isnan(st) | (st < 0), -np.inf, st)
+    ln = np.where(np.isnan(ln) | (ln < 0), -np.inf, ln)
     # lexsort: last key is primary; ascending NoP, then descending steps, then length
     return np.lexsort((np.arange(nop.shape[0]), -ln, -st, nop))
 

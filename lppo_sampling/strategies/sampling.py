@@ -35,6 +35,7 @@ class ArmIndex:
 
     def __init__(self) -> None:
         self._key: tuple | None = None
+        self.version = 0  # bumped on every rebuild, so dependants can rebuild derived state
         self.order = np.zeros(0, np.int64)
         self.starts = np.zeros(1, np.int64)
         self.sizes = np.zeros(1, np.int64)
@@ -63,6 +64,7 @@ class ArmIndex:
         self.sizes = np.bincount(arms, minlength=k).astype(np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
         self._key = key
+        self.version += 1
         return self
 
     def arm_of(self, stats: SampleStats, rows: np.ndarray) -> np.ndarray:
