@@ -1,0 +1,240 @@
+"""GRPO (DeepSeekMath, arXiv 2402.03300): PPO-clip without a critic, group-relative advantages.
+
+The update reads top to bottom, CleanRL style:
+
+1. log-probs of the rollouts under the current policy (the "old" policy of this update)
+   and, if `kl_coef > 0`, under the frozen reference;
+2. token-level rewards (outcome reward on the last response token; minus the per-token
+   KL when `use_kl_in_reward`);
+3. advantages from the registry (`grpo` by default), multiplied by the per-sample weights;
+4. epochs × shuffled minibatches × token-budget micro-batches: PPO-clip loss (+ KL loss),
+   accumulated gradients, one clipped AdamW step per minibatch;
+5. metrics.
+
+Prefix tokens are on the prompt side of `response_mask`, so they get no policy gradient
+and no KL. The same class, with another `adv_estimator`, gives RLOO or Dr.GRPO, and with
+REINFORCE++ defaults gives `ReinforcePlusPlusLearner`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from agents.batch import TrainBatch
+from agents.core_algos import (
+    agg_loss,
+    compute_token_level_rewards,
+    get_adv_estimator_fn,
+    get_policy_loss_fn,
+    kl_penalty,
+    masked_mean,
+)
+from agents.learners.base import (
+    LearnerConfig,
+    MetricMean,
+    build_optimizer,
+    frozen_copy,
+    minibatches,
+    no_grad_token_logprobs,
+    register_learner,
+    rollout_metrics,
+)
+from agents.learners.logprobs import micro_batches, token_logprobs
+from agents.policy import Policy
+
+__all__ = ["GRPOConfig", "GRPOLearner"]
+
+
+@dataclass
+class GRPOConfig(LearnerConfig):
+    """GRPO defaults: group-normalised advantages, KL (k3) in the loss, off by default.
+
+    `kl_coef=0` as in TRL (`beta=0.0`) and Dr.GRPO: no reference model is loaded.
+    Set `kl_coef=0.001` for verl's GRPO example (`use_kl_loss`, `low_var_kl`).
+    """
+
+    adv_estimator: str = "grpo"
+    kl_coef: float = 0.0
+    kl_estimator: str = "k3"
+    use_kl_in_reward: bool = False
+
+
+@register_learner("grpo")
+class GRPOLearner:
+    """Critic-free PPO-clip learner over a `Policy`.
+
+    Args:
+        policy: the policy to train (its model is updated in place).
+        config: a `GRPOConfig` (default values if None).
+        ref_model: reference model for the KL term; default a frozen copy of the policy
+            taken now, created only when `config.kl_coef > 0`.
+    """
+
+    config_class: type[LearnerConfig] = GRPOConfig
+
+    def __init__(
+        self,
+        policy: Policy,
+        config: LearnerConfig | None = None,
+        *,
+        ref_model: torch.nn.Module | None = None,
+    ) -> None:
+        self.config = config if config is not None else self.config_class()
+        if not isinstance(self.config, self.config_class):
+            raise ValueError(
+                f"expected a {self.config_class.__name__}, got {type(self.config).__name__}"
+            )
+        self.policy = policy
+        self.model = policy.model
+        if self.config.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        self.ref_model = None
+        if self.config.kl_coef > 0:
+            self.ref_model = ref_model if ref_model is not None else frozen_copy(self.model)
+        self.optimizer = build_optimizer(self.model.parameters(), self.config)
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        """One GRPO update on `batch`; returns flat metrics (`loss/policy`, `actor/...`)."""
+        cfg = self.config
+        start = time.perf_counter()
+        device = self.policy.device
+        batch = batch.to(device)
+        mask = batch.response_mask
+        weights = batch.weights
+        if cfg.normalize_weights:
+            weights = weights / weights.mean().clamp(min=1e-8)
+
+        # 1. log-probs under the old (= current) policy and the reference
+        if cfg.recompute_old_logprobs:
+            old_logprobs, _ = no_grad_token_logprobs(
+                self.model, batch, token_budget=cfg.token_budget, temperature=cfg.temperature
+            )
+        else:
+            old_logprobs = batch.old_logprobs
+        ref_logprobs = None
+        if self.ref_model is not None:
+            ref_logprobs, _ = no_grad_token_logprobs(
+                self.ref_model, batch, token_budget=cfg.token_budget, temperature=cfg.temperature
+            )
+
+        # 2. token-level rewards, with the KL penalty folded in when requested
+        kl_in_reward = None
+        if ref_logprobs is not None and cfg.use_kl_in_reward:
+            kl_in_reward = kl_penalty(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask
+        token_level_rewards = compute_token_level_rewards(
+            batch.rewards, mask, kl=kl_in_reward, kl_coef=cfg.kl_coef
+        )
+
+        # 3. advantages, scaled per sample by the sampler's weights
+        estimator = get_adv_estimator_fn(cfg.adv_estimator)
+        advantages, _ = estimator(
+            token_level_rewards,
+            mask,
+            index=batch.index,
+            gamma=cfg.gamma,
+            lam=cfg.lam,
+            norm_adv_by_std_in_grpo=cfg.norm_adv_by_std_in_grpo,
+        )
+        advantages = advantages * weights[:, None]
+
+        # 4. epochs x minibatches x micro-batches
+        policy_loss_fn = get_policy_loss_fn(cfg.policy_loss)
+        norm_constant = cfg.loss_norm_constant or float(batch.response_lengths.max().clamp(min=1))
+        metrics = MetricMean()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.model.train()
+        num_steps = num_micro = 0
+        for _epoch in range(cfg.epochs):
+            for mb_rows in minibatches(len(batch), cfg.num_minibatches, self.generator):
+                mb_rows = mb_rows.sort().values.to(device)  # row order within a step is irrelevant: fix it
+                self.optimizer.zero_grad(set_to_none=True)
+                mb_mask = mask[mb_rows]
+                num_tokens = mb_mask.sum()
+                num_seqs = (mb_mask.sum(dim=-1) > 0).sum()
+                step = MetricMean()
+                losses = {"loss/policy": 0.0, "loss/kl": 0.0, "loss/total": 0.0}
+                for micro in micro_batches(batch.seq_lengths[mb_rows], cfg.token_budget):
+                    rows = mb_rows[torch.tensor(micro, device=device)]
+                    mb = batch.select(rows)
+                    width = mb.input_ids.shape[1]
+                    logprobs, _, entropy = token_logprobs(
+                        self.model,
+                        mb.input_ids,
+                        mb.attention_mask,
+                        temperature=cfg.temperature,
+                        with_entropy=True,
+                    )
+                    agg = {
+                        "loss_agg_mode": cfg.loss_agg_mode,
+                        "num_tokens": num_tokens,
+                        "num_seqs": num_seqs,
+                        "norm_constant": norm_constant,
+                    }
+                    pg_loss, pg_metrics = policy_loss_fn(
+                        old_logprobs[rows, :width],
+                        logprobs,
+                        advantages[rows, :width],
+                        mb.response_mask,
+                        clip_ratio_low=cfg.clip_ratio_low,
+                        clip_ratio_high=cfg.clip_ratio_high,
+                        clip_ratio_c=cfg.clip_ratio_c,
+                        **agg,
+                    )
+                    loss = pg_loss
+                    micro_metrics = dict(pg_metrics)
+                    if ref_logprobs is not None:
+                        kl = kl_penalty(logprobs, ref_logprobs[rows, :width], cfg.kl_estimator)
+                        micro_metrics["actor/kl_ref"] = float(masked_mean(kl.detach(), mb.response_mask))
+                        if not cfg.use_kl_in_reward:
+                            kl_loss = agg_loss(kl, mb.response_mask, **agg)
+                            loss = loss + cfg.kl_coef * kl_loss
+                            losses["loss/kl"] += float(kl_loss.detach())
+                    loss.backward()
+                    losses["loss/policy"] += float(pg_loss.detach())
+                    losses["loss/total"] += float(loss.detach())
+                    micro_metrics["actor/entropy"] = float(masked_mean(entropy, mb.response_mask))
+                    step.add(micro_metrics, weight=float(mb.response_mask.sum()))
+                    num_micro += 1
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    params, cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
+                )
+                self.optimizer.step()
+                metrics.add({**step.result(), **losses, "actor/grad_norm": float(grad_norm)})
+                num_steps += 1
+
+        # 5. metrics
+        out = metrics.result()
+        out["actor/clipfrac"] = out.pop("actor/pg_clipfrac", 0.0)
+        out["actor/clipfrac_lower"] = out.pop("actor/pg_clipfrac_lower", 0.0)
+        if ref_logprobs is None or cfg.use_kl_in_reward:
+            out.pop("loss/kl", None)
+        out.update(rollout_metrics(batch))
+        out.update(
+            {
+                "advantages/mean": float(masked_mean(advantages, mask)),
+                "advantages/min": float(advantages[mask > 0].min()) if batch.num_response_tokens else 0.0,
+                "advantages/max": float(advantages[mask > 0].max()) if batch.num_response_tokens else 0.0,
+                "actor/lr": float(self.optimizer.param_groups[0]["lr"]),
+                "perf/optimizer_steps": float(num_steps),
+                "perf/micro_batches": float(num_micro),
+                "perf/update_seconds": time.perf_counter() - start,
+            }
+        )
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer and shuffling RNG (policy weights are saved by the trainer)."""
+        return {"optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,274 @@
+"""Learners on a tiny random Llama: masking, weights, accumulation, learning direction."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from agents.batch import TrainBatch
+from agents.learners import (
+    LEARNER_REGISTRY,
+    GRPOConfig,
+    GRPOLearner,
+    Learner,
+    PPOConfig,
+    get_learner_class,
+    make_learner,
+    register_learner,
+    sequence_logprobs,
+    token_logprobs,
+)
+from agents.policy import encode_chat
+from agents.rollout.base import Rollout
+from tests.agents.conftest import make_tiny_model
+
+LEARNERS = ["grpo", "ppo", "reinforce_plus_plus"]
+
+
+def make_batch(policy, weights=None, rewards=(1.0, 0.0, 0.0, 1.0)):
+    """Two prompts x two completions; the second prompt is guided by an expert prefix."""
+    tok = policy.tokenizer
+    chats = [
+        ([{"role": "user", "content": "2+3?"}], ""),
+        ([{"role": "user", "content": "7*6?"}], "7*6 ="),
+    ]
+    completions = [["5", "six or so"], [" 42", "forty-one"]]
+    rollouts = []
+    for i, (messages, prefix) in enumerate(chats):
+        prompt_ids, prefix_ids = encode_chat(tok, messages, prefix)
+        for text in completions[i]:
+            response_ids = tok.encode(text, add_special_tokens=False) + [tok.eos_token_id]
+            rollouts.append(
+                Rollout(
+                    prompt_ids=prompt_ids,
+                    prefix_ids=prefix_ids,
+                    response_ids=response_ids,
+                    response_logprobs=[0.0] * len(response_ids),
+                    text=text,
+                    prefix=prefix,
+                    request_index=i,
+                )
+            )
+    return TrainBatch.from_rollouts(
+        rollouts, list(rewards), weights=weights, pad_token_id=tok.pad_token_id
+    )
+
+
+def flat_grad(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+def grad_of_update(learner, batch):
+    """The gradient the learner applied (lr=0 keeps weights fixed; no clipping)."""
+    learner.update(batch)
+    return flat_grad(learner.model).clone()
+
+
+def probe(name, policy, **cfg):
+    base = {"lr": 0.0, "max_grad_norm": None, "kl_coef": 0.0, "weight_decay": 0.0}
+    if name == "ppo":
+        base["critic_lr"] = 0.0
+    return make_learner(name, policy, **{**base, **cfg})
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry_and_config_validation(tiny_policy):
+    assert set(LEARNERS) <= set(LEARNER_REGISTRY)
+    learner = make_learner("grpo", tiny_policy, lr=1e-3)
+    assert isinstance(learner, Learner) and learner.config.lr == 1e-3
+    assert get_learner_class("reinforce_plus_plus").config_class().use_kl_in_reward
+    with pytest.raises(ValueError, match=re.escape("got 'gpro'. Did you mean 'grpo'?")):
+        make_learner("gpro", tiny_policy)
+    with pytest.raises(ValueError, match=re.escape("got 'clip_ratio'. Did you mean 'clip_ratio_c'?")):
+        make_learner("grpo", tiny_policy, clip_ratio=0.2)
+    with pytest.raises(ValueError, match=re.escape("GRPOConfig expects epochs >= 1, got 0")):
+        GRPOConfig(epochs=0)
+    with pytest.raises(ValueError, match=re.escape("PPOConfig expects vf_coef >= 0, got -1")):
+        PPOConfig(vf_coef=-1)
+    with pytest.raises(ValueError, match="expected a advantage estimator name"):
+        GRPOConfig(adv_estimator="nope")
+    with pytest.raises(ValueError, match="expected a free learner name"):
+        register_learner("grpo")(type("Other", (), {}))
+    with pytest.raises(ValueError, match="expected num_minibatches <= batch size, got 5"):
+        make_learner("grpo", tiny_policy, num_minibatches=5).update(make_batch(tiny_policy))
+
+
+def test_reference_model_only_when_kl_is_used(tiny_policy):
+    assert make_learner("grpo", tiny_policy).ref_model is None
+    learner = make_learner("grpo", tiny_policy, kl_coef=0.01)
+    assert learner.ref_model is not None and learner.ref_model is not tiny_policy.model
+    assert not any(p.requires_grad for p in learner.ref_model.parameters())
+
+
+# ----------------------------------------------------------------------------- updates
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_update_logs_metrics_and_changes_every_trained_parameter(tiny_policy, name):
+    before = {n: p.detach().clone() for n, p in tiny_policy.model.named_parameters()}
+    learner = make_learner(name, tiny_policy, lr=1e-3, kl_coef=0.01, num_minibatches=2, epochs=2)
+    metrics = learner.update(make_batch(tiny_policy))
+    for key in (
+        "loss/policy",
+        "loss/total",
+        "actor/clipfrac",
+        "actor/approx_kl",
+        "actor/grad_norm",
+        "actor/entropy",
+        "actor/kl_ref",
+        "rollout/reward_mean",
+        "rollout/frac_zero_std",
+        "rollout/frac_guided",
+        "weights/mean",
+        "advantages/mean",
+    ):
+        assert key in metrics and metrics[key] == metrics[key], key  # present, not NaN
+    assert metrics["rollout/reward_mean"] == 0.5 and metrics["rollout/frac_guided"] == 0.5
+    assert metrics["perf/optimizer_steps"] == 4
+    if name == "ppo":
+        assert {"loss/value", "critic/explained_var", "critic/vf_clipfrac"} <= set(metrics)
+    changed = [n for n, p in tiny_policy.model.named_parameters() if not torch.equal(p, before[n])]
+    assert set(changed) == set(before), set(before) - set(changed)
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_prompt_and_prefix_positions_get_exactly_zero_gradient(tiny_policy, tiny_tokenizer, name):
+    """d loss / d logits is exactly 0 wherever the next token is prompt, prefix or padding,
+    including through the KL term (a different reference makes the KL gradient non-zero)."""
+    batch = make_batch(tiny_policy)
+    ref = make_tiny_model(len(tiny_tokenizer), seed=1).requires_grad_(False)
+    use_kl_in_reward = name == "reinforce_plus_plus"
+    learner = get_learner_class(name)(
+        tiny_policy,
+        get_learner_class(name).config_class(kl_coef=0.5, use_kl_in_reward=use_kl_in_reward, max_grad_norm=None),
+        ref_model=ref,
+    )
+    captured = []
+
+    def on_model(module, args, kwargs, output):
+        if output.logits.requires_grad:
+            ids = kwargs["input_ids"]
+            output.logits.register_hook(lambda g: captured.append((ids, g)))
+
+    handle = tiny_policy.model.register_forward_hook(on_model, with_kwargs=True)
+    try:
+        learner.update(batch)
+    finally:
+        handle.remove()
+    assert captured
+    rows_checked = 0
+    for ids, grad in captured:
+        for r in range(ids.shape[0]):
+            (match,) = [i for i in range(len(batch)) if torch.equal(batch.input_ids[i, : ids.shape[1]], ids[r])]
+            trained = batch.response_mask[match, 1 : ids.shape[1]] > 0  # token t+1 predicted at t
+            g = grad[r, :-1].abs().sum(-1)
+            assert torch.all(g[~trained] == 0), f"row {match}: gradient on a prompt/prefix position"
+            assert torch.all(g[trained] > 0)
+            assert torch.all(grad[r, -1] == 0)
+            rows_checked += 1
+    assert rows_checked == len(batch)
+    assert batch.prefix_mask.sum() > 0  # the batch does contain prefix tokens
+
+
+@pytest.mark.parametrize("name", ["grpo", "ppo"])
+def test_gradient_is_linear_in_per_sample_weights(tiny_policy, name):
+    learner = probe(name, tiny_policy)
+    per_sample = [grad_of_update(learner, make_batch(tiny_policy, weights=torch.eye(4)[i])) for i in range(4)]
+    if name == "ppo":  # the value loss does not depend on weights: compare policy parts only
+        zero = grad_of_update(learner, make_batch(tiny_policy, weights=torch.zeros(4)))
+        per_sample = [g - zero for g in per_sample]
+    else:
+        zero = torch.zeros_like(per_sample[0])
+    w = torch.tensor([0.5, 1.5, 0.0, 2.0])
+    combined = grad_of_update(learner, make_batch(tiny_policy, weights=w))
+    expected = zero + sum(wi * gi for wi, gi in zip(w, per_sample))
+    assert torch.allclose(combined, expected, atol=1e-6)
+    doubled = grad_of_update(learner, make_batch(tiny_policy, weights=2 * torch.eye(4)[1]))
+    assert torch.allclose(doubled - zero, 2 * per_sample[1], atol=1e-6)
+
+
+def test_unit_weights_reproduce_the_unweighted_grpo_gradient(tiny_policy):
+    """Weights of 1 give exactly the textbook on-policy GRPO gradient -sum(A * grad log pi) / N."""
+    batch = make_batch(tiny_policy, weights=torch.ones(4))
+    unweighted = make_batch(tiny_policy)
+    learner = probe("grpo", tiny_policy)
+    g_weighted = grad_of_update(learner, batch)
+    assert torch.equal(g_weighted, grad_of_update(learner, unweighted))
+
+    model = tiny_policy.model
+    model.zero_grad(set_to_none=True)
+    lp, _, _ = token_logprobs(model, batch.input_ids, batch.attention_mask)
+    r = batch.rewards
+    adv = torch.zeros(4)
+    for g in (0, 1):
+        rows = batch.index == g
+        adv[rows] = (r[rows] - r[rows].mean()) / (r[rows].std() + 1e-6)
+    loss = -(adv[:, None] * lp * batch.response_mask).sum() / batch.response_mask.sum()
+    loss.backward()
+    assert torch.allclose(g_weighted, flat_grad(model), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_token_budget_accumulation_equals_one_big_batch(tiny_policy, mode):
+    batch = make_batch(tiny_policy)
+    full = grad_of_update(probe("grpo", tiny_policy, loss_agg_mode=mode, kl_coef=0.1), batch)
+    learner = probe("grpo", tiny_policy, loss_agg_mode=mode, kl_coef=0.1, token_budget=40)
+    micro = grad_of_update(learner, batch)
+    assert learner.update(batch)["perf/micro_batches"] > 1
+    assert torch.allclose(full, micro, atol=1e-6)
+
+
+def test_gradient_checkpointing_gives_the_same_gradient(tiny_policy):
+    batch = make_batch(tiny_policy)
+    plain = grad_of_update(probe("grpo", tiny_policy), batch)
+    ckpt = grad_of_update(probe("grpo", tiny_policy, gradient_checkpointing=True), batch)
+    assert torch.allclose(plain, ckpt, atol=1e-6)
+
+
+def test_sampler_logprobs_are_used_only_when_asked(tiny_policy):
+    batch = make_batch(tiny_policy)  # rollout logprobs are 0: far from the model's
+    recomputed = probe("grpo", tiny_policy).update(batch)
+    trusted = probe("grpo", tiny_policy, recompute_old_logprobs=False).update(batch)
+    assert recomputed["actor/ppo_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert recomputed["actor/clipfrac"] == 0.0
+    assert trusted["actor/clipfrac"] > 0.0
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_updates_raise_rewarded_and_lower_penalised_completions(tiny_policy, name):
+    batch = make_batch(tiny_policy)
+    model = tiny_policy.model
+    with torch.no_grad():
+        before = sequence_logprobs(model.eval(), batch)
+    learner = make_learner(name, tiny_policy, lr=3e-3, kl_coef=0.0, critic_lr=1e-2) if name == "ppo" else (
+        make_learner(name, tiny_policy, lr=3e-3, kl_coef=0.0)
+    )
+    for _ in range(3):
+        learner.update(batch)
+    with torch.no_grad():
+        after = sequence_logprobs(model.eval(), batch)
+    delta = after - before
+    rewarded = batch.rewards > 0
+    assert torch.all(delta[rewarded] > 0), delta
+    assert torch.all(delta[~rewarded] < 0), delta
+
+
+def test_state_dict_round_trip(tiny_policy):
+    batch = make_batch(tiny_policy)
+    for name in LEARNERS:
+        learner = make_learner(name, tiny_policy, lr=1e-3)
+        learner.update(batch)
+        state = learner.state_dict()
+        other = make_learner(name, tiny_policy, lr=1e-3)
+        other.load_state_dict(state)
+        assert torch.equal(other.generator.get_state(), learner.generator.get_state())
+        assert other.optimizer.state_dict()["state"].keys() == state["optimizer"]["state"].keys()
+
+
+def test_grpo_learner_rejects_a_foreign_config(tiny_policy):
+    with pytest.raises(ValueError, match="expected a GRPOConfig, got PPOConfig"):
+        GRPOLearner(tiny_policy, PPOConfig())
