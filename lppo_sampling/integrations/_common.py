@@ -1,0 +1,110 @@
+"""Helpers shared by the library adapters: version checks, reward scaling, a fallback grader.
+
+Kept free of torch and of any RL library so that every adapter (and its tests) can use
+it; each adapter imports its own library lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["require", "unit_rewards", "exact_match_score"]
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    out = []
+    for part in re.split(r"[.+-]", v):
+        if not part.isdigit():
+            break
+        out.append(int(part))
+    return tuple(out)
+
+
+def require(dist: str, minimum: str, *, below: str | None = None, purpose: str = "") -> str:
+    """Return the installed version of `dist`, or raise ImportError saying what is needed.
+
+    Adapters hook private methods of fast-moving libraries, so a version outside the
+    tested range must fail loudly at construction, not misbehave mid-training.
+
+    Args:
+        dist: distribution name on PyPI (e.g. "trl").
+        minimum: lowest supported version (inclusive).
+        below: first unsupported version (exclusive upper bound), or None.
+        purpose: what the adapter needs it for (goes into the message).
+    """
+    why = f" for {purpose}" if purpose else ""
+    try:
+        version = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError as e:
+        rng = f">={minimum}" + (f",<{below}" if below else "")
+        raise ImportError(
+            f"{dist}{rng} is required{why} but is not installed; see docs/integrations.md "
+            f"for the install line"
+        ) from e
+    v = _version_tuple(version)
+    if v < _version_tuple(minimum) or (below is not None and v >= _version_tuple(below)):
+        rng = f">={minimum}" + (f",<{below}" if below else "")
+        raise ImportError(
+            f"{dist} {version} is installed, but lppo_sampling's adapter{why} is tested with "
+            f"{dist}{rng}; install a version in that range"
+        )
+    return version
+
+
+def unit_rewards(rewards: Sequence[float] | np.ndarray, reward_range: tuple[float, float],
+                 source: str) -> np.ndarray:
+    """Map rewards from `reward_range` onto [0, 1], the scale strategies observe.
+
+    Strategies track pass rates, so a reward must be a pass indicator or partial credit
+    in [0, 1]. Libraries hand back arbitrary scalars (format bonuses, -1/+1 schemes);
+    rather than clip silently, an out-of-range value is an error naming the fix.
+
+    Raises:
+        ValueError: `reward_range` is empty, or a reward falls outside it.
+    """
+    lo, hi = (float(x) for x in reward_range)
+    if not hi > lo:
+        raise ValueError(f"reward_range must be (low, high) with high > low, got {reward_range}")
+    r = np.asarray(rewards, dtype=np.float64)
+    u = (r - lo) / (hi - lo)
+    tol = 1e-6
+    bad = np.isfinite(u) & ((u < -tol) | (u > 1 + tol))
+    if bad.any():
+        v = r[bad][0]
+        raise ValueError(
+            f"{source}: reward {v} lies outside reward_range={tuple(reward_range)}; strategies "
+            f"observe pass rates in [0, 1], so pass the adapter the range your rewards use "
+            f"(reward_range=(low, high))"
+        )
+    return np.clip(u, 0.0, 1.0)
+
+
+_BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def _final_answer(text: str) -> str | None:
+    boxed = _BOXED.findall(text)
+    if boxed:
+        return boxed[-1]
+    nums = _NUMBER.findall(text)
+    return nums[-1] if nums else None
+
+
+def _norm(ans: str) -> str:
+    return ans.strip().strip("$ .").replace(",", "").replace(" ", "")
+
+
+def exact_match_score(completion: str, answer: str) -> float:
+    """1.0 if the completion's final answer (last `\\boxed{}` or last number) equals `answer`.
+
+    A dependency-free grader for adapters and tests; real training should use
+    `lppo_env`'s math-verify reward, which understands equivalent forms.
+    """
+    got = _final_answer(str(completion))
+    return float(got is not None and _norm(got) == _norm(str(answer)))

@@ -1,0 +1,435 @@
+"""TRL adapter: `LPPOGRPOTrainer`, a `trl.GRPOTrainer` driven by an lppo_sampling strategy.
+
+What it changes in GRPO, and why each hook is the one TRL leaves open:
+
+* **Which prompts** — `_get_train_sampler` returns `StrategyRepeatSampler`, which
+  reproduces the index layout of TRL's `RepeatSampler` (each generation batch of
+  `generation_batch_size // num_generations` prompts, every index repeated
+  `num_generations` times in a row, the whole chunk repeated
+  `num_iterations * steps_per_generation` times) but draws each chunk lazily from
+  `strategy.select`, so rewards observed at step t steer the draw at step t+1 (the
+  dataloader prefetches one batch, so the steer shows one generation later at worst).
+* **Which rollouts are guided** — each chunk also gets `strategy.plan(keys)`; slot j of
+  a guided sample starts from an expert prefix rendered on the *prompt* side, so the
+  prefix is never trained and the importance ratios stay on-policy:
+  plain-text prompts get the prefix appended; conversational prompts get it as a
+  final, partial assistant message rendered with `continue_final_message=True`
+  (`_tokenize_prompts` override). The prefix text is also put in the `prefix` column
+  that reward functions receive (lppo_env's `make_trl_reward` scores prefix +
+  completion).
+* **Feedback** — `_calculate_rewards` returns TRL's gathered rewards; the adapter
+  gathers the sample keys in the same process order and calls `strategy.observe` with
+  identical data on every rank, so replicas stay bit-identical.
+* **Weights** — after TRL computes advantages, they are multiplied by
+  `strategy.weights(keys)` (and by `strategy.keep(keys)`, so a Filter zeroes dropped
+  groups).
+* **Checkpoint** — the strategy state is written to `checkpoint-N/lppo_sampler.npz`
+  and read back on resume. `ignore_data_skip=True` is required: the sampler restores
+  its own RNG, and HF's batch skipping would re-draw (and re-plan) instead.
+
+Supported: map-style `datasets.Dataset` with a stable key column; text prompts or
+conversational text-only prompts; any `loss_type`; vLLM colocate/server (token ids
+are passed through). Not supported with prefix guidance: VLM prompts,
+`environment_factory`, and custom `rollout_func`s that do not themselves honour a
+final assistant message (they receive the prefixed prompts and must continue them).
+
+Tested with trl 1.16.0, transformers 5.19.0, accelerate 1.15 (CPU).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from lppo_sampling.batch import GroupResults, RolloutPlan
+from lppo_sampling.integrations._common import require, unit_rewards
+from lppo_sampling.strategy import Strategy
+
+TRL_VERSION = require("trl", "1.16", below="1.17", purpose="LPPOGRPOTrainer")
+
+import torch  # noqa: E402
+from accelerate.utils import gather_object  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from torch.utils.data import Sampler  # noqa: E402
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR  # noqa: E402
+from trl import GRPOTrainer  # noqa: E402
+from trl.data_utils import is_conversational  # noqa: E402
+
+__all__ = [
+    "LPPOGRPOTrainer",
+    "StrategyRepeatSampler",
+    "SAMPLER_FILE",
+    "with_prefix",
+    "lppo_env_prefix_fn",
+]
+
+SAMPLER_FILE = "lppo_sampler.npz"
+
+for _hook in ("_get_train_sampler", "_calculate_rewards", "_generate_and_score_completions",
+              "_tokenize_prompts", "_save_checkpoint", "_load_optimizer_and_scheduler"):
+    if not hasattr(GRPOTrainer, _hook):  # fail at import, not mid-run
+        raise ImportError(
+            f"trl {TRL_VERSION}: GRPOTrainer has no {_hook}; LPPOGRPOTrainer is tested with "
+            f"trl>=1.16,<1.17"
+        )
+
+
+class StrategyRepeatSampler(Sampler[int]):
+    """TRL's `RepeatSampler` index layout, each chunk drawn lazily from a strategy.
+
+    TRL groups completions positionally (every `num_generations` consecutive rows are a
+    group) and shards the index stream across processes, so the layout must match
+    RepeatSampler exactly; only the choice of prompts changes. Each chunk's
+    `RolloutPlan` is queued so the trainer can render prefixes for the same chunk.
+
+    Args:
+        strategy: the strategy that selects and plans.
+        positions: key -> dataset row position.
+        mini_repeat_count: `num_generations` (G).
+        batch_size: unique prompts per generation batch.
+        repeat_count: `num_iterations * steps_per_generation`.
+    """
+
+    def __init__(self, strategy: Strategy, positions: dict[Any, int], mini_repeat_count: int,
+                 batch_size: int, repeat_count: int) -> None:
+        for name, v in (("mini_repeat_count", mini_repeat_count), ("batch_size", batch_size),
+                        ("repeat_count", repeat_count)):
+            if int(v) != v or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        if not positions:
+            raise ValueError("positions is empty: the training dataset has no rows")
+        self.strategy = strategy
+        self.positions = positions
+        self.mini_repeat_count = int(mini_repeat_count)
+        self.batch_size = int(batch_size)
+        self.repeat_count = int(repeat_count)
+        self.plans: deque[RolloutPlan] = deque()
+
+    @property
+    def num_chunks(self) -> int:
+        """Generation batches per epoch (at least one, even for a pool smaller than a batch)."""
+        return max(1, len(self.positions) // self.batch_size)
+
+    def __len__(self) -> int:
+        return self.num_chunks * self.batch_size * self.mini_repeat_count * self.repeat_count
+
+    def __iter__(self) -> Iterator[int]:
+        self.plans.clear()  # plans of an abandoned iterator can never be consumed
+        for _ in range(self.num_chunks):
+            keys = self.strategy.select(self.batch_size)
+            self.plans.append(self.strategy.plan(keys))
+            try:
+                rows = [self.positions[k] for k in keys.tolist()]
+            except KeyError as e:
+                raise ValueError(
+                    f"strategy selected key {e.args[0]!r}, which is not in the training dataset; "
+                    "the strategy's pool must hold only the dataset's keys"
+                ) from None
+            for _ in range(self.repeat_count):
+                for row in rows:
+                    for _ in range(self.mini_repeat_count):
+                        yield row
+
+    def pop_plan(self) -> RolloutPlan:
+        """The plan of the oldest chunk not yet generated (FIFO, like the dataloader)."""
+        if not self.plans:
+            raise RuntimeError(
+                "StrategyRepeatSampler has no pending plan: the trainer generated a batch the "
+                "sampler did not draw (was the train dataloader replaced?)"
+            )
+        return self.plans.popleft()
+
+
+def with_prefix(prompt: Any, prefix: str) -> Any:
+    """Return `prompt` continued by `prefix` on the prompt side.
+
+    Text prompts get the prefix appended. Conversational prompts get it as a final,
+    partial assistant message (appended to an existing final assistant message), which
+    `LPPOGRPOTrainer` renders with `continue_final_message=True`.
+    """
+    if not prefix:
+        return prompt
+    if isinstance(prompt, str):
+        return prompt + prefix
+    if isinstance(prompt, list) and prompt and isinstance(prompt[-1], dict):
+        last = prompt[-1]
+        if last.get("role") == "assistant":
+            if not isinstance(last.get("content"), str):
+                raise ValueError("a final assistant message must have string content to be continued")
+            return prompt[:-1] + [{**last, "content": last["content"] + prefix}]
+        return list(prompt) + [{"role": "assistant", "content": prefix}]
+    raise ValueError(
+        f"prompt must be a string or a list of chat messages, got {type(prompt).__name__}"
+    )
+
+
+def lppo_env_prefix_fn(answer_column: str = "answer", solution_column: str = "solution"
+                       ) -> Callable[[dict, float], str]:
+    """A `prefix_fn` that cuts step-aligned prefixes with `lppo_env.prefix.make_prefix`.
+
+    It splits the row's worked solution into steps and reveals about `ratio` of them,
+    never the step that states the final answer (lppo_env's leak guard).
+
+    Raises:
+        ImportError: lppo_env is not importable.
+    """
+    from lppo_env.prefix import make_prefix, split_steps
+    from lppo_env.problems import MathProblem
+
+    def prefix_fn(row: dict, ratio: float) -> str:
+        solution = row.get(solution_column)
+        if not isinstance(solution, str) or not solution.strip():
+            return ""
+        problem = MathProblem(id="row", question="(prefix)", answer=str(row[answer_column]),
+                              solution=solution, steps=split_steps(solution))
+        return make_prefix(problem, float(ratio)).text
+
+    return prefix_fn
+
+
+class LPPOGRPOTrainer(GRPOTrainer):
+    """`GRPOTrainer` whose prompts, prefixes, advantage weights and sampler state come from a strategy.
+
+    Args:
+        *args: passed to `GRPOTrainer`.
+        strategy: any `lppo_sampling` strategy; `strategy.group_size` must equal
+            `args.num_generations`. Build it with the same seed on every rank.
+        key_column: dataset column with a stable, unique sample key (int or str).
+        weight_advantages: multiply advantages by `strategy.weights(keys)`.
+        apply_keep: multiply advantages by `strategy.keep(keys)` (a Filter's decision).
+        prefix_fn: `f(row, ratio) -> str`, the expert prefix of a dataset row for a plan
+            ratio in (0, 1]; None disables guidance (no sample is marked as having a
+            solution, so guided strategies never guide). See `lppo_env_prefix_fn`.
+        prefix_column: column added to every row with its prefix text ("" if unguided);
+            reward functions receive it.
+        solution_column: if set, only rows whose column is a non-empty string are marked
+            as having a solution; otherwise every row is, when `prefix_fn` is given.
+        reward_range: (low, high) of the weighted sum of reward functions; mapped onto
+            [0, 1] for `observe` (strategies track pass rates).
+        check_replicas: gather `strategy.state_checksum()` after each update and raise
+            if ranks disagree (a debug aid; costs one small gather per generation).
+        **kwargs: passed to `GRPOTrainer`.
+
+    Raises:
+        ValueError: `args.ignore_data_skip` is False, the dataset is not a map-style
+            `datasets.Dataset`, the key column is missing or has duplicates, or the
+            strategy's group size differs from `num_generations`.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        strategy: Strategy,
+        key_column: str = "sample_id",
+        weight_advantages: bool = True,
+        apply_keep: bool = True,
+        prefix_fn: Callable[[dict, float], str] | None = None,
+        prefix_column: str = "prefix",
+        solution_column: str | None = None,
+        reward_range: tuple[float, float] = (0.0, 1.0),
+        check_replicas: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(strategy, Strategy):
+            raise ValueError(f"strategy must be an lppo_sampling Strategy, got {type(strategy).__name__}")
+        self.lppo_strategy = strategy
+        self.lppo_key_column = key_column
+        self.lppo_weight_advantages = bool(weight_advantages)
+        self.lppo_apply_keep = bool(apply_keep)
+        self.lppo_prefix_fn = prefix_fn
+        self.lppo_prefix_column = prefix_column
+        self.lppo_reward_range = tuple(reward_range)
+        self.lppo_check_replicas = bool(check_replicas)
+        self.lppo_sampler: StrategyRepeatSampler | None = None
+        unit_rewards([], self.lppo_reward_range, "reward_range")  # validate early
+        super().__init__(*args, **kwargs)
+        if not self.args.ignore_data_skip:
+            raise ValueError(
+                "LPPOGRPOTrainer needs GRPOConfig(ignore_data_skip=True): the strategy restores its "
+                "own RNG on resume, and HF's batch skipping would re-draw batches instead"
+            )
+        ds = self.train_dataset
+        if not isinstance(ds, Dataset):
+            raise ValueError(
+                "LPPOGRPOTrainer needs a map-style datasets.Dataset as train_dataset (TRL attaches "
+                f"no sampler to an IterableDataset), got {type(ds).__name__}"
+            )
+        if key_column not in ds.column_names:
+            raise ValueError(
+                f"train_dataset has no key column {key_column!r} (columns: {ds.column_names}); "
+                "add a stable sample id column or pass key_column="
+            )
+        if prefix_column in ds.column_names:
+            raise ValueError(
+                f"train_dataset already has a column {prefix_column!r}; the trainer writes each "
+                "rollout's prefix there — pass another prefix_column="
+            )
+        if strategy.group_size != self.num_generations:
+            raise ValueError(
+                f"strategy.group_size={strategy.group_size} but num_generations="
+                f"{self.num_generations}; build the strategy with group_size=num_generations"
+            )
+        keys = list(ds[key_column])
+        positions: dict[Any, int] = {}
+        for pos, k in enumerate(keys):
+            if k in positions:
+                raise ValueError(
+                    f"key column {key_column!r} has duplicate key {k!r} (rows {positions[k]} and "
+                    f"{pos}); sample keys must be unique"
+                )
+            positions[k] = pos
+        self.lppo_positions = positions
+        if prefix_fn is None:
+            has_solution = np.zeros(len(keys), bool)
+        elif solution_column is not None:
+            if solution_column not in ds.column_names:
+                raise ValueError(f"train_dataset has no solution column {solution_column!r}")
+            has_solution = np.array(
+                [isinstance(s, str) and bool(s.strip()) for s in ds[solution_column]], bool
+            )
+        else:
+            has_solution = np.ones(len(keys), bool)
+        strategy.add_samples(np.asarray(keys), has_solution=has_solution)
+
+    # ------------------------------------------------------------ sampling
+    def _get_train_sampler(self, dataset: Any = None) -> StrategyRepeatSampler:
+        """RepeatSampler layout, prompts drawn from the strategy (see `StrategyRepeatSampler`)."""
+        if dataset is not None and len(dataset) != len(self.lppo_positions):
+            raise ValueError(
+                f"LPPOGRPOTrainer samples only its own train_dataset ({len(self.lppo_positions)} "
+                f"rows), got a dataset of {len(dataset)} rows"
+            )
+        self.lppo_sampler = StrategyRepeatSampler(
+            self.lppo_strategy,
+            self.lppo_positions,
+            mini_repeat_count=self.num_generations,
+            batch_size=self.args.generation_batch_size // self.num_generations,
+            repeat_count=self.num_iterations * self.args.steps_per_generation,
+        )
+        return self.lppo_sampler
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Render the chunk's prefixes, run TRL's generation and scoring, weight the advantages."""
+        if not self.model.training:
+            return super()._generate_and_score_completions(inputs)
+        if self.lppo_sampler is None:
+            raise RuntimeError("LPPOGRPOTrainer: train dataloader was not built by _get_train_sampler")
+        plan = self.lppo_sampler.pop_plan()
+        g = self.num_generations
+        start = self.accelerator.process_index * len(inputs)
+        flat_keys = np.repeat(plan.keys, g)
+        flat_ratio = plan.prefix_ratios.reshape(-1)
+        local = [x[self.lppo_key_column] for x in inputs]
+        if start + len(inputs) > flat_keys.size or flat_keys[start:start + len(inputs)].tolist() != local:
+            raise RuntimeError(
+                "LPPOGRPOTrainer: the generation batch does not match the sampler's plan "
+                f"(process {self.accelerator.process_index}, rows {start}..{start + len(inputs)}); "
+                "the RepeatSampler layout was changed by another component"
+            )
+        rows = []
+        for i, x in enumerate(inputs):
+            ratio = float(flat_ratio[start + i])
+            prefix = self.lppo_prefix_fn(x, ratio) if (ratio > 0 and self.lppo_prefix_fn) else ""
+            row = dict(x)
+            row[self.lppo_prefix_column] = prefix
+            if prefix:
+                row["prompt"] = with_prefix(row["prompt"], prefix)
+            rows.append(row)
+        out = super()._generate_and_score_completions(rows)
+        keys = np.asarray(local)
+        factor = np.ones(len(local))
+        if self.lppo_weight_advantages:
+            factor = factor * self.lppo_strategy.weights(keys)
+        if self.lppo_apply_keep:
+            factor = factor * self.lppo_strategy.keep(keys)
+        adv = out["advantages"]
+        out["advantages"] = adv * torch.as_tensor(factor, dtype=adv.dtype, device=adv.device)
+        metrics = self._metrics["train"]
+        for k, v in self.lppo_strategy.metrics().items():
+            if np.isfinite(v):
+                metrics[k].append(float(v))
+        metrics["sampler/advantage_factor_mean"].append(float(factor.mean()))
+        return out
+
+    def _calculate_rewards(self, inputs: list[dict[str, Any]], prompts: list, completions: list,
+                           completion_ids_list: list) -> torch.Tensor:
+        """TRL's gathered rewards, also fed to the strategy (same data, same order, every rank)."""
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if not self.model.training:
+            return rewards_per_func
+        keys = np.asarray(gather_object([x[self.lppo_key_column] for x in inputs]))
+        guided = np.asarray(gather_object([bool(x.get(self.lppo_prefix_column)) for x in inputs]))
+        lengths = np.asarray(gather_object([len(c) for c in completion_ids_list]), dtype=np.float64)
+        weights = self.reward_weights.to(rewards_per_func.device).unsqueeze(0)
+        total = (rewards_per_func * weights).nansum(dim=1)
+        valid = (~torch.isnan(rewards_per_func).all(dim=1)).cpu().numpy()
+        if valid.any():
+            r = unit_rewards(total.double().cpu().numpy()[valid], self.lppo_reward_range,
+                             "LPPOGRPOTrainer")
+            self.lppo_strategy.observe(GroupResults.from_flat(
+                keys[valid], r, guided=guided[valid], lengths=lengths[valid]))
+        if self.lppo_check_replicas and self.accelerator.num_processes > 1:
+            sums = gather_object([self.lppo_strategy.state_checksum()])
+            if len(set(sums)) != 1:
+                raise RuntimeError(f"strategy replicas diverged across ranks: {sums}")
+        return rewards_per_func
+
+    def _tokenize_prompts(self, prompts: list) -> tuple[list, Any, dict]:
+        """Render conversational prompts that end in an assistant prefix with `continue_final_message`."""
+        conv = is_conversational({"prompt": prompts[0]})
+        cont = [i for i, p in enumerate(prompts) if conv and p and p[-1].get("role") == "assistant"]
+        if not cont:
+            return super()._tokenize_prompts(prompts)
+        if self._is_vlm or self.environment_factories is not None:
+            raise ValueError(
+                "prefix guidance with conversational prompts supports text-only models without "
+                "environment_factory; disable guidance (prefix_fn=None) for this setup"
+            )
+        ids: list[list[int] | None] = [None] * len(prompts)
+        plain = [i for i in range(len(prompts)) if i not in set(cont)]
+        if plain:
+            plain_ids, images, mm = super()._tokenize_prompts([prompts[i] for i in plain])
+            if images is not None or mm:
+                raise ValueError("prefix guidance does not support multimodal prompts")
+            for i, p in zip(plain, plain_ids):
+                ids[i] = list(p)
+        for i in cont:
+            tok = self.processing_class.apply_chat_template(
+                conversation=prompts[i],
+                tools=self.tools or None,
+                chat_template=self.chat_template,
+                add_generation_prompt=False,
+                continue_final_message=True,
+                tokenize=True,
+                return_dict=True,
+                **self.chat_template_kwargs,
+            )
+            seq = tok["input_ids"]
+            ids[i] = list(seq[0] if seq and isinstance(seq[0], list) else seq)
+        return ids, None, {}
+
+    # ---------------------------------------------------------- checkpoint
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """Write the strategy state next to the model and optimizer (`lppo_sampler.npz`)."""
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial),
+                                  f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            self.lppo_strategy.save(os.path.join(folder, SAMPLER_FILE))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """Restore the strategy state saved by `_save_checkpoint` (every rank reads the file)."""
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, SAMPLER_FILE)
+        if not os.path.exists(path):
+            raise ValueError(
+                f"resuming from {checkpoint}, which has no {SAMPLER_FILE}: it was not written by "
+                "LPPOGRPOTrainer, so the sampler state cannot be restored"
+            )
+        self.lppo_strategy.load(path)
