@@ -59,7 +59,12 @@ class ArmSelector(Selector):
 
     @abstractmethod
     def arm_probs(self, stats: SampleStats) -> np.ndarray:
-        """(n_arms,) probabilities over arms (empty arms are skipped when sampling)."""
+        """(n_arms,) probabilities over arms; 0 for arms without samples."""
+
+    def _available(self, stats: SampleStats) -> np.ndarray:
+        """(n_arms,) bool, arms that hold at least one sample (all, for an empty pool)."""
+        sizes = self.index.refresh(stats).sizes
+        return sizes > 0 if sizes.any() else np.ones(sizes.shape, bool)
 
     def select(self, stats: SampleStats, n: int, rng: np.random.Generator) -> np.ndarray:
         """Arm per slot from `arm_probs`, then uniform within the arm, no repeats."""
@@ -114,7 +119,7 @@ class SECSelector(ArmSelector):
         """softmax(Q/τ) over all arms."""
         k = ArmIndex.n_arms(stats)
         self.q = _grow(self.q, k, 0.0)
-        return rules_peer.boltzmann_probs(self.q[:k], self.tau)
+        return rules_peer.boltzmann_probs(self.q[:k], self.tau, self._available(stats))
 
     def on_observe(self, stats: SampleStats, rows: np.ndarray, results: GroupResults) -> None:
         """TD(0) step on every arm present in the batch."""
@@ -143,9 +148,10 @@ class SECSelector(ArmSelector):
     def metrics(self, stats: SampleStats) -> dict[str, float]:
         """Arm distribution summary plus the spread of Q."""
         out = super().metrics(stats)
-        if self.q.size:
-            out["sampler/sec_q_max"] = float(self.q.max())
-            out["sampler/sec_q_min"] = float(self.q.min())
+        if len(stats):
+            q = self.q[: ArmIndex.n_arms(stats)][self._available(stats)]
+            out["sampler/sec_q_max"] = float(q.max())
+            out["sampler/sec_q_min"] = float(q.min())
         return out
 
 
@@ -196,7 +202,7 @@ class DUMPSelector(ArmSelector):
         k = ArmIndex.n_arms(stats)
         self._ensure(k)
         u = rules_peer.ucb_scores(self.learnability()[:k], self.counts[:k], self.c)
-        return rules_peer.softmax(u / self.temperature)
+        return rules_peer.softmax(u / self.temperature, self._available(stats))
 
     def on_observe(self, stats: SampleStats, rows: np.ndarray, results: GroupResults) -> None:
         """Append each rollout's |Â| to its arm's window (batch order), count rollouts."""

@@ -98,8 +98,9 @@ class MoPPSSelector(Selector):
 
     def bind(self, stats: SampleStats) -> None:
         """Add the posterior columns (new samples start at the prior)."""
-        stats.add_column("mopps_alpha", np.float64, self.prior_alpha)
-        stats.add_column("mopps_beta", np.float64, self.prior_beta)
+        # float32 keeps the pool under 100 bytes per sample; a posterior needs no more
+        stats.add_column("mopps_alpha", np.float32, self.prior_alpha)
+        stats.add_column("mopps_beta", np.float32, self.prior_beta)
 
     def thompson(self, stats: SampleStats, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One γ̂ ~ Beta(α, β) per row (Beta(1, 1) rows drawn as uniforms: same law, cheaper)."""

@@ -88,6 +88,7 @@ class SAIDPOSelector(Selector):
         self.correct_sum = np.zeros(1, np.int64)
         self.attempt_sum = np.zeros(1, np.int64)
         self.band_count = np.zeros(1, np.int64)
+        self.band_rows = np.zeros(0, np.int64)  # sorted rows in the band (derived state)
         self._last: dict[str, float] = {}
 
     # ------------------------------------------------------------------ state
@@ -117,6 +118,7 @@ class SAIDPOSelector(Selector):
         self.correct_sum = np.bincount(arms, weights=stats["saidpo_correct"], minlength=k).astype(np.int64)
         self.attempt_sum = np.bincount(arms, weights=stats["saidpo_attempts"], minlength=k).astype(np.int64)
         self.band_count = np.bincount(arms, weights=stats["saidpo_in_band"], minlength=k).astype(np.int64)
+        self.band_rows = np.flatnonzero(stats["saidpo_in_band"]).astype(np.int64)
         self._agg_version = self.index.version
 
     # ------------------------------------------------------------ measurement
@@ -170,6 +172,10 @@ class SAIDPOSelector(Selector):
         stats["saidpo_correct"][r] = new_c
         stats["saidpo_attempts"][r] = new_a
         stats["saidpo_in_band"][r] = new_b
+        # keep the sorted band list: drop rows that left, insert rows that joined
+        kept = self.band_rows[stats["saidpo_in_band"][self.band_rows]]
+        joined = r[new_b & ~old_b]
+        self.band_rows = np.insert(kept, np.searchsorted(kept, joined), joined)
         i = 2
         if has_len:
             stats["saidpo_length"][r] = agg[i][ok] / att[ok]
@@ -188,15 +194,20 @@ class SAIDPOSelector(Selector):
         return rng.choice(size, size=min(int(n), size), replace=False).astype(np.int64)
 
     def _band_rows_of_arm(
-        self, stats: SampleStats, arm: int, want: int, rng: np.random.Generator
+        self, stats: SampleStats, arm: int, want: int, band_arms: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
-        """`want` distinct in-band rows of one arm, uniformly (rejection or scan)."""
+        """`want` distinct in-band rows of one arm, uniformly.
+
+        Either rejection from the arm's rows (cost ~ want · arm size / arm band size) or a
+        scan of the band list (cost ~ band size), whichever touches fewer rows; never the
+        whole pool.
+        """
         rows_k = self.index.rows_of_arm(arm)
         in_band = stats["saidpo_in_band"]
         b = int(self.band_count[arm])
         want = min(want, b)
         size = rows_k.shape[0]
-        if want * size / max(b, 1) * 2 < size:  # rejection touches far fewer rows than a scan
+        if 3 * want * size / max(b, 1) < self.band_rows.shape[0]:
             got = np.zeros(0, np.int64)
             for _ in range(16):
                 need = want - got.shape[0]
@@ -208,7 +219,7 @@ class SAIDPOSelector(Selector):
                 got = got[np.sort(first)][:want]
             if got.shape[0] == want:
                 return got
-        cand = rows_k[in_band[rows_k]]
+        cand = self.band_rows[band_arms == arm]
         return cand[rng.choice(cand.shape[0], size=want, replace=False)]
 
     def select(self, stats: SampleStats, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -222,10 +233,11 @@ class SAIDPOSelector(Selector):
             q = rules_peer.cluster_error_weights(self.cluster_error(stats), avail, self.error_floor)
             m = _cap_counts(rng.multinomial(min(n, total_band), q), self.band_count, q, rng)
             in_band_rows = []
+            band_arms = self.index.arm_of(stats, self.band_rows)
             for arm in np.flatnonzero(m).tolist():
                 want = int(m[arm])
                 cand = self._band_rows_of_arm(
-                    stats, arm, int(math.ceil(self.candidate_factor * want)), rng
+                    stats, arm, int(math.ceil(self.candidate_factor * want)), band_arms, rng
                 )
                 order = rules_peer.saidpo_hardness_order(
                     self.nop(stats, cand), stats["saidpo_steps"][cand], stats["saidpo_length"][cand]
