@@ -57,7 +57,9 @@ def _check_tags(tags: Sequence[str]) -> list[str]:
         raise ValueError("tags is empty")
     for i, t in enumerate(out):
         if not isinstance(t, str):
-            raise ValueError(f"tags[{i}] must be a str (join a problem's tags with '; '), got {type(t).__name__}")
+            raise ValueError(
+                f"tags[{i}] must be a str (join a problem's tags with '; '), got {type(t).__name__}"
+            )
     return out
 
 
@@ -74,7 +76,9 @@ def embed_tags(tags: Sequence[str], model=None, batch_size: int = 64) -> np.ndar
     """
     tags = _check_tags(tags)
     model = load_minilm() if model is None else model
-    emb = model.encode(tags, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
+    emb = model.encode(
+        tags, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False
+    )
     return np.asarray(emb, dtype=np.float32)
 
 

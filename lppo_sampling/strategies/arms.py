@@ -143,7 +143,9 @@ class SECSelector(ArmSelector):
         if not np.isfinite(q).all():
             raise ValueError("state_dict['roles']['selector']['q'] must be finite")
         self.q = q.copy()
-        self.last_reward = np.asarray(state.get("last_reward", np.full(q.shape, np.nan)), np.float64).copy()
+        self.last_reward = np.asarray(
+            state.get("last_reward", np.full(q.shape, np.nan)), np.float64
+        ).copy()
 
     def metrics(self, stats: SampleStats) -> dict[str, float]:
         """Arm distribution summary plus the spread of Q."""
@@ -243,7 +245,9 @@ class DUMPSelector(ArmSelector):
         for name in ("filled", "pos", "counts"):
             a = np.asarray(state.get(name, np.zeros(k)), dtype=np.int64).reshape(-1)
             if a.shape != (k,):
-                raise ValueError(f"state_dict['roles']['selector'][{name!r}] must have shape ({k},)")
+                raise ValueError(
+                    f"state_dict['roles']['selector'][{name!r}] must have shape ({k},)"
+                )
             arrs[name] = a.copy()
         self.values = values.copy()
         self.filled, self.pos, self.counts = arrs["filled"], arrs["pos"], arrs["counts"]
@@ -261,8 +265,13 @@ def sec(
 ) -> Strategy:
     """SEC (arXiv 2505.14970): Boltzmann over category TD(0) values of mean |advantage|."""
     return Strategy(
-        selector=SECSelector(alpha, tau, epsilon), guide=NoGuide(), filter=KeepAll(),
-        weighter=UnitWeighter(), group_size=group_size, beta=beta, seed=seed,
+        selector=SECSelector(alpha, tau, epsilon),
+        guide=NoGuide(),
+        filter=KeepAll(),
+        weighter=UnitWeighter(),
+        group_size=group_size,
+        beta=beta,
+        seed=seed,
     )
 
 
@@ -278,6 +287,11 @@ def dump(
 ) -> Strategy:
     """DUMP (arXiv 2504.09710): UCB over categories of windowed mean |advantage|, softmax T."""
     return Strategy(
-        selector=DUMPSelector(window, c, temperature, epsilon), guide=NoGuide(),
-        filter=KeepAll(), weighter=UnitWeighter(), group_size=group_size, beta=beta, seed=seed,
+        selector=DUMPSelector(window, c, temperature, epsilon),
+        guide=NoGuide(),
+        filter=KeepAll(),
+        weighter=UnitWeighter(),
+        group_size=group_size,
+        beta=beta,
+        seed=seed,
     )

@@ -277,9 +277,13 @@ def dapo(
     kept groups fill the train batch.
     """
     return Strategy(
-        selector=UniformSelector(), guide=NoGuide(),
-        filter=DynamicSamplingFilter(oversample, max_num_gen_batches), weighter=UnitWeighter(),
-        group_size=group_size, beta=beta, seed=seed,
+        selector=UniformSelector(),
+        guide=NoGuide(),
+        filter=DynamicSamplingFilter(oversample, max_num_gen_batches),
+        weighter=UnitWeighter(),
+        group_size=group_size,
+        beta=beta,
+        seed=seed,
     )
 
 
@@ -293,9 +297,13 @@ def balanced_filter(
     max_num_gen_batches: int = 10,
     seed: int = 0,
 ) -> Strategy:
-    """Balanced online difficulty filtering (Bae et al., arXiv 2504.03380): keep p in [low, high]."""
+    """Balanced online difficulty filtering (Bae et al., arXiv 2504.03380): low <= p <= high."""
     return Strategy(
-        selector=UniformSelector(), guide=NoGuide(),
+        selector=UniformSelector(),
+        guide=NoGuide(),
         filter=BalancedFilter(low, high, oversample, max_num_gen_batches),
-        weighter=UnitWeighter(), group_size=group_size, beta=beta, seed=seed,
+        weighter=UnitWeighter(),
+        group_size=group_size,
+        beta=beta,
+        seed=seed,
     )

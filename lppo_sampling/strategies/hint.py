@@ -20,10 +20,17 @@ import numpy as np
 
 from lppo_sampling import rules
 from lppo_sampling.batch import GroupResults
-from lppo_sampling.roles import Guide, KeepAll, LPWeighter, UniformSelector, UnitWeighter, check_range
+from lppo_sampling.roles import (
+    Guide,
+    KeepAll,
+    LPWeighter,
+    UniformSelector,
+    UnitWeighter,
+    check_range,
+)
 from lppo_sampling.stats import SampleStats
-from lppo_sampling.strategy import Strategy, register_strategy
 from lppo_sampling.strategies import rules_peer
+from lppo_sampling.strategy import Strategy, register_strategy
 
 __all__ = ["AdaptiveHintGuide", "hint_length", "hint_lppo"]
 
@@ -82,8 +89,11 @@ class AdaptiveHintGuide(Guide):
     ) -> np.ndarray:
         """(n, G) ratios: stuck rows' last slots get their own ratio; consumes no randomness."""
         stuck = rules.is_stuck(
-            stats["ema"][rows], stats["last_pass_rate"][rows], stats.seen(rows),
-            stats["has_solution"][rows], self.stuck_threshold,
+            stats["ema"][rows],
+            stats["last_pass_rate"][rows],
+            stats.seen(rows),
+            stats["has_solution"][rows],
+            self.stuck_threshold,
         )
         n_guided = rules.guided_slot_count(group_size, self.guided_fraction)
         ratios = np.zeros((rows.shape[0], group_size), dtype=np.float64)
@@ -111,8 +121,14 @@ class AdaptiveHintGuide(Guide):
             gp = np.where(agg[0] > 0, agg[1] / agg[0], np.nan)
             up = np.where(agg[2] > 0, agg[3] / agg[2], np.nan)
         stats["hint_ratio"][uniq] = rules_peer.next_hint_ratio(
-            stats["hint_ratio"][uniq], gp, up, self.step_up, self.step_down,
-            self.low, self.high, self.target,
+            stats["hint_ratio"][uniq],
+            gp,
+            up,
+            self.step_up,
+            self.step_down,
+            self.low,
+            self.high,
+            self.target,
         )
 
     def metrics(self, stats: SampleStats) -> dict[str, float]:
@@ -140,7 +156,11 @@ def hint_length(
         guide=AdaptiveHintGuide(
             initial_ratio, step_up, step_down, low, high, target, guided_fraction, stuck_threshold
         ),
-        filter=KeepAll(), weighter=UnitWeighter(), group_size=group_size, beta=beta, seed=seed,
+        filter=KeepAll(),
+        weighter=UnitWeighter(),
+        group_size=group_size,
+        beta=beta,
+        seed=seed,
     )
 
 
@@ -167,6 +187,9 @@ def hint_lppo(
         guide=AdaptiveHintGuide(
             initial_ratio, step_up, step_down, low, high, target, guided_fraction, stuck_threshold
         ),
-        filter=KeepAll(), weighter=LPWeighter(kappa, bias, normalize_weights),
-        group_size=group_size, beta=beta, seed=seed,
+        filter=KeepAll(),
+        weighter=LPWeighter(kappa, bias, normalize_weights),
+        group_size=group_size,
+        beta=beta,
+        seed=seed,
     )

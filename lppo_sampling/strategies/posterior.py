@@ -33,7 +33,11 @@ def _unguided_per_row(rows: np.ndarray, results: GroupResults, threshold: float 
     u = results.mask & ~results.guided
     n = u.sum(axis=1).astype(np.float64)
     total = np.where(u, results.rewards, 0.0).sum(axis=1)
-    succ = (u & (results.rewards >= threshold)).sum(axis=1).astype(np.float64) if threshold is not None else total
+    succ = (
+        (u & (results.rewards >= threshold)).sum(axis=1).astype(np.float64)
+        if threshold is not None
+        else total
+    )
     uniq, inv = np.unique(rows, return_inverse=True)
     n_u = np.bincount(inv, weights=n, minlength=uniq.size)
     sum_u = np.bincount(inv, weights=total, minlength=uniq.size)
@@ -102,7 +106,9 @@ class MoPPSSelector(Selector):
         stats.add_column("mopps_alpha", np.float32, self.prior_alpha)
         stats.add_column("mopps_beta", np.float32, self.prior_beta)
 
-    def thompson(self, stats: SampleStats, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def thompson(
+        self, stats: SampleStats, rows: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
         """One γ̂ ~ Beta(α, β) per row (Beta(1, 1) rows drawn as uniforms: same law, cheaper)."""
         a = stats["mopps_alpha"][rows]
         b = stats["mopps_beta"][rows]
@@ -134,8 +140,13 @@ class MoPPSSelector(Selector):
         if uniq.size == 0:
             return
         a, b = rules_peer.beta_posterior_update(
-            stats["mopps_alpha"][uniq], stats["mopps_beta"][uniq], k, total / k,
-            self.decay, self.prior_alpha, self.prior_beta,
+            stats["mopps_alpha"][uniq],
+            stats["mopps_beta"][uniq],
+            k,
+            total / k,
+            self.decay,
+            self.prior_alpha,
+            self.prior_beta,
         )
         stats["mopps_alpha"][uniq] = a
         stats["mopps_beta"][uniq] = b
@@ -193,7 +204,7 @@ class CurESSelector(Selector):
         )
 
     def select(self, stats: SampleStats, n: int, rng: np.random.Generator) -> np.ndarray:
-        """n distinct rows, successively ∝ exp(logit)."""
+        """N distinct rows, successively ∝ exp(logit)."""
         size = len(stats)
         if n >= size:
             return _all_rows_then_extra(size, n, rng)
@@ -222,7 +233,9 @@ class CurESSelector(Selector):
     def metrics(self, stats: SampleStats) -> dict[str, float]:
         """Share of the pool with at least one counted attempt."""
         n = len(stats)
-        return {"sampler/cures_seen_frac": float((stats["cures_attempts"] > 0).mean()) if n else 0.0}
+        return {
+            "sampler/cures_seen_frac": float((stats["cures_attempts"] > 0).mean()) if n else 0.0
+        }
 
 
 def allocate_rollouts(
@@ -267,8 +280,12 @@ def mopps(
         selector=MoPPSSelector(
             target, candidate_ratio, decay, prior_alpha, prior_beta, mode, band_low, band_high
         ),
-        guide=NoGuide(), filter=KeepAll(), weighter=UnitWeighter(),
-        group_size=group_size, beta=beta, seed=seed,
+        guide=NoGuide(),
+        filter=KeepAll(),
+        weighter=UnitWeighter(),
+        group_size=group_size,
+        beta=beta,
+        seed=seed,
     )
 
 
@@ -284,6 +301,10 @@ def cures(
     """CurES (arXiv 2510.01037): sampling ∝ exp(sqrt(p̂(1−p̂))/T); see `allocate_rollouts`."""
     return Strategy(
         selector=CurESSelector(temperature, scale_temperature_by_successes, correct_threshold),
-        guide=NoGuide(), filter=KeepAll(), weighter=UnitWeighter(),
-        group_size=group_size, beta=beta, seed=seed,
+        guide=NoGuide(),
+        filter=KeepAll(),
+        weighter=UnitWeighter(),
+        group_size=group_size,
+        beta=beta,
+        seed=seed,
     )

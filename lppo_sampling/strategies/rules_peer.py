@@ -264,7 +264,11 @@ def cures_logits(
         scale_by_successes: multiply T by (α_x + 1), as the released code does.
     """
     p = np.asarray(p_hat, dtype=np.float64)
-    t = temperature * (np.asarray(successes, np.float64) + 1.0) if scale_by_successes else temperature
+    t = (
+        temperature * (np.asarray(successes, np.float64) + 1.0)
+        if scale_by_successes
+        else temperature
+    )
     return np.sqrt(np.clip(p * (1.0 - p), 0.0, None)) / t
 
 
@@ -379,7 +383,9 @@ def saidpo_hardness_order(nop: np.ndarray, steps: np.ndarray, length: np.ndarray
     return np.lexsort((np.arange(nop.shape[0]), -ln, -st, nop))
 
 
-def cluster_error_weights(error_rate: np.ndarray, available: np.ndarray, floor: float = 0.0) -> np.ndarray:
+def cluster_error_weights(
+    error_rate: np.ndarray, available: np.ndarray, floor: float = 0.0
+) -> np.ndarray:
     """SAI-DPO cluster sampling mass `q_k ∝ err_k + floor` over available clusters.
 
     Clusters where the model fails more get more of the next batch ("up-weight clusters

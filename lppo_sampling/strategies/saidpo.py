@@ -79,7 +79,9 @@ class SAIDPOSelector(Selector):
         if int(k) != k or k < 2:
             raise ValueError(f"k must be an int >= 2, got {k!r}")
         self.k = int(k)
-        self.probe_fraction = check_range("probe_fraction", probe_fraction, 0.0, 1.0, closed="right")
+        self.probe_fraction = check_range(
+            "probe_fraction", probe_fraction, 0.0, 1.0, closed="right"
+        )
         self.candidate_factor = check_range("candidate_factor", candidate_factor, 1.0, np.inf)
         self.correct_threshold = check_range("correct_threshold", correct_threshold, 0.0, 1.0)
         self.error_floor = check_range("error_floor", error_floor, 0.0, np.inf)
@@ -115,9 +117,15 @@ class SAIDPOSelector(Selector):
             return
         k = ArmIndex.n_arms(stats)
         arms = stats["category"].astype(np.int64) + 1
-        self.correct_sum = np.bincount(arms, weights=stats["saidpo_correct"], minlength=k).astype(np.int64)
-        self.attempt_sum = np.bincount(arms, weights=stats["saidpo_attempts"], minlength=k).astype(np.int64)
-        self.band_count = np.bincount(arms, weights=stats["saidpo_in_band"], minlength=k).astype(np.int64)
+        self.correct_sum = np.bincount(arms, weights=stats["saidpo_correct"], minlength=k).astype(
+            np.int64
+        )
+        self.attempt_sum = np.bincount(arms, weights=stats["saidpo_attempts"], minlength=k).astype(
+            np.int64
+        )
+        self.band_count = np.bincount(arms, weights=stats["saidpo_in_band"], minlength=k).astype(
+            np.int64
+        )
         self.band_rows = np.flatnonzero(stats["saidpo_in_band"]).astype(np.int64)
         self._agg_version = self.index.version
 
@@ -133,7 +141,11 @@ class SAIDPOSelector(Selector):
         """(n_arms,) err_k = 1 − Σcorrect/Σattempts over probed samples (NaN: none probed)."""
         self._aggregates(stats)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.attempt_sum > 0, 1.0 - self.correct_sum / np.maximum(self.attempt_sum, 1), np.nan)
+            return np.where(
+                self.attempt_sum > 0,
+                1.0 - self.correct_sum / np.maximum(self.attempt_sum, 1),
+                np.nan,
+            )
 
     def on_observe(self, stats: SampleStats, rows: np.ndarray, results: GroupResults) -> None:
         """Replace each observed sample's probe measurement by this event's unguided rollouts."""
@@ -150,7 +162,9 @@ class SAIDPOSelector(Selector):
         if has_steps:
             per.append(np.where(u, results.steps, 0.0).sum(1))
         uniq, inv = np.unique(rows, return_inverse=True)
-        agg = [np.bincount(inv, weights=np.asarray(x, np.float64), minlength=uniq.size) for x in per]
+        agg = [
+            np.bincount(inv, weights=np.asarray(x, np.float64), minlength=uniq.size) for x in per
+        ]
         att = agg[0]
         ok = att > 0
         r = uniq[ok]
@@ -194,7 +208,12 @@ class SAIDPOSelector(Selector):
         return rng.choice(size, size=min(int(n), size), replace=False).astype(np.int64)
 
     def _band_rows_of_arm(
-        self, stats: SampleStats, arm: int, want: int, band_arms: np.ndarray, rng: np.random.Generator
+        self,
+        stats: SampleStats,
+        arm: int,
+        want: int,
+        band_arms: np.ndarray,
+        rng: np.random.Generator,
     ) -> np.ndarray:
         """`want` distinct in-band rows of one arm, uniformly.
 
@@ -322,7 +341,13 @@ def saidpo(
     ones that yield a DPO pair (chosen = a correct, rejected = an incorrect rollout).
     """
     return Strategy(
-        selector=SAIDPOSelector(group_size, probe_fraction, candidate_factor, correct_threshold, error_floor),
-        guide=NoGuide(), filter=DynamicSamplingFilter(), weighter=UnitWeighter(),
-        group_size=group_size, beta=beta, seed=seed,
+        selector=SAIDPOSelector(
+            group_size, probe_fraction, candidate_factor, correct_threshold, error_floor
+        ),
+        guide=NoGuide(),
+        filter=DynamicSamplingFilter(),
+        weighter=UnitWeighter(),
+        group_size=group_size,
+        beta=beta,
+        seed=seed,
     )

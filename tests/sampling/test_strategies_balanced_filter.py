@@ -17,7 +17,16 @@ p_st = st.floats(0, 1)
 
 def test_balanced_keep_hand_values():
     p = np.array([0.0, 0.125, 0.2, 0.5, 0.8, 0.875, 1.0, np.nan])
-    assert balanced_keep(p, 0.2, 0.8).tolist() == [False, False, True, True, True, False, False, False]
+    assert balanced_keep(p, 0.2, 0.8).tolist() == [
+        False,
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
 
 
 @SET

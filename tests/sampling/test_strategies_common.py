@@ -17,7 +17,17 @@ from hypothesis import strategies as st
 
 from lppo_sampling import GroupResults, make_strategy
 
-PEERS = ["dapo", "balanced_filter", "sec", "dump", "mopps", "cures", "hint_length", "hint_lppo", "saidpo"]
+PEERS = [
+    "dapo",
+    "balanced_filter",
+    "sec",
+    "dump",
+    "mopps",
+    "cures",
+    "hint_length",
+    "hint_lppo",
+    "saidpo",
+]
 
 SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -82,7 +92,7 @@ def test_determinism_and_replicas(name, c):
     a, b = make_strategy(name, seed=seed), make_strategy(name, seed=seed)
     ka = drive(a, pool, n_cats, steps, batch, seed)
     kb = drive(b, pool, n_cats, steps, batch, seed)
-    assert all(np.array_equal(x, y) for x, y in zip(ka, kb))
+    assert all(np.array_equal(x, y) for x, y in zip(ka, kb, strict=True))
     assert a.state_checksum() == b.state_checksum()
 
 
@@ -103,7 +113,7 @@ def test_state_round_trip_exact(name, c, tmp_path_factory):
     # the restored strategies continue exactly like the original
     runs = [drive(x, pool, n_cats, 2, batch, seed + 7) for x in (s, via_dict, via_file)]
     for other in runs[1:]:
-        assert all(np.array_equal(x, y) for x, y in zip(runs[0], other))
+        assert all(np.array_equal(x, y) for x, y in zip(runs[0], other, strict=True))
     assert via_dict.state_checksum() == s.state_checksum() == via_file.state_checksum()
 
 

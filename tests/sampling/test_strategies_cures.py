@@ -10,14 +10,22 @@ from hypothesis.extra import numpy as hnp
 
 from lppo_sampling import GroupResults, make_strategy
 from lppo_sampling.strategies.posterior import CurESSelector, allocate_rollouts
-from lppo_sampling.strategies.rules_peer import cures_logits, cures_rollout_allocation, cures_success_estimate
+from lppo_sampling.strategies.rules_peer import (
+    cures_logits,
+    cures_rollout_allocation,
+    cures_success_estimate,
+)
 from lppo_sampling.strategies.sampling import gumbel_top_k, weighted_sample_without_replacement
 
 SET = settings(max_examples=80, deadline=None)
 
 
 def test_rule_hand_values():
-    assert cures_success_estimate(np.array([0, 4, 2]), np.array([0, 4, 4])).tolist() == [0.5, 5 / 6, 0.5]
+    assert cures_success_estimate(np.array([0, 4, 2]), np.array([0, 4, 4])).tolist() == [
+        0.5,
+        5 / 6,
+        0.5,
+    ]
     # code default: T_x = 100 (α + 1)
     assert np.allclose(cures_logits(np.array([0.5]), np.array([1]), 100.0), 0.5 / 200)
     assert np.allclose(cures_logits(np.array([0.5]), np.array([1]), 0.5, False), 1.0)
@@ -34,7 +42,10 @@ def test_logits_bounded_and_symmetric(p, s, t):
 
 
 @SET
-@given(sig=hnp.arrays(np.float64, st.integers(1, 20), elements=st.floats(0, 10)), budget=st.integers(0, 4096))
+@given(
+    sig=hnp.arrays(np.float64, st.integers(1, 20), elements=st.floats(0, 10)),
+    budget=st.integers(0, 4096),
+)
 def test_allocation_is_proportional_and_monotone(sig, budget):
     n = cures_rollout_allocation(sig, budget)
     assert (n >= 0).all()
@@ -61,7 +72,9 @@ def test_weighted_sampler_matches_gumbel_law():
 def test_low_acceptance_falls_back_to_gumbel():
     w = np.zeros(1000)
     w[:3] = 1.0
-    r = weighted_sample_without_replacement(1000, 3, lambda rows: w[rows], 1.0, np.random.default_rng(0))
+    r = weighted_sample_without_replacement(
+        1000, 3, lambda rows: w[rows], 1.0, np.random.default_rng(0)
+    )
     assert sorted(r.tolist()) == [0, 1, 2]
 
 

@@ -18,7 +18,9 @@ SET = settings(max_examples=60, deadline=None)
 
 
 def test_dapo_keep_hand_values():
-    r = np.array([[1, 1, 1], [0, 0, 0], [1, 0, 1], [0.1, 0.1, 0.1], [0.1, 0.2, 0.1], [1, 0, 1]], float)
+    r = np.array(
+        [[1, 1, 1], [0, 0, 0], [1, 0, 1], [0.1, 0.1, 0.1], [0.1, 0.2, 0.1], [1, 0, 1]], float
+    )
     m = np.ones_like(r, bool)
     m[5, 1] = False  # the only 0 is padding: the valid rollouts are all 1
     assert dapo_keep(r, m).tolist() == [False, False, True, False, True, False]
@@ -30,7 +32,11 @@ def test_singleton_group_is_kept():
     assert dapo_keep(r, m).tolist() == [True, True]
 
 
-binary = hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(2, 8)), elements=st.sampled_from([0.0, 1.0]))
+binary = hnp.arrays(
+    np.float64,
+    st.tuples(st.integers(1, 6), st.integers(2, 8)),
+    elements=st.sampled_from([0.0, 1.0]),
+)
 
 
 @SET
@@ -91,7 +97,9 @@ def test_refill_returns_exactly_target_kept_groups(target, pool, seed):
         assert c.payload == {"n": len(c.plan)}
         # every group used for training passes DAPO's rule
         assert dapo_keep(c.results.rewards[c.keep], c.results.mask[c.keep]).all()
-    assert batch.n_passed >= target and batch.n_generated == sum(len(c.results) for c in batch.chunks)
+    assert batch.n_passed >= target and batch.n_generated == sum(
+        len(c.results) for c in batch.chunks
+    )
     assert 0 < batch.keep_rate <= 1
 
 

@@ -35,9 +35,15 @@ def test_rule_bounded_and_non_increasing_in_pass_rates(r, g, u, dg, du):
     x = next_hint_ratio(np.array([r]), np.array([g]), np.array([u]))[0]
     assert 0.15 <= x <= 0.55
     if not np.isnan(g):
-        assert next_hint_ratio(np.array([r]), np.array([min(g + dg, 1)]), np.array([u]))[0] <= x + 1e-12
+        assert (
+            next_hint_ratio(np.array([r]), np.array([min(g + dg, 1)]), np.array([u]))[0]
+            <= x + 1e-12
+        )
     if not np.isnan(u):
-        assert next_hint_ratio(np.array([r]), np.array([g]), np.array([min(u + du, 1)]))[0] <= x + 1e-12
+        assert (
+            next_hint_ratio(np.array([r]), np.array([g]), np.array([min(u + du, 1)]))[0]
+            <= x + 1e-12
+        )
 
 
 def _stuck_strategy(name="hint_length", **kw):
@@ -71,7 +77,10 @@ def test_hint_lppo_weights_are_lp_weights():
 
 
 @SET
-@given(seq=st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=12), seed=st.integers(0, 100))
+@given(
+    seq=st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=12),
+    seed=st.integers(0, 100),
+)
 def test_ratio_stays_in_band_over_any_history(seq, seed):
     s = _stuck_strategy(low=0.2, high=0.4)
     rng = np.random.default_rng(seed)

@@ -10,7 +10,11 @@ from hypothesis.extra import numpy as hnp
 
 from lppo_sampling import GroupResults, make_strategy
 from lppo_sampling.strategies.posterior import MoPPSSelector
-from lppo_sampling.strategies.rules_peer import beta_posterior_update, closest_to_target, within_band_first
+from lppo_sampling.strategies.rules_peer import (
+    beta_posterior_update,
+    closest_to_target,
+    within_band_first,
+)
 
 SET = settings(max_examples=80, deadline=None)
 
@@ -19,12 +23,20 @@ def test_posterior_update_hand_values():
     a, b = beta_posterior_update(np.array([3.0]), np.array([5.0]), np.array([8]), np.array([0.25]))
     assert a.tolist() == [5.0] and b.tolist() == [11.0]
     # λ = 0.5 pulls halfway back to the prior before adding the evidence
-    a, b = beta_posterior_update(np.array([3.0]), np.array([5.0]), np.array([4]), np.array([0.5]), 0.5, 1.0, 1.0)
+    a, b = beta_posterior_update(
+        np.array([3.0]), np.array([5.0]), np.array([4]), np.array([0.5]), 0.5, 1.0, 1.0
+    )
     assert a.tolist() == [0.5 * 3 + 0.5 + 2] and b.tolist() == [0.5 * 5 + 0.5 + 2]
 
 
 @SET
-@given(a=st.floats(0.1, 50), b=st.floats(0.1, 50), k=st.integers(1, 16), s=st.floats(0, 1), lam=st.floats(0, 1))
+@given(
+    a=st.floats(0.1, 50),
+    b=st.floats(0.1, 50),
+    k=st.integers(1, 16),
+    s=st.floats(0, 1),
+    lam=st.floats(0, 1),
+)
 def test_posterior_stays_positive_adds_k_and_mean_moves_toward_s(a, b, k, s, lam):
     na, nb = beta_posterior_update(np.array([a]), np.array([b]), np.array([k]), np.array([s]), lam)
     assert na[0] > 0 and nb[0] > 0
@@ -62,7 +74,10 @@ def test_observe_updates_posterior_from_unguided_rollouts():
     assert s.stats["mopps_beta"].tolist() == [3.0, 5.0]
     # guided rollouts do not count
     s.observe(GroupResults.build([0], np.array([[1.0, 1.0]]), guided=np.array([[False, True]])))
-    assert s.stats["mopps_alpha"].tolist() == [4.0, 1.0] and s.stats["mopps_beta"].tolist() == [3.0, 5.0]
+    assert s.stats["mopps_alpha"].tolist() == [4.0, 1.0] and s.stats["mopps_beta"].tolist() == [
+        3.0,
+        5.0,
+    ]
 
 
 def test_selection_prefers_samples_near_target():
@@ -78,8 +93,13 @@ def test_selection_prefers_samples_near_target():
 
 
 def test_bad_arguments_are_named():
-    for kw, name in [({"target": 2}, "target"), ({"candidate_ratio": 0.5}, "candidate_ratio"),
-                     ({"decay": -0.1}, "decay"), ({"prior_alpha": 0}, "prior_alpha"),
-                     ({"mode": "best"}, "mode"), ({"band_low": 0.8, "band_high": 0.2}, "band_low")]:
+    for kw, name in [
+        ({"target": 2}, "target"),
+        ({"candidate_ratio": 0.5}, "candidate_ratio"),
+        ({"decay": -0.1}, "decay"),
+        ({"prior_alpha": 0}, "prior_alpha"),
+        ({"mode": "best"}, "mode"),
+        ({"band_low": 0.8, "band_high": 0.2}, "band_low"),
+    ]:
         with pytest.raises(ValueError, match=name):
             MoPPSSelector(**kw)

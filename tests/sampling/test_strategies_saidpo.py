@@ -23,13 +23,21 @@ SET = settings(max_examples=60, deadline=None)
 def test_rule_hand_values():
     assert saidpo_nop(np.array([3, 0, 4]), np.array([8, 0, 4])).tolist()[0::2] == [3.0, 8.0]
     assert np.isnan(saidpo_nop(np.array([0]), np.array([0]))[0])
-    assert saidpo_in_band(np.array([0, 1, 7, 8, np.nan])).tolist() == [False, True, True, False, False]
+    assert saidpo_in_band(np.array([0, 1, 7, 8, np.nan])).tolist() == [
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]
     nop = np.array([2, 1, 2, 2, 2])
     steps = np.array([5, 1, 9, 9, np.nan])
     length = np.array([100, 10, 50, 80, 999])
     # NoP 1 first; then among NoP 2: more steps first (9, 9 → longer first), then 5, then unmeasured
     assert saidpo_hardness_order(nop, steps, length).tolist() == [1, 3, 2, 0, 4]
-    q = cluster_error_weights(np.array([0.2, 0.6, np.nan, 0.9]), np.array([True, True, True, False]))
+    q = cluster_error_weights(
+        np.array([0.2, 0.6, np.nan, 0.9]), np.array([True, True, True, False])
+    )
     assert np.allclose(q, [0.25, 0.75, 0, 0])
     assert np.allclose(cluster_error_weights(np.zeros(2), np.array([True, True])), [0.5, 0.5])
 
@@ -40,7 +48,7 @@ meas = st.tuples(st.integers(0, 8), st.floats(0, 20), st.floats(0, 1000))
 @SET
 @given(items=st.lists(meas, min_size=1, max_size=15))
 def test_hardness_order_is_lexicographic(items):
-    nop, steps, length = (np.array(x, dtype=float) for x in zip(*items))
+    nop, steps, length = (np.array(x, dtype=float) for x in zip(*items, strict=True))
     order = saidpo_hardness_order(nop, steps, length)
     assert sorted(order.tolist()) == list(range(len(items)))
     keys = [(nop[i], -steps[i], -length[i]) for i in order]
@@ -48,7 +56,11 @@ def test_hardness_order_is_lexicographic(items):
 
 
 @SET
-@given(err=hnp.arrays(np.float64, st.integers(1, 6), elements=st.floats(0, 1)), i=st.integers(0, 5), bump=st.floats(0, 1))
+@given(
+    err=hnp.arrays(np.float64, st.integers(1, 6), elements=st.floats(0, 1)),
+    i=st.integers(0, 5),
+    bump=st.floats(0, 1),
+)
 def test_cluster_weights_distribution_and_monotone_in_error(err, i, bump):
     avail = np.ones(err.size, bool)
     q = cluster_error_weights(err, avail)
@@ -131,7 +143,11 @@ def test_relabelled_clusters_are_picked_up():
 
 
 def test_bad_arguments_are_named():
-    for kw, name in [({"k": 1}, "k must"), ({"probe_fraction": 0}, "probe_fraction"),
-                     ({"candidate_factor": 0.5}, "candidate_factor"), ({"error_floor": -1}, "error_floor")]:
+    for kw, name in [
+        ({"k": 1}, "k must"),
+        ({"probe_fraction": 0}, "probe_fraction"),
+        ({"candidate_factor": 0.5}, "candidate_factor"),
+        ({"error_floor": -1}, "error_floor"),
+    ]:
         with pytest.raises(ValueError, match=name):
             SAIDPOSelector(**kw)

@@ -22,10 +22,19 @@ def test_grpo_advantages_hand_values():
     # mean 0.25, unbiased std sqrt(0.75 / 3) = 0.5
     assert np.allclose(a[0], np.array([0.75, -0.25, -0.25, -0.25]) / (0.5 + 1e-6))
     assert np.allclose(a[1], 0.0)
-    assert a[2].tolist() == [pytest.approx(1.0 / (1 + 1e-6)), 0.0, 0.0, 0.0]  # singleton: raw reward
+    assert a[2].tolist() == [
+        pytest.approx(1.0 / (1 + 1e-6)),
+        0.0,
+        0.0,
+        0.0,
+    ]  # singleton: raw reward
 
 
-rewards = hnp.arrays(np.float64, st.tuples(st.integers(1, 5), st.integers(2, 8)), elements=st.sampled_from([0.0, 1.0]))
+rewards = hnp.arrays(
+    np.float64,
+    st.tuples(st.integers(1, 5), st.integers(2, 8)),
+    elements=st.sampled_from([0.0, 1.0]),
+)
 
 
 @SET
@@ -50,7 +59,9 @@ def test_td0_hand_values():
 
 @SET
 @given(
-    q=st.floats(-5, 5), r=st.floats(0, 3), alpha=st.floats(0, 1),
+    q=st.floats(-5, 5),
+    r=st.floats(0, 3),
+    alpha=st.floats(0, 1),
 )
 def test_td0_is_convex_combination(q, r, alpha):
     new = td0_update(np.array([q]), np.array([r]), alpha, np.array([True]))[0]
@@ -65,7 +76,11 @@ def test_boltzmann_hand_values():
 
 
 @SET
-@given(q=hnp.arrays(np.float64, st.integers(2, 6), elements=st.floats(-3, 3)), tau=st.floats(0.05, 5), i=st.integers(0, 5))
+@given(
+    q=hnp.arrays(np.float64, st.integers(2, 6), elements=st.floats(-3, 3)),
+    tau=st.floats(0.05, 5),
+    i=st.integers(0, 5),
+)
 def test_boltzmann_is_a_distribution_monotone_in_value(q, tau, i):
     p = boltzmann_probs(q, tau)
     assert np.isclose(p.sum(), 1.0) and (p >= 0).all()
