@@ -12,7 +12,6 @@ pytest.importorskip("datasets")
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
@@ -28,26 +27,9 @@ from lppo_sampling.strategy import Strategy  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
-CHATML = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}"
-    "{% if not (loop.last and m['role'] == 'assistant') %}<eos>{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-
-
 @pytest.fixture(scope="module")
-def tok() -> PreTrainedTokenizerFast:
-    corpus = [f"What is {i}+{i + 1}? Step {i}: add {i} and {i + 1}. The answer is {2 * i + 1}."
-              for i in range(50)] + ["<|user|><|assistant|>"]
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<pad>", "<eos>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    t = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>")
-    t.chat_template = CHATML
-    return t
+def tok(tiny_tokenizer) -> PreTrainedTokenizerFast:
+    return tiny_tokenizer
 
 
 def tiny_model(tok: PreTrainedTokenizerFast) -> LlamaForCausalLM:
