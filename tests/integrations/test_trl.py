@@ -119,6 +119,17 @@ def test_with_prefix_renders_partial_assistant_turn() -> None:
         with_prefix(3, "x")
 
 
+def test_lppo_env_prefix_fn_cuts_at_steps() -> None:
+    pytest.importorskip("lppo_env.prefix")
+    from lppo_sampling.integrations.trl import lppo_env_prefix_fn
+
+    f = lppo_env_prefix_fn()
+    row = {"answer": "9", "solution": "First add 2 and 3 to get 5.\nThen add 4.\nSo 9."}
+    text = f(row, 0.5)
+    assert text.startswith("First add 2 and 3") and "9" not in text
+    assert f({"answer": "9", "solution": ""}, 0.5) == ""
+
+
 def test_grpo_run_updates_strategy_and_checkpoints(tok, tmp_path) -> None:
     log = Log()
     strat = make_strategy("lppo", group_size=4, seed=0)
