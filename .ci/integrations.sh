@@ -35,6 +35,8 @@ if [[ "${LPPO_INTEG_REUSE:-0}" != 1 || ! -x "$VENV/bin/python" ]]; then
     | grep -v "^WARNING" || true
   stamp "verl + openrlhf"
   "$PIP" install -q --no-deps -e .
+  # lppo_env (prefix builder, verifier) for the tests that use it
+  "$PIP" install -q gymnasium "math-verify>=0.9,<0.10" 2>&1 | grep -v "^WARNING" || true
   stamp "repo"
 fi
 "$VENV/bin/python" - <<'PY'
