@@ -101,7 +101,7 @@ def _norm(ans: str) -> str:
 
 
 def exact_match_score(completion: str, answer: str) -> float:
-    """1.0 if the completion's final answer (last `\\boxed{}` or last number) equals `answer`.
+    r"""1.0 if the completion's final answer (last `\\boxed{}` or last number) equals `answer`.
 
     A dependency-free grader for adapters and tests; real training should use
     `lppo_env`'s math-verify reward, which understands equivalent forms.

@@ -105,7 +105,8 @@ def write_prompts(
         path: output JSONL path.
         n: prompts in the file (one episode).
         prefix_fn: `f(problem, ratio) -> str`; None writes no prefixes.
-        input_key, label_key: the keys OpenRLHF reads (`--data.input_key/label_key`).
+        input_key: JSONL key of the question (OpenRLHF `--data.input_key`).
+        label_key: JSONL key of the label (OpenRLHF `--data.label_key`).
     """
     if not problems:
         raise ValueError("problems is empty")
@@ -118,7 +119,7 @@ def write_prompts(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        for k, ratios in zip(picked.tolist(), plan.prefix_ratios):
+        for k, ratios in zip(picked.tolist(), plan.prefix_ratios, strict=True):
             p = problems[k]
             prefixes = [prefix_fn(p, float(r)) if (r > 0 and prefix_fn) else "" for r in ratios]
             row = {input_key: _field(p, "question"),
@@ -165,7 +166,9 @@ def feed_observations(strategy: Strategy, path: str | os.PathLike, offset: int =
             rewards.append(float(rec["reward"]))
             guided.append(bool(rec["guided"]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path}: bad observation line {i} after offset {offset}: {raw[:80]!r}") from e
+            raise ValueError(
+                f"{path}: bad observation line {i} after offset {offset}: {raw[:80]!r}"
+            ) from e
     if keys:
         k = np.asarray(keys, dtype=object) if isinstance(keys[0], str) else np.asarray(keys)
         strategy.observe(GroupResults.from_flat(k, np.clip(rewards, 0.0, 1.0), guided=guided))

@@ -37,7 +37,7 @@ def reward_func(queries: list[str], prompts: list[str], labels: list[Any], **kwa
         raise ValueError(f"queries, prompts, labels differ in length: "
                          f"{len(queries)}, {len(prompts)}, {len(labels)}")
     rewards = []
-    for q, p, lab in zip(queries, prompts, labels):
+    for q, p, lab in zip(queries, prompts, labels, strict=True):
         meta = decode_label(lab)
         r = default_score(_response(q, p), meta["answer"])
         append_observation(meta["sample_id"], r, guided=False)

@@ -159,7 +159,8 @@ def with_prefix(prompt: Any, prefix: str) -> Any:
         last = prompt[-1]
         if last.get("role") == "assistant":
             if not isinstance(last.get("content"), str):
-                raise ValueError("a final assistant message must have string content to be continued")
+                raise ValueError(
+                    "a final assistant message must have string content to be continued")
             return prompt[:-1] + [{**last, "content": last["content"] + prefix}]
         return list(prompt) + [{"role": "assistant", "content": prefix}]
     raise ValueError(
@@ -192,7 +193,7 @@ def lppo_env_prefix_fn(answer_column: str = "answer", solution_column: str = "so
 
 
 class LPPOGRPOTrainer(GRPOTrainer):
-    """`GRPOTrainer` whose prompts, prefixes, advantage weights and sampler state come from a strategy.
+    """`GRPOTrainer` whose prompts, prefixes, advantage weights and sampler state follow a strategy.
 
     Args:
         *args: passed to `GRPOTrainer`.
@@ -235,7 +236,8 @@ class LPPOGRPOTrainer(GRPOTrainer):
         **kwargs: Any,
     ) -> None:
         if not isinstance(strategy, Strategy):
-            raise ValueError(f"strategy must be an lppo_sampling Strategy, got {type(strategy).__name__}")
+            raise ValueError(
+                f"strategy must be an lppo_sampling Strategy, got {type(strategy).__name__}")
         self.lppo_strategy = strategy
         self.lppo_key_column = key_column
         self.lppo_weight_advantages = bool(weight_advantages)
@@ -249,7 +251,8 @@ class LPPOGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         if not self.args.ignore_data_skip:
             raise ValueError(
-                "LPPOGRPOTrainer needs GRPOConfig(ignore_data_skip=True): the strategy restores its "
+                "LPPOGRPOTrainer needs GRPOConfig(ignore_data_skip=True): the strategy restores "
+                "its "
                 "own RNG on resume, and HF's batch skipping would re-draw batches instead"
             )
         ds = self.train_dataset
@@ -317,14 +320,16 @@ class LPPOGRPOTrainer(GRPOTrainer):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         if self.lppo_sampler is None:
-            raise RuntimeError("LPPOGRPOTrainer: train dataloader was not built by _get_train_sampler")
+            raise RuntimeError(
+                "LPPOGRPOTrainer: train dataloader was not built by _get_train_sampler")
         plan = self.lppo_sampler.pop_plan()
         g = self.num_generations
         start = self.accelerator.process_index * len(inputs)
         flat_keys = np.repeat(plan.keys, g)
         flat_ratio = plan.prefix_ratios.reshape(-1)
         local = [x[self.lppo_key_column] for x in inputs]
-        if start + len(inputs) > flat_keys.size or flat_keys[start:start + len(inputs)].tolist() != local:
+        end = start + len(inputs)
+        if end > flat_keys.size or flat_keys[start:end].tolist() != local:
             raise RuntimeError(
                 "LPPOGRPOTrainer: the generation batch does not match the sampler's plan "
                 f"(process {self.accelerator.process_index}, rows {start}..{start + len(inputs)}); "
@@ -358,7 +363,8 @@ class LPPOGRPOTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs: list[dict[str, Any]], prompts: list, completions: list,
                            completion_ids_list: list) -> torch.Tensor:
         """TRL's gathered rewards, also fed to the strategy (same data, same order, every rank)."""
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        rewards_per_func = super()._calculate_rewards(
+            inputs, prompts, completions, completion_ids_list)
         if not self.model.training:
             return rewards_per_func
         keys = np.asarray(gather_object([x[self.lppo_key_column] for x in inputs]))
@@ -379,7 +385,7 @@ class LPPOGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _tokenize_prompts(self, prompts: list) -> tuple[list, Any, dict]:
-        """Render conversational prompts that end in an assistant prefix with `continue_final_message`."""
+        """Render prompts ending in an assistant prefix with `continue_final_message=True`."""
         conv = is_conversational({"prompt": prompts[0]})
         cont = [i for i, p in enumerate(prompts) if conv and p and p[-1].get("role") == "assistant"]
         if not cont:
@@ -395,7 +401,7 @@ class LPPOGRPOTrainer(GRPOTrainer):
             plain_ids, images, mm = super()._tokenize_prompts([prompts[i] for i in plain])
             if images is not None or mm:
                 raise ValueError("prefix guidance does not support multimodal prompts")
-            for i, p in zip(plain, plain_ids):
+            for i, p in zip(plain, plain_ids, strict=True):
                 ids[i] = list(p)
         for i in cont:
             tok = self.processing_class.apply_chat_template(

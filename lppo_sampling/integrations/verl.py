@@ -186,12 +186,15 @@ class LPPOSampler(Sampler[int]):
                 data_config, "train_batch_size")
         if batch_size is None or int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(
-                f"batch_size must be an int >= 1 (or come from data.train_batch_size), got {batch_size!r}"
+                f"batch_size must be an int >= 1 (or come from data.train_batch_size), "
+                f"got {batch_size!r}"
             )
         unit_rewards([], reward_range, "reward_range")
         self.strategy = strategy if strategy is not None else _strategy_from_config(data_config)
         if not isinstance(self.strategy, Strategy):
-            raise ValueError(f"strategy must be an lppo_sampling Strategy, got {type(self.strategy).__name__}")
+            raise ValueError(
+                "strategy must be an lppo_sampling Strategy, got "
+                f"{type(self.strategy).__name__}")
         raw = dataset_keys(data_source) if keys is None else [_norm_key(k) for k in keys]
         if not raw:
             raise ValueError("the dataset is empty")
@@ -336,7 +339,7 @@ def tag_uids(batch: DataProto) -> DataProto:
         raise ValueError("tag_uids needs non_tensor_batch['uid'] and ['index']")
     ntb["uid"] = np.array(
         [u if _UID_SEP in str(u) else f"{u}{_UID_SEP}{_encode_key(_norm_key(k))}"
-         for u, k in zip(ntb["uid"], ntb["index"])], dtype=object)
+         for u, k in zip(ntb["uid"], ntb["index"], strict=True)], dtype=object)
     return batch
 
 
@@ -425,7 +428,8 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer  # noqa: E402
 
 for _hook in ("_get_gen_batch", "_update_actor"):
     if not hasattr(RayPPOTrainer, _hook):
-        raise ImportError(f"verl {VERL_VERSION}: RayPPOTrainer has no {_hook}; tested with verl 0.9.1")
+        raise ImportError(
+            f"verl {VERL_VERSION}: RayPPOTrainer has no {_hook}; tested with verl 0.9.1")
 
 
 class LPPORayPPOTrainer(RayPPOTrainer):
@@ -440,7 +444,8 @@ class LPPORayPPOTrainer(RayPPOTrainer):
     def __init__(self, *args: Any, train_sampler: LPPOSampler | None = None, **kwargs: Any) -> None:
         if not isinstance(train_sampler, LPPOSampler):
             raise ValueError(
-                f"LPPORayPPOTrainer needs train_sampler=LPPOSampler(...), got {type(train_sampler).__name__}"
+                "LPPORayPPOTrainer needs train_sampler=LPPOSampler(...), got "
+                f"{type(train_sampler).__name__}"
             )
         self.lppo_sampler = train_sampler.bind()
         super().__init__(*args, train_sampler=train_sampler, **kwargs)
@@ -496,8 +501,11 @@ class LPPODataset(RLHFDataset):
 if HAS_CURRICULUM_SAMPLER:
 
     class LPPOCurriculumSampler(AbstractCurriculumSampler, LPPOSampler):  # type: ignore[misc,valid-type]
-        """verl <= 0.7: `data.sampler.class_path=pkg://lppo_sampling.integrations.verl`,
-        `data.sampler.class_name=LPPOCurriculumSampler`; verl calls `update` each step."""
+        """verl <= 0.7 curriculum hook around `LPPOSampler`.
+
+        Config: `data.sampler.class_path=pkg://lppo_sampling.integrations.verl`,
+        `data.sampler.class_name=LPPOCurriculumSampler`; verl calls `update` each step.
+        """
 
         def __init__(self, data_source: Any, data_config: Any) -> None:
             LPPOSampler.__init__(self, data_source, data_config)
