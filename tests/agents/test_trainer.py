@@ -1,0 +1,221 @@
+"""The trainer end to end: outputs, exact kill/resume, Ctrl-C, bad configuration.
+
+Fast tests use a tiny randomly initialised Llama saved as a real HF directory (so the
+same `load_policy` path as a user's model is exercised); the slow test runs the real
+default model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from agents.cli import main
+from agents.config import ConfigError, TrainConfig
+from agents.trainer import Trainer
+from lppo_sampling import make_strategy
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def tiny_dir(tmp_path_factory, tiny_policy) -> Path:
+    d = tmp_path_factory.mktemp("tiny-model")
+    tiny_policy.model.save_pretrained(d)
+    tiny_policy.tokenizer.save_pretrained(d)
+    return d
+
+
+def _cfg(model_dir: Path, run_dir: Path, **kw) -> TrainConfig:
+    base = dict(
+        model=str(model_dir), run_dir=str(run_dir), steps=3, batch_size=3, group_size=3,
+        max_new_tokens=12, eval_size=4, eval_every=2, save_every=1, progress=False,
+        data_kwargs={"size": 60}, lr=1e-3,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _cli_args(cfg: TrainConfig) -> list[str]:
+    args = ["train"]
+    for k, v in cfg.to_dict().items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            args.append(flag if v else "--no-" + k.replace("_", "-"))
+        elif isinstance(v, dict):
+            args += [flag, json.dumps(v)]
+        elif v is not None:
+            args += [flag, str(v)]
+    return args
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+
+
+def test_trainer_writes_metrics_plot_and_checkpoint(tiny_dir, tmp_path) -> None:
+    cfg = _cfg(tiny_dir, tmp_path / "run", strategy="lppo")
+    summary = Trainer(cfg).run()
+    assert summary["steps"] == 3 and not summary["interrupted"]
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    assert "eval/accuracy" in rows[0] and "eval/accuracy" in rows[2] and "eval/accuracy" in rows[3]
+    step = rows[1]
+    for key in ("rollout/reward_mean", "rollout/tokens_total", "sampler/pool_size",
+                "batch/weight_mean", "prefix/guided_frac", "time/generate", "time/update",
+                "loss/policy"):
+        assert key in step, key
+    assert rows[3]["rollout/tokens_total"] > rows[1]["rollout/tokens_total"] > 0
+    assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000
+    ckpt = tmp_path / "run" / "checkpoints"
+    assert (ckpt / "latest").read_text().strip() == "step-000003"
+    assert sorted(p.name for p in ckpt.glob("step-*")) == ["step-000002", "step-000003"]
+    for f in ("model/config.json", "learner.pt", "sampler.npz", "rng.pt", "trainer_state.json"):
+        assert (ckpt / "step-000003" / f).exists(), f
+
+
+def test_trainer_step_feeds_the_strategy(tiny_dir, tmp_path) -> None:
+    t = Trainer(_cfg(tiny_dir, tmp_path / "run", steps=1, eval_size=0))
+    out = t.step()
+    assert out.rewards.shape == (3, 3)
+    rows = t.strategy.stats.rows(out.keys)
+    assert (t.strategy.stats["n_rollouts"][rows] + t.strategy.stats["guided_rollouts"][rows] == 3).all()
+    assert t.strategy.stats.step == 1
+
+
+def _sampler_state(run: Path, step: int):
+    s = make_strategy("lppo", group_size=3, seed=0)
+    s.load(run / "checkpoints" / f"step-{step:06d}" / "sampler.npz")
+    return s
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tiny_dir, tmp_path) -> None:
+    steps = 5
+    full = _cfg(tiny_dir, tmp_path / "full", steps=steps, eval_size=0, keep_checkpoints=10)
+    Trainer(full).run()
+
+    killed = _cfg(tiny_dir, tmp_path / "killed", steps=steps, eval_size=0, keep_checkpoints=10)
+    cmd = [sys.executable, "-m", "agents.cli", *_cli_args(killed)]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    latest = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if latest.exists() and latest.read_text().strip() >= "step-000002":
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"training exited early: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = int(latest.read_text().strip().split("-")[1])
+    assert done < steps, "the run finished before it could be killed"
+
+    resumed = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    a, b = _sampler_state(tmp_path / "full", steps), _sampler_state(tmp_path / "killed", steps)
+    assert a.state_checksum() == b.state_checksum()
+    np.testing.assert_array_equal(a.select(3), b.select(3))  # the same next batch
+    wa = load_file(str(tmp_path / "full/checkpoints" / f"step-{steps:06d}" / "model/model.safetensors"))
+    wb = load_file(str(tmp_path / "killed/checkpoints" / f"step-{steps:06d}" / "model/model.safetensors"))
+    for k in wa:
+        np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
+    rows = [json.loads(x)["step"] for x in (tmp_path / "killed/metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(1, steps + 1))  # no step lost, none duplicated
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_dir, tmp_path) -> None:
+    cfg = _cfg(tiny_dir, tmp_path / "run", steps=10_000, save_every=10_000, eval_size=0)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", *_cli_args(cfg)], env=_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted at step" in err
+    summary = json.loads(out[out.index("{"):])
+    assert summary["interrupted"] and summary["steps"] >= 2
+    latest = (tmp_path / "run" / "checkpoints" / "latest").read_text().strip()
+    assert latest == f"step-{summary['steps']:06d}"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--strategy", "lpo"], "strategy: unknown strategy 'lpo'. Did you mean 'lppo'"),
+        (["--learner", "grp"], "learner: unknown learner 'grp'. Did you mean 'grpo'"),
+        (["--data", "/nonexistent/train.jsonl"], "data: '/nonexistent/train.jsonl' is neither"),
+        (["--group-size", "1"], "group_size must be >= 2 for grpo"),
+        (["--model", "/nonexistent/model"], "model: cannot load '/nonexistent/model'"),
+        (["--strategy-kwargs", '{"kapa": 1}'], "kapa"),
+        (["--stepz", "3"], None),
+    ],
+)
+def test_bad_configuration_fails_before_any_work(flags, message, tmp_path, capsys) -> None:
+    argv = ["train", "--run-dir", str(tmp_path / "run"), *flags]
+    if message is None:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        return
+    t0 = time.time()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "configuration error" in err and message in err
+    assert time.time() - t0 < 30  # no model was loaded
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_config_yaml_and_overrides(tmp_path) -> None:
+    from agents.config import load_config
+
+    p = tmp_path / "run.yaml"
+    p.write_text("steps: 7\nstrategy: uniform\nstrategy_kwargs: {beta: 0.5}\n")
+    cfg = load_config(p, {"steps": 9})
+    assert (cfg.steps, cfg.strategy, cfg.strategy_kwargs) == (9, "uniform", {"beta": 0.5})
+    p.write_text("stpes: 7\n")
+    with pytest.raises(ConfigError, match="did you mean 'steps'"):
+        load_config(p)
+
+
+def test_plot_command_overlays_runs(tiny_dir, tmp_path) -> None:
+    for name in ("a", "b"):
+        Trainer(_cfg(tiny_dir, tmp_path / name, steps=2, eval_size=4, eval_every=1,
+                     strategy="uniform" if name == "a" else "lppo")).run()
+    out = tmp_path / "both.png"
+    assert main(["plot", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(out)]) == 0
+    assert out.stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_main_job_on_the_real_default_model(tmp_path) -> None:
+    """A few real steps of `lppo train` on SmolLM2-135M-Instruct (the README's job, shortened)."""
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "agents.cli", "train", "--steps", "2", "--batch-size", "2",
+         "--group-size", "3", "--eval-size", "6", "--eval-every", "2", "--max-new-tokens", "48",
+         "--run-dir", str(run), "--no-progress"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert rows[-1]["eval/n_problems"] == 6.0
+    assert rows[-1]["rollout/tokens_total"] > 0
+    assert (run / "learning_curve.png").exists()
+    assert (run / "checkpoints" / "step-000002" / "model" / "model.safetensors").exists()
