@@ -48,6 +48,12 @@ COLUMNS: dict[str, tuple[type, float]] = {
 }
 
 
+def _same_spec(a: tuple[type, float], b: tuple[type, float]) -> bool:
+    """Column specs match; NaN fills compare equal (NaN != NaN would refuse a re-bind)."""
+    fa, fb = float(a[1]), float(b[1])
+    return np.dtype(a[0]) == np.dtype(b[0]) and (fa == fb or (np.isnan(fa) and np.isnan(fb)))
+
+
 class SampleStats:
     """Per-sample statistics for a growing pool of samples.
 
@@ -120,8 +126,8 @@ class SampleStats:
     def add_column(self, name: str, dtype: type, fill: float) -> None:
         """Add a per-sample column for a strategy's own state (e.g. Beta posteriors)."""
         if name in self._cols:
-            if name in self._extra and self._extra[name] == (dtype, fill):
-                return
+            if name in self._extra and _same_spec(self._extra[name], (dtype, fill)):
+                return  # re-binding after load_state_dict
             raise ValueError(f"column {name!r} already exists")
         self._extra[name] = (dtype, fill)
         self._cols[name] = np.full(self._cap, fill, dtype=dtype)

@@ -321,3 +321,14 @@ def test_core_imports_numpy_only() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_extra_nan_column_survives_state_round_trip() -> None:
+    s = SampleStats()
+    s.add_column("posterior", np.float32, np.nan)
+    s.observe(GroupResults.build([1, 2], [[1.0], [0.0]]))
+    t = SampleStats.from_state_dict(s.state_dict())
+    t.add_column("posterior", np.float32, np.nan)  # a role re-binding after load
+    assert np.isnan(t["posterior"]).all() and len(t) == 2
+    with pytest.raises(ValueError, match="already exists"):
+        t.add_column("posterior", np.float64, 0.0)
