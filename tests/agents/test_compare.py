@@ -1,0 +1,167 @@
+"""`lppo compare`: the matrix runs, resumes/skips, survives a failing run, and its numbers
+(aggregation over seeds, steps to a threshold) are right on synthetic metrics files."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from agents.cli import main
+from agents.compare import (
+    aggregate,
+    build_matrix,
+    mean_curve,
+    run_matrix,
+    steps_to_reach,
+    summarize_matrix,
+    summarize_run,
+)
+from agents.config import ConfigError, TrainConfig
+
+
+@pytest.fixture
+def tiny_dir(tmp_path_factory, tiny_policy) -> Path:
+    d = tmp_path_factory.mktemp("tiny-model")
+    tiny_policy.model.save_pretrained(d)
+    tiny_policy.tokenizer.save_pretrained(d)
+    return d
+
+
+def _flags(model_dir: Path) -> list[str]:
+    return [
+        "--model", str(model_dir), "--steps", "2", "--batch-size", "2", "--group-size", "2",
+        "--max-new-tokens", "8", "--eval-size", "4", "--eval-every", "1", "--save-every", "1",
+        "--data-kwargs", '{"size": 40}', "--lr", "1e-3", "--no-progress",
+    ]
+
+
+def test_matrix_writes_summaries_table_and_figures_then_skips(tiny_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "cmp"
+    argv = ["compare", "--strategies", "uniform", "lppo", "--learners", "grpo", "--seeds", "0", "1",
+            "--out", str(out), "--threshold", "0.0", "--in-process", *_flags(tiny_dir)]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["complete"] == report["runs"] == 4 and report["failed"] == []
+    names = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert names == ["lppo__grpo__s0", "lppo__grpo__s1", "uniform__grpo__s0", "uniform__grpo__s1"]
+    for name in names:
+        s = json.loads((out / name / "summary.json").read_text())
+        assert s["complete"] and s["steps_done"] == 2 and s["n_evals"] == 3  # steps 0, 1, 2
+        assert s["tokens_generated"] > 0 and s["compute_s"] > 0
+        assert s["steps_to_threshold"] == 0  # threshold 0 is reached at the first evaluation
+        assert s["strategy"] == name.split("__")[0] and s["seed"] == int(name[-1])
+    md = (out / "summary.md").read_text()
+    assert "| uniform | grpo | 2/2 |" in md and "| lppo | grpo | 2/2 |" in md
+    assert (out / "curves.png").stat().st_size > 5000
+    assert (out / "curves_tokens.png").stat().st_size > 5000
+    matrix = json.loads((out / "matrix.json").read_text())
+    assert {a["strategy"] for a in matrix["arms"]} == {"uniform", "lppo"}
+
+    # rerun: nothing is trained again (metrics untouched), summaries are rewritten
+    before = {n: (out / n / "metrics.jsonl").stat().st_mtime_ns for n in names}
+    (out / "summary.md").unlink()
+    assert main(argv) == 0
+    assert {n: (out / n / "metrics.jsonl").stat().st_mtime_ns for n in names} == before
+    assert (out / "summary.md").exists()
+
+
+def test_subprocess_run_failure_is_recorded_and_the_matrix_continues(tiny_dir, tmp_path) -> None:
+    base = TrainConfig(model=str(tiny_dir), steps=1, batch_size=2, group_size=2, max_new_tokens=8,
+                       eval_size=4, eval_every=1, data_kwargs={"size": 40}, progress=False)
+    good = build_matrix(base, ["uniform"], ["grpo"], [0], tmp_path / "cmp")
+    # eval_size larger than the data passes preflight but fails inside the Trainer
+    bad = build_matrix(TrainConfig(**{**base.to_dict(), "eval_size": 100}),
+                       ["lppo"], ["grpo"], [0], tmp_path / "cmp")
+    statuses = run_matrix(bad + good, subprocesses=True, progress=False)
+    assert statuses[0]["returncode"] != 0 and statuses[1]["returncode"] == 0
+    assert "eval_size" in (tmp_path / "cmp" / bad[0].name / "train.log").read_text()
+    result = summarize_matrix(bad + good, tmp_path / "cmp")
+    by_run = {r["run"]: r for r in result["runs"]}
+    assert not by_run[bad[0].name]["complete"] and by_run[good[0].name]["complete"]
+    assert by_run[bad[0].name]["last_attempt"]["returncode"] != 0
+    assert "0/1 (incomplete)" in (tmp_path / "cmp" / "summary.md").read_text()
+
+
+# ------------------------------------------------------------------ synthetic metrics (no model)
+def _fake_run(root: Path, strategy: str, learner: str, seed: int, accs: dict[int, float],
+              steps: int, tokens_per_step: float = 100.0) -> Path:
+    d = root / f"{strategy}__{learner}__s{seed}"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(
+        {"strategy": strategy, "learner": learner, "seed": seed, "steps": steps, "eval_size": 10}))
+    rows = []
+    last = max([0, *accs])
+    for step in range(0, last + 1):
+        r = {"step": step, "rollout/tokens_total": step * tokens_per_step, "time/step": 2.0}
+        if step in accs:
+            r.update({"eval/accuracy": accs[step], "time/eval": 1.0})
+        rows.append(r)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def test_summarize_run_numbers(tmp_path) -> None:
+    d = _fake_run(tmp_path, "lppo", "grpo", 0, {0: 0.1, 2: 0.3, 4: 0.25}, steps=4)
+    s = summarize_run(d, threshold=0.2)
+    assert s["complete"] and s["steps_done"] == 4
+    assert (s["initial_accuracy"], s["final_accuracy"], s["best_accuracy"]) == (0.1, 0.25, 0.3)
+    assert s["best_step"] == 2 and s["final_step"] == 4
+    assert (s["steps_to_threshold"], s["tokens_to_threshold"]) == (2, 200.0)
+    assert s["tokens_generated"] == 400.0
+    assert s["compute_s"] == pytest.approx(5 * 2.0 + 3 * 1.0)
+    assert summarize_run(d, threshold=0.9)["steps_to_threshold"] is None
+    # a run stopped before its budget is not complete
+    e = _fake_run(tmp_path, "uniform", "grpo", 0, {0: 0.1, 2: 0.2}, steps=4)
+    assert not summarize_run(e)["complete"]
+    assert not summarize_run(tmp_path / "missing")["complete"]
+
+
+def test_steps_to_reach_uses_first_crossing() -> None:
+    curve = [(0, 0.0, 0.1), (5, 50.0, 0.3), (10, 100.0, 0.2), (15, 150.0, 0.4)]
+    assert steps_to_reach(curve, 0.3) == (5, 50.0)
+    assert steps_to_reach(curve, 0.35) == (15, 150.0)
+    assert steps_to_reach(curve, 0.5) is None
+
+
+def test_aggregate_mean_std_over_complete_seeds(tmp_path) -> None:
+    summaries = [
+        summarize_run(_fake_run(tmp_path, "lppo", "grpo", 0, {0: 0.1, 4: 0.2}, 4), threshold=0.3),
+        summarize_run(_fake_run(tmp_path, "lppo", "grpo", 1, {0: 0.1, 2: 0.3, 4: 0.4}, 4), threshold=0.3),
+        summarize_run(_fake_run(tmp_path, "lppo", "grpo", 2, {0: 0.1, 4: 0.6}, 4), threshold=0.3),
+        # incomplete seed: excluded from the means, counted in n_runs
+        summarize_run(_fake_run(tmp_path, "lppo", "grpo", 3, {0: 0.1, 2: 0.9}, 4), threshold=0.3),
+        summarize_run(_fake_run(tmp_path, "uniform", "grpo", 0, {0: 0.1, 4: 0.3}, 4), threshold=0.3),
+    ]
+    arms = {a["strategy"]: a for a in aggregate(summaries)}
+    a = arms["lppo"]
+    assert (a["n_runs"], a["n_complete"], a["complete"]) == (4, 3, False)
+    assert a["final_accuracy"] == pytest.approx(0.4)
+    assert a["final_accuracy_std"] == pytest.approx(0.2)  # sample std of 0.2, 0.4, 0.6
+    assert a["steps_to_threshold"] == pytest.approx(3.0)  # seeds 1 (step 2) and 2 (step 4)
+    assert a["n_reached"] == 2
+    assert a["steps_to_threshold_std"] == pytest.approx(math.sqrt(2))
+    u = arms["uniform"]
+    assert (u["final_accuracy"], u["final_accuracy_std"], u["complete"]) == (0.3, 0.0, True)
+
+    curve = mean_curve(summaries[:3])  # steps 0 and 4 are evaluated by every seed
+    assert [c["step"] for c in curve] == [0, 4]
+    assert curve[1]["mean"] == pytest.approx(0.4) and curve[1]["tokens"] == pytest.approx(400.0)
+
+
+def test_build_matrix_order_and_validation(tmp_path) -> None:
+    specs = build_matrix(TrainConfig(), ["uniform", "lppo"], ["grpo", "reinforce_plus_plus"], [0, 1],
+                         tmp_path)
+    assert [s.name for s in specs[:4]] == [
+        "uniform__grpo__s0", "lppo__grpo__s0", "uniform__grpo__s1", "lppo__grpo__s1"]
+    assert all(s.cfg.resume and s.cfg.run_dir == str(tmp_path / s.name) for s in specs)
+    with pytest.raises(ConfigError, match="twice"):
+        build_matrix(TrainConfig(), ["lppo", "lppo"], ["grpo"], [0], tmp_path)
+
+
+def test_compare_rejects_unknown_strategy_before_any_run(tmp_path, capsys) -> None:
+    assert main(["compare", "--strategies", "lpo", "--seeds", "0", "--out", str(tmp_path / "c")]) == 2
+    assert "Did you mean 'lppo'" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
