@@ -1,0 +1,287 @@
+"""SAI-DPO loop: pair construction, clusters from tags, the loop end to end on the tiny
+model (with a deterministic reward so pairs exist), the CLI parser, and one slow iteration
+on the real default model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+
+from agents.saidpo import (
+    SAIDPOConfig,
+    SAIDPOLoop,
+    add_saidpo_parser,
+    build_pairs,
+    problem_categories,
+    run_saidpo,
+)
+from lppo_env import MathProblem
+
+# --------------------------------------------------------------------------- pairs
+
+
+def test_build_pairs_only_from_mixed_groups():
+    rewards = np.array(
+        [
+            [1, 0, 0, 1],  # mixed: one pair
+            [0, 0, 0, 0],  # zero-pass: no correct sample
+            [1, 1, 1, 1],  # all-pass: no incorrect sample
+            [0, 0, 1, 0],  # mixed
+        ]
+    )
+    triples = build_pairs(rewards, 1, np.random.default_rng(0))
+    assert [i for i, _, _ in triples] == [0, 3]
+    for i, c, r in triples:
+        assert rewards[i, c] == 1 and rewards[i, r] == 0
+    assert triples[1][1] == 2  # the only correct sample of problem 3
+
+
+def test_build_pairs_distinct_capped_and_seeded():
+    rewards = np.array([[1, 0, 0], [1, 1, 0]])
+    triples = build_pairs(rewards, 5, np.random.default_rng(1))
+    assert len(triples) == 4  # 1x2 + 2x1 combinations, capped
+    assert len(set(triples)) == 4
+    again = build_pairs(rewards, 5, np.random.default_rng(1))
+    assert triples == again
+    partial = build_pairs(np.array([[1, 0.5, 0.2]]), 2, np.random.default_rng(0))
+    assert {c for _, c, _ in partial} == {0, 1} and {r for _, _, r in partial} == {2}
+
+
+def test_build_pairs_rejects_bad_input():
+    with pytest.raises(ValueError, match=re.escape("expected rewards of shape (n, K), got (3,)")):
+        build_pairs(np.zeros(3), 1, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=re.escape("expected pairs_per_problem >= 1, got 0")):
+        build_pairs(np.zeros((1, 3)), 0, np.random.default_rng(0))
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+def _problem(i: int, tags: tuple[str, ...], source: str = "s") -> MathProblem:
+    return MathProblem(id=f"p{i}", question=f"q{i}", answer="1", source=source, tags=tags)
+
+
+def test_problem_categories_from_tags():
+    problems = [
+        _problem(0, ("geometry", "area")),
+        _problem(1, ("geometry", "area")),
+        _problem(2, ("algebra",)),
+        _problem(3, (), source="gsm8k"),
+    ]
+    assert problem_categories(problems) == [
+        "geometry; area",
+        "geometry; area",
+        "algebra",
+        "gsm8k",
+    ]
+
+
+def test_problem_categories_with_minilm_embeddings():
+    problems = [
+        _problem(0, ("geometry", "area of a triangle")),
+        _problem(1, ("geometry", "area of a trapezoid")),
+        _problem(2, ("trigonometric functions", "sine")),
+        _problem(3, ("trigonometric functions", "cosine")),
+    ]
+    labels = problem_categories(problems, use_embeddings=True, n_clusters=2, seed=0)
+    assert labels[0] == labels[1] and labels[2] == labels[3] and labels[0] != labels[2]
+    assert all(label.startswith("cluster:") for label in labels)
+
+
+# --------------------------------------------------------------------------- config and CLI
+
+
+def test_config_validation_messages():
+    with pytest.raises(ValueError, match=re.escape("SAIDPOConfig expects k >= 2")):
+        SAIDPOConfig(k=1)
+    with pytest.raises(
+        ValueError, match=re.escape("expects reference one of ['initial', 'previous']")
+    ):
+        SAIDPOConfig(reference="latest")
+    with pytest.raises(ValueError, match=re.escape("DPOConfig expects beta > 0, got 0.0")):
+        SAIDPOConfig(beta=0.0)
+
+
+def test_cli_parser_maps_every_field():
+    ap = argparse.ArgumentParser(prog="lppo")
+    add_saidpo_parser(ap.add_subparsers(dest="command"))
+    args = ap.parse_args(
+        [
+            "saidpo",
+            "--pairs-per-iteration",
+            "4",
+            "--use-embeddings",
+            "--data-kwargs",
+            '{"size": 50}',
+            "--beta",
+            "0.2",
+            "--reference",
+            "previous",
+        ]
+    )
+    assert args.command == "saidpo"
+    assert (args.pairs_per_iteration, args.use_embeddings, args.data_kwargs) == (
+        4,
+        True,
+        {"size": 50},
+    )
+    assert (args.beta, args.reference, args.k, args.dtype) == (0.2, "previous", 8, None)
+    help_text = ap._subparsers._group_actions[0].choices["saidpo"].format_help()
+    assert "--probe-fraction" in help_text and "paper: ~1%" in help_text
+
+
+# --------------------------------------------------------------------------- the loop (tiny)
+
+
+def first_token_parity(rollouts, problems):
+    """Deterministic stand-in for the verifier: even first response token = correct.
+
+    A random tiny model never answers correctly; this reward gives mixed groups, so the
+    band, the selection and the pairs are exercised.
+    """
+    return np.array([float(r.response_ids[0] % 2 == 0) for r in rollouts])
+
+
+def _tiny_cfg(tmp_path, **kw) -> SAIDPOConfig:
+    base = dict(
+        data="default",
+        data_kwargs={"size": 48},
+        eval_size=8,
+        iterations=2,
+        probe_size=8,
+        k=4,
+        pairs_per_iteration=4,
+        max_new_tokens=4,
+        lr=1e-3,
+        token_budget=2048,
+        rollout_batch_size=32,
+        seed=0,
+        run_dir=str(tmp_path / "run"),
+    )
+    base.update(kw)
+    return SAIDPOConfig(**base)
+
+
+def test_loop_end_to_end_on_tiny_model(tiny_policy, tmp_path):
+    cfg = _tiny_cfg(tmp_path)
+    loop = SAIDPOLoop(cfg, policy=tiny_policy, reward_fn=first_token_parity)
+    assert len(loop.train_problems) == 40 and len(loop.eval_problems) == 8
+    before = [p.detach().clone() for p in tiny_policy.model.parameters()]
+    summary = loop.run()
+    assert summary["iterations"] == 2 and summary["pairs_total"] > 0
+    records = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["iteration"] for r in records] == [0, 1, 2]
+    for rec in records[1:]:
+        assert rec["probe/n_problems"] == 8
+        assert 0 < rec["probe/frac_solvable"] <= 1
+        assert rec["select/n_problems"] == 4
+        assert 1 <= rec["dpo/num_pairs"] <= 4
+        for key in (
+            "loss/dpo",
+            "rewards/margin",
+            "rewards/accuracy",
+            "eval/accuracy",
+            "sampler/saidpo_band_size",
+            "sampler/saidpo_in_band_frac",
+        ):
+            assert key in rec, key
+    # the strategy measured difficulty (NoP, steps, length) for every probed problem
+    stats = loop.strategy.stats
+    probed = stats["saidpo_attempts"] > 0
+    assert probed.sum() >= 8 and (stats["saidpo_length"][probed] > 0).all()
+    assert (stats["saidpo_steps"][probed] >= 0).all()
+    # the selection came from the solvable band once it was known
+    assert records[2]["sampler/saidpo_in_band_frac"] > 0
+    assert any(
+        not np.array_equal(a, b.detach()) for a, b in zip(before, tiny_policy.model.parameters())
+    )
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["k"] == 4
+
+
+def test_loop_is_reproducible(tiny_tokenizer, tmp_path):
+    from agents.policy import Policy
+    from tests.agents.conftest import make_tiny_model
+
+    records = []
+    for name in ("a", "b"):
+        policy = Policy(make_tiny_model(len(tiny_tokenizer)), tiny_tokenizer, "tiny")
+        cfg = _tiny_cfg(tmp_path / name, iterations=1, eval_before=False)
+        rec = SAIDPOLoop(cfg, policy=policy, reward_fn=first_token_parity).iteration()
+        records.append(
+            {k: v for k, v in rec.items() if not k.startswith(("time/", "perf/")) and v == v}
+        )
+    assert records[0] == records[1]
+
+
+def test_loop_without_pairs_skips_the_update(tiny_policy, tmp_path):
+    cfg = _tiny_cfg(tmp_path, iterations=1, eval_before=False, reference="previous")
+    loop = SAIDPOLoop(cfg, policy=tiny_policy, reward_fn=lambda rs, ps: np.zeros(len(rs)))
+    before = [p.detach().clone() for p in tiny_policy.model.parameters()]
+    rec = loop.iteration()
+    assert rec["dpo/num_pairs"] == 0 and rec["probe/frac_zero_pass"] == 1.0
+    assert "loss/dpo" not in rec
+    assert all(
+        np.array_equal(a, b.detach()) for a, b in zip(before, tiny_policy.model.parameters())
+    )
+
+
+def test_loop_rejects_a_bad_reward_fn(tiny_policy, tmp_path):
+    loop = SAIDPOLoop(_tiny_cfg(tmp_path), policy=tiny_policy, reward_fn=lambda rs, ps: np.zeros(3))
+    with pytest.raises(
+        ValueError, match=re.escape("expected reward_fn to return shape (32,), got (3,)")
+    ):
+        loop.iteration()
+
+
+# --------------------------------------------------------------------------- slow: real model
+
+
+@pytest.mark.slow
+def test_one_iteration_on_the_default_model(tmp_path, capsys):
+    from agents.policy import default_gguf_path
+
+    try:
+        default_gguf_path()
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        pytest.skip(str(e))
+    ap = argparse.ArgumentParser(prog="lppo")
+    add_saidpo_parser(ap.add_subparsers(dest="command"))
+    args = ap.parse_args(
+        [
+            "saidpo",
+            "--iterations",
+            "1",
+            "--probe-size",
+            "6",
+            "--k",
+            "8",
+            "--pairs-per-iteration",
+            "4",
+            "--max-new-tokens",
+            "48",
+            "--eval-size",
+            "8",
+            "--data-kwargs",
+            '{"size": 200}',
+            "--lr",
+            "1e-6",
+            "--no-eval-before",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ]
+    )
+    start = time.perf_counter()
+    assert run_saidpo(args) == 0
+    elapsed = time.perf_counter() - start
+    summary = json.loads(capsys.readouterr().out)
+    (rec,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["iterations"] == 1 and rec["probe/n_problems"] == 6
+    assert 0 <= rec["eval/accuracy"] <= 1 and rec["dpo/num_pairs"] >= 0
+    assert elapsed < 240, elapsed
