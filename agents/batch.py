@@ -97,7 +97,9 @@ class TrainBatch:
         if B == 0:
             raise ValueError("expected at least one rollout, got an empty list")
         rewards_t = _vector(rewards, "rewards", B, torch.float32)
-        weights_t = torch.ones(B) if weights is None else _vector(weights, "weights", B, torch.float32)
+        weights_t = (
+            torch.ones(B) if weights is None else _vector(weights, "weights", B, torch.float32)
+        )
         if not torch.isfinite(weights_t).all() or (weights_t < 0).any():
             raise ValueError(f"expected finite non-negative weights, got {weights_t.tolist()}")
         if index is None:
@@ -124,7 +126,9 @@ class TrainBatch:
             response_mask[i, q:n] = 1.0
             old_logprobs[i, q:n] = torch.tensor(r.response_logprobs, dtype=torch.float32)
         if (response_mask[:, 0] > 0).any():
-            raise ValueError("expected a non-empty prompt before every response, got an empty prompt")
+            raise ValueError(
+                "expected a non-empty prompt before every response, got an empty prompt"
+            )
         return cls(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -92,7 +92,9 @@ class AdvantageEstimatorFn(Protocol):
         lam: float = 1.0,
         norm_adv_by_std_in_grpo: bool = True,
         epsilon: float = 1e-6,
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return `(advantages, returns)` for a batch of rollouts."""
+        ...
 
 
 class PolicyLossFn(Protocol):
@@ -105,7 +107,9 @@ class PolicyLossFn(Protocol):
         advantages: torch.Tensor,
         response_mask: torch.Tensor,
         **kwargs: Any,
-    ) -> tuple[torch.Tensor, dict[str, float]]: ...
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return `(loss, metrics)` for (B, T) log-probs and advantages."""
+        ...
 
 
 ADV_ESTIMATOR_REGISTRY: dict[str, AdvantageEstimatorFn] = {}
@@ -463,10 +467,13 @@ def compute_gae_advantage_return(
         `(advantages, returns)`, each (B, T).
     """
     if values is None:
-        raise ValueError("expected `values` (B, T) from the critic for the 'gae' estimator, got None")
+        raise ValueError(
+            "expected `values` (B, T) from the critic for the 'gae' estimator, got None"
+        )
     if values.shape != token_level_rewards.shape:
         raise ValueError(
-            f"expected values of shape {tuple(token_level_rewards.shape)}, got {tuple(values.shape)}"
+            f"expected values of shape {tuple(token_level_rewards.shape)}, "
+            f"got {tuple(values.shape)}"
         )
     values = values.to(token_level_rewards.dtype)
     next_values = torch.zeros_like(values[:, 0])
@@ -553,12 +560,19 @@ def kl_penalty(
         return (log_ratio.exp() - log_ratio - 1).clamp(-10, 10)
     close = difflib.get_close_matches(str(kl_estimator), KL_ESTIMATORS, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"expected a KL estimator in {list(KL_ESTIMATORS)}, got {kl_estimator!r}.{hint}")
+    raise ValueError(
+        f"expected a KL estimator in {list(KL_ESTIMATORS)}, got {kl_estimator!r}.{hint}"
+    )
 
 
 # --------------------------------------------------------------------------- aggregation
 
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+LOSS_AGG_MODES = (
+    "token-mean",
+    "seq-mean-token-sum",
+    "seq-mean-token-mean",
+    "seq-mean-token-sum-norm",
+)
 
 
 def agg_loss(
@@ -747,9 +761,7 @@ def compute_value_loss(
     return loss, {"critic/vf_clipfrac": float(clipfrac)}
 
 
-def explained_variance(
-    values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor
-) -> float:
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
     """`1 - Var(R - V) / Var(R)` over masked tokens: 1 = perfect critic, <= 0 = useless."""
     var_returns = masked_var(returns, mask)
     if var_returns <= 0:

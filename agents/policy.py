@@ -63,9 +63,9 @@ class Policy:
         """Device of the model's parameters."""
         return next(self.model.parameters()).device
 
-    def encode_chat(self, messages: list[dict[str, str]], prefix: str = "") -> tuple[
-        list[int], list[int]
-    ]:
+    def encode_chat(
+        self, messages: list[dict[str, str]], prefix: str = ""
+    ) -> tuple[list[int], list[int]]:
         """Tokenise a chat plus an assistant prefix; see `encode_chat`."""
         return encode_chat(self.tokenizer, messages, prefix)
 
@@ -247,7 +247,7 @@ def encode_chat(
     if messages and messages[-1].get("role") == "assistant":
         raise ValueError(
             "expected messages ending with a user/system turn (pass the assistant start "
-            f"as `prefix`), got a final message with role 'assistant'"
+            "as `prefix`), got a final message with role 'assistant'"
         )
     prompt_ids = _as_ids(
         tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)

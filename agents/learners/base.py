@@ -131,8 +131,16 @@ class LearnerConfig:
             ("clip_ratio_low", 0 <= self.clip_ratio_low < 1, "in [0, 1)"),
             ("clip_ratio_high", self.clip_ratio_high >= 0, ">= 0"),
             ("clip_ratio_c", self.clip_ratio_c is None or self.clip_ratio_c > 1, "> 1 or None"),
-            ("loss_agg_mode", self.loss_agg_mode in LOSS_AGG_MODES, f"one of {list(LOSS_AGG_MODES)}"),
-            ("loss_norm_constant", self.loss_norm_constant is None or self.loss_norm_constant > 0, "> 0 or None"),
+            (
+                "loss_agg_mode",
+                self.loss_agg_mode in LOSS_AGG_MODES,
+                f"one of {list(LOSS_AGG_MODES)}",
+            ),
+            (
+                "loss_norm_constant",
+                self.loss_norm_constant is None or self.loss_norm_constant > 0,
+                "> 0 or None",
+            ),
             ("kl_coef", self.kl_coef >= 0, ">= 0"),
             ("kl_estimator", self.kl_estimator in KL_ESTIMATORS, f"one of {list(KL_ESTIMATORS)}"),
             ("temperature", self.temperature > 0, "> 0 (use 1.0 for greedy rollouts)"),
@@ -260,7 +268,11 @@ def no_grad_token_logprobs(
             mb = batch.select(rows)
             width = mb.input_ids.shape[1]
             lp, v, _ = token_logprobs(
-                model, mb.input_ids, mb.attention_mask, temperature=temperature, value_head=value_head
+                model,
+                mb.input_ids,
+                mb.attention_mask,
+                temperature=temperature,
+                value_head=value_head,
             )
             logprobs[rows, :width] = lp * mb.attention_mask
             if values is not None and v is not None:
@@ -271,10 +283,11 @@ def no_grad_token_logprobs(
 
 
 def minibatches(n: int, num_minibatches: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Shuffle `range(n)` and split it into `num_minibatches` near-equal chunks (CleanRL's `b_inds`)."""
+    """Shuffle `range(n)`, split it into `num_minibatches` near-equal chunks (CleanRL `b_inds`)."""
     if num_minibatches > n:
         raise ValueError(
-            f"expected num_minibatches <= batch size, got {num_minibatches} minibatches for {n} rows"
+            f"expected num_minibatches <= batch size, "
+            f"got {num_minibatches} minibatches for {n} rows"
         )
     perm = torch.randperm(n, generator=generator)
     yield from (chunk for chunk in perm.tensor_split(num_minibatches) if len(chunk))

@@ -154,7 +154,9 @@ class GRPOLearner:
         num_steps = num_micro = 0
         for _epoch in range(cfg.epochs):
             for mb_rows in minibatches(len(batch), cfg.num_minibatches, self.generator):
-                mb_rows = mb_rows.sort().values.to(device)  # row order within a step is irrelevant: fix it
+                mb_rows = mb_rows.sort().values.to(
+                    device
+                )  # row order within a step is irrelevant: fix it
                 self.optimizer.zero_grad(set_to_none=True)
                 mb_mask = mask[mb_rows]
                 num_tokens = mb_mask.sum()
@@ -192,7 +194,9 @@ class GRPOLearner:
                     micro_metrics = dict(pg_metrics)
                     if ref_logprobs is not None:
                         kl = kl_penalty(logprobs, ref_logprobs[rows, :width], cfg.kl_estimator)
-                        micro_metrics["actor/kl_ref"] = float(masked_mean(kl.detach(), mb.response_mask))
+                        micro_metrics["actor/kl_ref"] = float(
+                            masked_mean(kl.detach(), mb.response_mask)
+                        )
                         if not cfg.use_kl_in_reward:
                             kl_loss = agg_loss(kl, mb.response_mask, **agg)
                             loss = loss + cfg.kl_coef * kl_loss
@@ -220,8 +224,12 @@ class GRPOLearner:
         out.update(
             {
                 "advantages/mean": float(masked_mean(advantages, mask)),
-                "advantages/min": float(advantages[mask > 0].min()) if batch.num_response_tokens else 0.0,
-                "advantages/max": float(advantages[mask > 0].max()) if batch.num_response_tokens else 0.0,
+                "advantages/min": float(advantages[mask > 0].min())
+                if batch.num_response_tokens
+                else 0.0,
+                "advantages/max": float(advantages[mask > 0].max())
+                if batch.num_response_tokens
+                else 0.0,
                 "actor/lr": float(self.optimizer.param_groups[0]["lr"]),
                 "perf/optimizer_steps": float(num_steps),
                 "perf/micro_batches": float(num_micro),

@@ -81,7 +81,9 @@ class PPOConfig(LearnerConfig):
         if self.vf_coef < 0:
             raise ValueError(f"PPOConfig expects vf_coef >= 0, got {self.vf_coef}")
         if self.cliprange_value is not None and self.cliprange_value <= 0:
-            raise ValueError(f"PPOConfig expects cliprange_value > 0 or None, got {self.cliprange_value}")
+            raise ValueError(
+                f"PPOConfig expects cliprange_value > 0 or None, got {self.cliprange_value}"
+            )
 
 
 class ValueHead(nn.Module):
@@ -208,7 +210,9 @@ class PPOLearner:
         num_steps = num_micro = 0
         for _epoch in range(cfg.epochs):
             for mb_rows in minibatches(len(batch), cfg.num_minibatches, self.generator):
-                mb_rows = mb_rows.sort().values.to(device)  # row order within a step is irrelevant: fix it
+                mb_rows = mb_rows.sort().values.to(
+                    device
+                )  # row order within a step is irrelevant: fix it
                 self.optimizer.zero_grad(set_to_none=True)
                 mb_mask = mask[mb_rows]
                 agg = {
@@ -254,7 +258,9 @@ class PPOLearner:
                     micro_metrics.update(vf_metrics)
                     if ref_logprobs is not None:
                         kl = kl_penalty(logprobs, ref_logprobs[rows, :width], cfg.kl_estimator)
-                        micro_metrics["actor/kl_ref"] = float(masked_mean(kl.detach(), mb.response_mask))
+                        micro_metrics["actor/kl_ref"] = float(
+                            masked_mean(kl.detach(), mb.response_mask)
+                        )
                         if not cfg.use_kl_in_reward:
                             kl_loss = agg_loss(kl, mb.response_mask, **agg)
                             loss = loss + cfg.kl_coef * kl_loss

@@ -1,5 +1,7 @@
-"""REINFORCE++ (arXiv 2501.03262): REINFORCE with PPO's clipped ratio, KL in the reward,
-and global advantage whitening instead of a critic or a per-group std.
+"""REINFORCE++ (arXiv 2501.03262): PPO-clip, KL in the reward, global advantage whitening.
+
+REINFORCE with PPO's clipped ratio, the per-token KL folded into the reward, and global
+advantage whitening instead of a critic or a per-group std.
 
 The update is GRPO's (`agents.learners.grpo`) with other defaults — the only differences
 between the two algorithms are the advantage estimator and where the KL goes — so this

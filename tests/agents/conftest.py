@@ -1,5 +1,7 @@
-"""Tiny offline policy for fast tests: a byte-level tokenizer with a ChatML template and a
-randomly initialised 2-layer Llama. Nothing is downloaded."""
+"""Tiny offline policy for fast tests; nothing is downloaded.
+
+A byte-level tokenizer with a ChatML template and a randomly initialised 2-layer Llama.
+"""
 
 from __future__ import annotations
 

@@ -38,7 +38,9 @@ def test_layout_is_right_padded_with_prompt_prefix_response_masks():
 
 def test_index_accepts_any_labels_and_weights_are_validated():
     rollouts = [_rollout([1], [], [2]) for _ in range(3)]
-    b = TrainBatch.from_rollouts(rollouts, [0, 1, 0], index=["k9", "k2", "k9"], weights=[0.5, 1.5, 1.0])
+    b = TrainBatch.from_rollouts(
+        rollouts, [0, 1, 0], index=["k9", "k2", "k9"], weights=[0.5, 1.5, 1.0]
+    )
     assert b.index.tolist() == [0, 1, 0]
     assert b.weights.tolist() == [0.5, 1.5, 1.0]
     with pytest.raises(ValueError, match=r"expected rewards of shape \(3,\), got \(2,\)"):
@@ -49,7 +51,9 @@ def test_index_accepts_any_labels_and_weights_are_validated():
         TrainBatch.from_rollouts([], [])
     bad = _rollout([1], [], [2, 3])
     bad.response_logprobs = [0.0]
-    with pytest.raises(ValueError, match="expected rollout 0 to have one logprob per response token"):
+    with pytest.raises(
+        ValueError, match="expected rollout 0 to have one logprob per response token"
+    ):
         TrainBatch.from_rollouts([bad], [1.0])
 
 

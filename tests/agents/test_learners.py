@@ -83,7 +83,9 @@ def test_registry_and_config_validation(tiny_policy):
     assert get_learner_class("reinforce_plus_plus").config_class().use_kl_in_reward
     with pytest.raises(ValueError, match=re.escape("got 'gpro'. Did you mean 'grpo'?")):
         make_learner("gpro", tiny_policy)
-    with pytest.raises(ValueError, match=re.escape("got 'clip_ratio'. Did you mean 'clip_ratio_c'?")):
+    with pytest.raises(
+        ValueError, match=re.escape("got 'clip_ratio'. Did you mean 'clip_ratio_c'?")
+    ):
         make_learner("grpo", tiny_policy, clip_ratio=0.2)
     with pytest.raises(ValueError, match=re.escape("GRPOConfig expects epochs >= 1, got 0")):
         GRPOConfig(epochs=0)
@@ -137,14 +139,18 @@ def test_update_logs_metrics_and_changes_every_trained_parameter(tiny_policy, na
 
 @pytest.mark.parametrize("name", LEARNERS)
 def test_prompt_and_prefix_positions_get_exactly_zero_gradient(tiny_policy, tiny_tokenizer, name):
-    """d loss / d logits is exactly 0 wherever the next token is prompt, prefix or padding,
-    including through the KL term (a different reference makes the KL gradient non-zero)."""
+    """The loss gradient w.r.t. logits is exactly 0 wherever the next token is not a response token.
+
+    This includes the KL term: a different reference model makes its gradient non-zero.
+    """
     batch = make_batch(tiny_policy)
     ref = make_tiny_model(len(tiny_tokenizer), seed=1).requires_grad_(False)
     use_kl_in_reward = name == "reinforce_plus_plus"
     learner = get_learner_class(name)(
         tiny_policy,
-        get_learner_class(name).config_class(kl_coef=0.5, use_kl_in_reward=use_kl_in_reward, max_grad_norm=None),
+        get_learner_class(name).config_class(
+            kl_coef=0.5, use_kl_in_reward=use_kl_in_reward, max_grad_norm=None
+        ),
         ref_model=ref,
     )
     captured = []
@@ -163,7 +169,11 @@ def test_prompt_and_prefix_positions_get_exactly_zero_gradient(tiny_policy, tiny
     rows_checked = 0
     for ids, grad in captured:
         for r in range(ids.shape[0]):
-            (match,) = [i for i in range(len(batch)) if torch.equal(batch.input_ids[i, : ids.shape[1]], ids[r])]
+            (match,) = [
+                i
+                for i in range(len(batch))
+                if torch.equal(batch.input_ids[i, : ids.shape[1]], ids[r])
+            ]
             trained = batch.response_mask[match, 1 : ids.shape[1]] > 0  # token t+1 predicted at t
             g = grad[r, :-1].abs().sum(-1)
             assert torch.all(g[~trained] == 0), f"row {match}: gradient on a prompt/prefix position"
@@ -177,7 +187,9 @@ def test_prompt_and_prefix_positions_get_exactly_zero_gradient(tiny_policy, tiny
 @pytest.mark.parametrize("name", ["grpo", "ppo"])
 def test_gradient_is_linear_in_per_sample_weights(tiny_policy, name):
     learner = probe(name, tiny_policy)
-    per_sample = [grad_of_update(learner, make_batch(tiny_policy, weights=torch.eye(4)[i])) for i in range(4)]
+    per_sample = [
+        grad_of_update(learner, make_batch(tiny_policy, weights=torch.eye(4)[i])) for i in range(4)
+    ]
     if name == "ppo":  # the value loss does not depend on weights: compare policy parts only
         zero = grad_of_update(learner, make_batch(tiny_policy, weights=torch.zeros(4)))
         per_sample = [g - zero for g in per_sample]
@@ -185,7 +197,7 @@ def test_gradient_is_linear_in_per_sample_weights(tiny_policy, name):
         zero = torch.zeros_like(per_sample[0])
     w = torch.tensor([0.5, 1.5, 0.0, 2.0])
     combined = grad_of_update(learner, make_batch(tiny_policy, weights=w))
-    expected = zero + sum(wi * gi for wi, gi in zip(w, per_sample))
+    expected = zero + sum(wi * gi for wi, gi in zip(w, per_sample, strict=True))
     assert torch.allclose(combined, expected, atol=1e-6)
     doubled = grad_of_update(learner, make_batch(tiny_policy, weights=2 * torch.eye(4)[1]))
     assert torch.allclose(doubled - zero, 2 * per_sample[1], atol=1e-6)
@@ -244,8 +256,10 @@ def test_updates_raise_rewarded_and_lower_penalised_completions(tiny_policy, nam
     model = tiny_policy.model
     with torch.no_grad():
         before = sequence_logprobs(model.eval(), batch)
-    learner = make_learner(name, tiny_policy, lr=3e-3, kl_coef=0.0, critic_lr=1e-2) if name == "ppo" else (
-        make_learner(name, tiny_policy, lr=3e-3, kl_coef=0.0)
+    learner = (
+        make_learner(name, tiny_policy, lr=3e-3, kl_coef=0.0, critic_lr=1e-2)
+        if name == "ppo"
+        else (make_learner(name, tiny_policy, lr=3e-3, kl_coef=0.0))
     )
     for _ in range(3):
         learner.update(batch)

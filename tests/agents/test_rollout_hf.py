@@ -13,7 +13,12 @@ from agents.rollout import HFBackend, RolloutBackend, RolloutRequest, SamplingCo
 def _requests(messages):
     return [
         RolloutRequest(messages=messages, prefix="", n=2, tag="a"),
-        RolloutRequest(messages=[{"role": "user", "content": "Compute 7*6, please."}], prefix="7*6 =", n=3, tag="b"),
+        RolloutRequest(
+            messages=[{"role": "user", "content": "Compute 7*6, please."}],
+            prefix="7*6 =",
+            n=3,
+            tag="b",
+        ),
     ]
 
 
@@ -62,10 +67,14 @@ def test_deterministic_for_a_seed_and_leaves_global_rng_alone(tiny_policy, messa
 def test_logprobs_match_a_recomputed_forward_pass(tiny_policy, messages, temperature):
     """Sampling-distribution logprobs (left-padded, KV cache) = full forward at that temperature."""
     backend = HFBackend(tiny_policy, batch_size=5)
-    out = backend.generate(_requests(messages), SamplingConfig(temperature=temperature, max_new_tokens=8, seed=1))
+    out = backend.generate(
+        _requests(messages), SamplingConfig(temperature=temperature, max_new_tokens=8, seed=1)
+    )
     for r in out:
         ids = torch.tensor([r.prompt_ids + r.prefix_ids + r.response_ids])
-        lp, _, _ = token_logprobs(tiny_policy.model.eval(), ids, torch.ones_like(ids), temperature=temperature)
+        lp, _, _ = token_logprobs(
+            tiny_policy.model.eval(), ids, torch.ones_like(ids), temperature=temperature
+        )
         expected = lp[0, len(r.context_ids) :]
         assert torch.allclose(torch.tensor(r.response_logprobs), expected, atol=1e-4)
 
@@ -74,9 +83,13 @@ def test_top_p_logprobs_are_renormalised_over_the_nucleus(tiny_policy, messages)
     out = HFBackend(tiny_policy).generate(
         [RolloutRequest(messages, n=4)], SamplingConfig(top_p=0.05, max_new_tokens=4, seed=0)
     )
-    full = HFBackend(tiny_policy).generate([RolloutRequest(messages, n=4)], SamplingConfig(max_new_tokens=4, seed=0))
+    full = HFBackend(tiny_policy).generate(
+        [RolloutRequest(messages, n=4)], SamplingConfig(max_new_tokens=4, seed=0)
+    )
     # a tiny nucleus keeps only a few tokens, so each kept token gets more mass than untruncated
-    assert sum(map(sum, (r.response_logprobs for r in out))) > sum(map(sum, (r.response_logprobs for r in full)))
+    assert sum(map(sum, (r.response_logprobs for r in out))) > sum(
+        map(sum, (r.response_logprobs for r in full))
+    )
 
 
 def test_greedy_batched_with_left_padding_equals_one_by_one(tiny_policy, messages):
@@ -90,7 +103,9 @@ def test_greedy_batched_with_left_padding_equals_one_by_one(tiny_policy, message
 def test_stops_at_stop_tokens_and_keeps_the_eos(tiny_policy, messages):
     vocab = len(tiny_policy.tokenizer)
     backend = HFBackend(tiny_policy, stop_token_ids=list(range(vocab)))
-    out = backend.generate([RolloutRequest(messages, n=3)], SamplingConfig(max_new_tokens=5, seed=0))
+    out = backend.generate(
+        [RolloutRequest(messages, n=3)], SamplingConfig(max_new_tokens=5, seed=0)
+    )
     assert all(len(r.response_ids) == 1 and r.finish_reason == "stop" for r in out)
     im_end = tiny_policy.tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert im_end in HFBackend(tiny_policy).stop_token_ids
@@ -105,5 +120,7 @@ def test_invalid_arguments_raise_value_errors(tiny_policy, messages):
 
 def test_model_training_mode_is_restored(tiny_policy, messages):
     tiny_policy.model.train()
-    HFBackend(tiny_policy).generate([RolloutRequest(messages)], SamplingConfig(max_new_tokens=2, seed=0))
+    HFBackend(tiny_policy).generate(
+        [RolloutRequest(messages)], SamplingConfig(max_new_tokens=2, seed=0)
+    )
     assert tiny_policy.model.training
