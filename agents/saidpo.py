@@ -265,7 +265,7 @@ class SAIDPOLoop:
         problems = load_problems(cfg.data, **cfg.data_kwargs)
         if cfg.eval_size >= len(problems):
             raise ValueError(
-                f"expected eval_size smaller than the dataset ({len(problems)}), got {cfg.eval_size}"
+                f"expected eval_size < dataset size ({len(problems)}), got {cfg.eval_size}"
             )
         self.train_problems, self.eval_problems = split_problems(
             problems, cfg.eval_size, seed=cfg.seed

@@ -266,6 +266,8 @@ class DPOLearner:
     """
 
     config_class: type[LearnerConfig] = DPOConfig
+    batch_type: type = PreferenceBatch
+    """What `update` takes: pairs, not a rollout `TrainBatch` (the GRPO trainer cannot feed it)."""
 
     def __init__(
         self,

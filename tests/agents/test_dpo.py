@@ -161,6 +161,7 @@ def test_make_learner_registers_dpo(tiny_policy):
     learner = make_learner("dpo", tiny_policy, beta=0.2, lr=1e-4)
     assert isinstance(learner, DPOLearner) and learner.config.beta == 0.2
     assert learner.ref_model is not None and learner.ref_model is not tiny_policy.model
+    assert DPOLearner.batch_type is PreferenceBatch
 
 
 def test_update_rejects_a_train_batch(tiny_policy, tiny_tokenizer):

@@ -1,6 +1,8 @@
-"""SAI-DPO loop: pair construction, clusters from tags, the loop end to end on the tiny
-model (with a deterministic reward so pairs exist), the CLI parser, and one slow iteration
-on the real default model."""
+"""SAI-DPO loop: pairs, tag clusters, tiny-model loop end to end, CLI, one slow real run.
+
+The tiny model never answers correctly, so loop tests inject a deterministic reward that
+gives mixed groups; the slow test runs one iteration on the real default model.
+"""
 
 from __future__ import annotations
 
@@ -200,7 +202,8 @@ def test_loop_end_to_end_on_tiny_model(tiny_policy, tmp_path):
     # the selection came from the solvable band once it was known
     assert records[2]["sampler/saidpo_in_band_frac"] > 0
     assert any(
-        not np.array_equal(a, b.detach()) for a, b in zip(before, tiny_policy.model.parameters())
+        not np.array_equal(a, b.detach())
+        for a, b in zip(before, tiny_policy.model.parameters(), strict=True)
     )
     assert json.loads((tmp_path / "run" / "config.json").read_text())["k"] == 4
 
@@ -228,7 +231,8 @@ def test_loop_without_pairs_skips_the_update(tiny_policy, tmp_path):
     assert rec["dpo/num_pairs"] == 0 and rec["probe/frac_zero_pass"] == 1.0
     assert "loss/dpo" not in rec
     assert all(
-        np.array_equal(a, b.detach()) for a, b in zip(before, tiny_policy.model.parameters())
+        np.array_equal(a, b.detach())
+        for a, b in zip(before, tiny_policy.model.parameters(), strict=True)
     )
 
 
