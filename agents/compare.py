@@ -1,4 +1,4 @@
-"""`lppo compare`: a matrix of strategies × learners × seeds on one data set, model and budget.
+r"""`lppo compare`: a matrix of strategies × learners × seeds on one data set, model and budget.
 
 Why a separate command: a claim such as "LPPO learns faster than uniform sampling" is only
 worth something when every arm saw the same model, data, held-out set, step budget and
@@ -20,7 +20,7 @@ kill in one run is recorded in its summary and the matrix goes on.
 
 Example::
 
-    lppo compare --strategies uniform lppo --learners grpo --seeds 0 1 2 \\
+    lppo compare --strategies uniform lppo --learners grpo --seeds 0 1 2 \
         --steps 40 --eval-size 200 --eval-every 5 --out runs/cmp
 """
 
@@ -75,6 +75,7 @@ class RunSpec:
 
     @property
     def run_dir(self) -> Path:
+        """The run's directory (checkpoints, metrics.jsonl, summary.json)."""
         return Path(self.cfg.run_dir)
 
 
@@ -107,8 +108,12 @@ def build_matrix(
             for strategy in strategies:
                 name = run_name(strategy, learner, seed)
                 cfg = dataclasses.replace(
-                    base, strategy=strategy, learner=learner, seed=int(seed),
-                    run_dir=str(Path(out) / name), resume=True,
+                    base,
+                    strategy=strategy,
+                    learner=learner,
+                    seed=int(seed),
+                    run_dir=str(Path(out) / name),
+                    resume=True,
                 )
                 specs.append(RunSpec(name, strategy, learner, int(seed), cfg))
     return specs
@@ -124,7 +129,9 @@ def eval_curve(records: Sequence[dict[str, Any]]) -> list[tuple[int, float, floa
     return out
 
 
-def steps_to_reach(curve: Sequence[tuple[int, float, float]], target: float) -> tuple[int, float] | None:
+def steps_to_reach(
+    curve: Sequence[tuple[int, float, float]], target: float
+) -> tuple[int, float] | None:
     """First evaluated (step, tokens) whose held-out accuracy is >= `target`, or None.
 
     Resolution is the evaluation interval: a run that crossed the target between two
@@ -136,8 +143,9 @@ def steps_to_reach(curve: Sequence[tuple[int, float, float]], target: float) -> 
     return None
 
 
-def summarize_run(run_dir: str | Path, *, threshold: float | None = None,
-                  target_steps: int | None = None) -> dict[str, Any]:
+def summarize_run(
+    run_dir: str | Path, *, threshold: float | None = None, target_steps: int | None = None
+) -> dict[str, Any]:
     """Numbers of one run, from its metrics.jsonl and config.json only.
 
     Args:
@@ -162,11 +170,15 @@ def summarize_run(run_dir: str | Path, *, threshold: float | None = None,
     steps_done = max((int(r.get("step", 0)) for r in records), default=0)
     curve = eval_curve(records)
     wants_eval = int(cfg.get("eval_size", 1)) > 0
-    complete = bool(budget) and steps_done >= budget and (
-        not wants_eval or any(s == steps_done for s, _, _ in curve)
+    complete = (
+        bool(budget)
+        and steps_done >= budget
+        and (not wants_eval or any(s == steps_done for s, _, _ in curve))
     )
     tokens = max((float(r.get(TOKENS) or 0.0) for r in records), default=0.0)
-    compute = sum(float(r.get("time/step") or 0.0) + float(r.get("time/eval") or 0.0) for r in records)
+    compute = sum(
+        float(r.get("time/step") or 0.0) + float(r.get("time/eval") or 0.0) for r in records
+    )
     out: dict[str, Any] = {
         "run": run_dir.name,
         "strategy": cfg.get("strategy"),
@@ -217,13 +229,22 @@ def aggregate(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for (strategy, learner), runs in arms.items():
         done = [r for r in runs if r["complete"]]
         row: dict[str, Any] = {
-            "strategy": strategy, "learner": learner,
-            "n_runs": len(runs), "n_complete": len(done),
+            "strategy": strategy,
+            "learner": learner,
+            "n_runs": len(runs),
+            "n_complete": len(done),
             "seeds": sorted(r["seed"] for r in runs),
             "complete": len(done) == len(runs),
         }
-        for key in ("initial_accuracy", "final_accuracy", "best_accuracy", "tokens_generated",
-                    "compute_s", "steps_to_threshold", "tokens_to_threshold"):
+        for key in (
+            "initial_accuracy",
+            "final_accuracy",
+            "best_accuracy",
+            "tokens_generated",
+            "compute_s",
+            "steps_to_threshold",
+            "tokens_to_threshold",
+        ):
             m, sd, n = _mean_std([r.get(key) for r in done])
             row[key] = m
             row[key + "_std"] = sd
@@ -261,14 +282,21 @@ def _fmt(m: float | None, sd: float | None, *, pct: bool = False, digits: int = 
     return f"{m:.{digits}f} ± {(sd or 0):.{digits}f}"
 
 
-def write_summary_md(arms: Sequence[dict[str, Any]], path: str | Path, *,
-                     threshold: float | None = None, title: str = "lppo compare") -> Path:
+def write_summary_md(
+    arms: Sequence[dict[str, Any]],
+    path: str | Path,
+    *,
+    threshold: float | None = None,
+    title: str = "lppo compare",
+) -> Path:
     """The per-arm table as markdown (accuracies in percent, mean ± std over complete seeds)."""
     thr = f" ≥ {100 * threshold:.1f}%" if threshold is not None else ""
     lines = [
-        f"# {title}", "",
+        f"# {title}",
+        "",
         "Generated by `agents/compare.py` from each run's metrics.jsonl; mean ± std over the "
-        "complete seeds of each arm (held-out accuracy = greedy pass@1, in %).", "",
+        "complete seeds of each arm (held-out accuracy = greedy pass@1, in %).",
+        "",
         f"| strategy | learner | complete | initial acc | final acc | best acc | steps to{thr} "
         "| tokens generated | compute (s) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -276,8 +304,10 @@ def write_summary_md(arms: Sequence[dict[str, Any]], path: str | Path, *,
     for a in arms:
         reach = "–"
         if threshold is not None and a["n_complete"]:
-            reach = (f"{_fmt(a['steps_to_threshold'], a['steps_to_threshold_std'])} "
-                     f"({a['n_reached']}/{a['n_complete']} reached)")
+            reach = (
+                f"{_fmt(a['steps_to_threshold'], a['steps_to_threshold_std'])} "
+                f"({a['n_reached']}/{a['n_complete']} reached)"
+            )
         lines.append(
             f"| {a['strategy']} | {a['learner']} | {a['n_complete']}/{a['n_runs']}"
             f"{'' if a['complete'] else ' (incomplete)'} "
@@ -294,8 +324,13 @@ def write_summary_md(arms: Sequence[dict[str, Any]], path: str | Path, *,
     return path
 
 
-def plot_arm_curves(summaries: Sequence[dict[str, Any]], out: str | Path, *, x: str = "step",
-                    title: str | None = None) -> Path | None:
+def plot_arm_curves(
+    summaries: Sequence[dict[str, Any]],
+    out: str | Path,
+    *,
+    x: str = "step",
+    title: str | None = None,
+) -> Path | None:
     """Held-out accuracy per arm: mean line, band = ± std over seeds; x = step or tokens.
 
     Incomplete runs are drawn too (the band covers the steps every drawn seed reached), so a
@@ -319,10 +354,22 @@ def plot_arm_curves(summaries: Sequence[dict[str, Any]], out: str | Path, *, x: 
         m = [100 * c["mean"] for c in curve]
         sd = [100 * c["std"] for c in curve]
         style = "-" if learner == "grpo" else "--"
-        (line,) = ax.plot(xs, m, style, marker="o" if len(xs) < 30 else None, ms=3,
-                          label=f"{strategy}/{learner} (n={len(runs)})")
-        ax.fill_between(xs, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
-                        color=line.get_color(), alpha=0.18, linewidth=0)
+        (line,) = ax.plot(
+            xs,
+            m,
+            style,
+            marker="o" if len(xs) < 30 else None,
+            ms=3,
+            label=f"{strategy}/{learner} (n={len(runs)})",
+        )
+        ax.fill_between(
+            xs,
+            [a - b for a, b in zip(m, sd, strict=True)],
+            [a + b for a, b in zip(m, sd, strict=True)],
+            color=line.get_color(),
+            alpha=0.18,
+            linewidth=0,
+        )
         drawn += 1
     if not drawn:
         plt.close(fig)
@@ -340,8 +387,13 @@ def plot_arm_curves(summaries: Sequence[dict[str, Any]], out: str | Path, *, x: 
     return out
 
 
-def summarize_matrix(specs: Sequence[RunSpec], out: str | Path, *, threshold: float | None = None,
-                     title: str = "lppo compare") -> dict[str, Any]:
+def summarize_matrix(
+    specs: Sequence[RunSpec],
+    out: str | Path,
+    *,
+    threshold: float | None = None,
+    title: str = "lppo compare",
+) -> dict[str, Any]:
     """Write every run's summary.json, then summary.md, matrix.json and the two figures."""
     out = Path(out)
     summaries = []
@@ -356,15 +408,26 @@ def summarize_matrix(specs: Sequence[RunSpec], out: str | Path, *, threshold: fl
         summaries.append(s)
     arms = aggregate(summaries)
     write_summary_md(arms, out / "summary.md", threshold=threshold, title=title)
-    (out / "matrix.json").write_text(json.dumps(
-        {"threshold": threshold, "arms": arms,
-         "runs": [{k: v for k, v in s.items() if k != "curve"} for s in summaries]},
-        indent=2) + "\n")
+    (out / "matrix.json").write_text(
+        json.dumps(
+            {
+                "threshold": threshold,
+                "arms": arms,
+                "runs": [{k: v for k, v in s.items() if k != "curve"} for s in summaries],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     figs = {
         "curves": plot_arm_curves(summaries, out / "curves.png", x="step"),
         "curves_tokens": plot_arm_curves(summaries, out / "curves_tokens.png", x="tokens"),
     }
-    return {"runs": summaries, "arms": arms, "figures": {k: str(v) if v else None for k, v in figs.items()}}
+    return {
+        "runs": summaries,
+        "arms": arms,
+        "figures": {k: str(v) if v else None for k, v in figs.items()},
+    }
 
 
 # --------------------------------------------------------------------------- execution
@@ -390,14 +453,19 @@ def _run_subprocess(spec: RunSpec, timeout: float | None) -> dict[str, Any]:
     """Run one Trainer in a child process; its output goes to run_dir/train.log."""
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     spec.cfg.save(spec.run_dir / "compare_config.json")  # for the record
-    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     cmd = [sys.executable, "-m", "agents.cli", *_train_argv(spec.cfg)]
     with open(spec.run_dir / "train.log", "a") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
         log.flush()
         try:
-            rc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            rc = subprocess.run(
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+            ).returncode
         except subprocess.TimeoutExpired:
             rc = -9
     return {"returncode": rc, "error": None if rc == 0 else f"exit status {rc}; see train.log"}
@@ -416,8 +484,13 @@ def _run_in_process(spec: RunSpec) -> dict[str, Any]:
     return {"returncode": 130 if summary["interrupted"] else 0, "error": None}
 
 
-def run_matrix(specs: Sequence[RunSpec], *, subprocesses: bool = True, timeout: float | None = None,
-               progress: bool = True) -> list[dict[str, Any]]:
+def run_matrix(
+    specs: Sequence[RunSpec],
+    *,
+    subprocesses: bool = True,
+    timeout: float | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
     """Run every spec that is not complete yet, sequentially; return one status per spec.
 
     A complete run (per `summarize_run`) is skipped without loading anything; an incomplete
@@ -435,8 +508,13 @@ def run_matrix(specs: Sequence[RunSpec], *, subprocesses: bool = True, timeout: 
             continue
         t0 = time.time()
         st = _run_subprocess(spec, timeout) if subprocesses else _run_in_process(spec)
-        st = {"run": spec.name, "skipped": False, "wall_s": time.time() - t0,
-              "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), **st}
+        st = {
+            "run": spec.name,
+            "skipped": False,
+            "wall_s": time.time() - t0,
+            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            **st,
+        }
         (spec.run_dir / "compare_status.json").write_text(json.dumps(st, indent=2) + "\n")
         statuses.append(st)
         if st["returncode"] == 130:  # the run was Ctrl-C'd: the user wants the matrix to stop
@@ -456,22 +534,39 @@ def add_compare_parser(subparsers: Any) -> argparse.ArgumentParser:
     from agents.cli import _field_docs, _json_arg
 
     p = subparsers.add_parser(
-        "compare", help="matrix of strategies × learners × seeds; summary table and curves",
+        "compare",
+        help="matrix of strategies × learners × seeds; summary table and curves",
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("--strategies", nargs="+", default=["uniform", "lppo"], help="strategy names")
     p.add_argument("--learners", nargs="+", default=["grpo"], help="learner names")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=Path("runs/compare"), help="output root")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="report the first step whose held-out accuracy reaches this (0-1)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="YAML/JSON of TrainConfig fields shared by every run")
-    p.add_argument("--in-process", action="store_true",
-                   help="run each Trainer in this process instead of a subprocess")
-    p.add_argument("--run-timeout", type=float, default=None, help="seconds per run (subprocess mode)")
-    p.add_argument("--summarize-only", action="store_true",
-                   help="do not train; only (re)write summaries and figures from existing runs")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="report the first step whose held-out accuracy reaches this (0-1)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML/JSON of TrainConfig fields shared by every run",
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run each Trainer in this process instead of a subprocess",
+    )
+    p.add_argument(
+        "--run-timeout", type=float, default=None, help="seconds per run (subprocess mode)"
+    )
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="do not train; only (re)write summaries and figures from existing runs",
+    )
     docs = _field_docs(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         if f.name in MATRIX_FIELDS:
@@ -494,27 +589,40 @@ def run_compare(args: argparse.Namespace) -> int:
     from agents.trainer import preflight
 
     overrides = {
-        f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
         if f.name not in MATRIX_FIELDS and getattr(args, f.name, None) is not None
     }
     base = load_config(args.config, overrides)
     if base.eval_size == 0:
         raise ConfigError("compare needs held-out accuracy: eval_size must be >= 1")
-    specs = build_matrix(base, _csv_or_list(args.strategies), _csv_or_list(args.learners),
-                         args.seeds, args.out)
+    specs = build_matrix(
+        base, _csv_or_list(args.strategies), _csv_or_list(args.learners), args.seeds, args.out
+    )
     for spec in {(s.strategy, s.learner): s for s in specs}.values():
         preflight(spec.cfg)  # every name checked before the first (long) run starts
     args.out.mkdir(parents=True, exist_ok=True)
     statuses = []
     if not args.summarize_only:
-        statuses = run_matrix(specs, subprocesses=not args.in_process, timeout=args.run_timeout,
-                              progress=base.progress)
+        statuses = run_matrix(
+            specs,
+            subprocesses=not args.in_process,
+            timeout=args.run_timeout,
+            progress=base.progress,
+        )
     result = summarize_matrix(specs, args.out, threshold=args.threshold)
     failed = [s for s in statuses if s["returncode"] not in (0, None)]
-    print(json.dumps({
-        "out": str(args.out), "summary": str(args.out / "summary.md"),
-        "figures": result["figures"],
-        "complete": sum(r["complete"] for r in result["runs"]), "runs": len(specs),
-        "failed": [f"{s['run']}: {s['error']}" for s in failed],
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "summary": str(args.out / "summary.md"),
+                "figures": result["figures"],
+                "complete": sum(r["complete"] for r in result["runs"]),
+                "runs": len(specs),
+                "failed": [f"{s['run']}: {s['error']}" for s in failed],
+            },
+            indent=2,
+        )
+    )
     return 1 if failed else 0

@@ -1,5 +1,6 @@
 """`lppo compare`: the matrix runs, resumes/skips, survives a failing run, and its numbers
-(aggregation over seeds, steps to a threshold) are right on synthetic metrics files."""
+(aggregation over seeds, steps to a threshold) are right on synthetic metrics files.
+"""
 
 from __future__ import annotations
 
@@ -32,16 +33,49 @@ def tiny_dir(tmp_path_factory, tiny_policy) -> Path:
 
 def _flags(model_dir: Path) -> list[str]:
     return [
-        "--model", str(model_dir), "--steps", "2", "--batch-size", "2", "--group-size", "2",
-        "--max-new-tokens", "8", "--eval-size", "4", "--eval-every", "1", "--save-every", "1",
-        "--data-kwargs", '{"size": 40}', "--lr", "1e-3", "--no-progress",
+        "--model",
+        str(model_dir),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--group-size",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--eval-size",
+        "4",
+        "--eval-every",
+        "1",
+        "--save-every",
+        "1",
+        "--data-kwargs",
+        '{"size": 40}',
+        "--lr",
+        "1e-3",
+        "--no-progress",
     ]
 
 
 def test_matrix_writes_summaries_table_and_figures_then_skips(tiny_dir, tmp_path, capsys) -> None:
     out = tmp_path / "cmp"
-    argv = ["compare", "--strategies", "uniform", "lppo", "--learners", "grpo", "--seeds", "0", "1",
-            "--out", str(out), "--threshold", "0.0", "--in-process", *_flags(tiny_dir)]
+    argv = [
+        "compare",
+        "--strategies",
+        "uniform",
+        "lppo",
+        "--learners",
+        "grpo",
+        "--seeds",
+        "0",
+        "1",
+        "--out",
+        str(out),
+        "--threshold",
+        "0.0",
+        "--in-process",
+        *_flags(tiny_dir),
+    ]
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["complete"] == report["runs"] == 4 and report["failed"] == []
@@ -69,12 +103,26 @@ def test_matrix_writes_summaries_table_and_figures_then_skips(tiny_dir, tmp_path
 
 
 def test_subprocess_run_failure_is_recorded_and_the_matrix_continues(tiny_dir, tmp_path) -> None:
-    base = TrainConfig(model=str(tiny_dir), steps=1, batch_size=2, group_size=2, max_new_tokens=8,
-                       eval_size=4, eval_every=1, data_kwargs={"size": 40}, progress=False)
+    base = TrainConfig(
+        model=str(tiny_dir),
+        steps=1,
+        batch_size=2,
+        group_size=2,
+        max_new_tokens=8,
+        eval_size=4,
+        eval_every=1,
+        data_kwargs={"size": 40},
+        progress=False,
+    )
     good = build_matrix(base, ["uniform"], ["grpo"], [0], tmp_path / "cmp")
     # eval_size larger than the data passes preflight but fails inside the Trainer
-    bad = build_matrix(TrainConfig(**{**base.to_dict(), "eval_size": 100}),
-                       ["lppo"], ["grpo"], [0], tmp_path / "cmp")
+    bad = build_matrix(
+        TrainConfig(**{**base.to_dict(), "eval_size": 100}),
+        ["lppo"],
+        ["grpo"],
+        [0],
+        tmp_path / "cmp",
+    )
     statuses = run_matrix(bad + good, subprocesses=True, progress=False)
     assert statuses[0]["returncode"] != 0 and statuses[1]["returncode"] == 0
     assert "eval_size" in (tmp_path / "cmp" / bad[0].name / "train.log").read_text()
@@ -86,12 +134,28 @@ def test_subprocess_run_failure_is_recorded_and_the_matrix_continues(tiny_dir, t
 
 
 # ------------------------------------------------------------------ synthetic metrics (no model)
-def _fake_run(root: Path, strategy: str, learner: str, seed: int, accs: dict[int, float],
-              steps: int, tokens_per_step: float = 100.0) -> Path:
+def _fake_run(
+    root: Path,
+    strategy: str,
+    learner: str,
+    seed: int,
+    accs: dict[int, float],
+    steps: int,
+    tokens_per_step: float = 100.0,
+) -> Path:
     d = root / f"{strategy}__{learner}__s{seed}"
     d.mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps(
-        {"strategy": strategy, "learner": learner, "seed": seed, "steps": steps, "eval_size": 10}))
+    (d / "config.json").write_text(
+        json.dumps(
+            {
+                "strategy": strategy,
+                "learner": learner,
+                "seed": seed,
+                "steps": steps,
+                "eval_size": 10,
+            }
+        )
+    )
     rows = []
     last = max([0, *accs])
     for step in range(0, last + 1):
@@ -129,11 +193,15 @@ def test_steps_to_reach_uses_first_crossing() -> None:
 def test_aggregate_mean_std_over_complete_seeds(tmp_path) -> None:
     summaries = [
         summarize_run(_fake_run(tmp_path, "lppo", "grpo", 0, {0: 0.1, 4: 0.2}, 4), threshold=0.3),
-        summarize_run(_fake_run(tmp_path, "lppo", "grpo", 1, {0: 0.1, 2: 0.3, 4: 0.4}, 4), threshold=0.3),
+        summarize_run(
+            _fake_run(tmp_path, "lppo", "grpo", 1, {0: 0.1, 2: 0.3, 4: 0.4}, 4), threshold=0.3
+        ),
         summarize_run(_fake_run(tmp_path, "lppo", "grpo", 2, {0: 0.1, 4: 0.6}, 4), threshold=0.3),
         # incomplete seed: excluded from the means, counted in n_runs
         summarize_run(_fake_run(tmp_path, "lppo", "grpo", 3, {0: 0.1, 2: 0.9}, 4), threshold=0.3),
-        summarize_run(_fake_run(tmp_path, "uniform", "grpo", 0, {0: 0.1, 4: 0.3}, 4), threshold=0.3),
+        summarize_run(
+            _fake_run(tmp_path, "uniform", "grpo", 0, {0: 0.1, 4: 0.3}, 4), threshold=0.3
+        ),
     ]
     arms = {a["strategy"]: a for a in aggregate(summaries)}
     a = arms["lppo"]
@@ -152,16 +220,23 @@ def test_aggregate_mean_std_over_complete_seeds(tmp_path) -> None:
 
 
 def test_build_matrix_order_and_validation(tmp_path) -> None:
-    specs = build_matrix(TrainConfig(), ["uniform", "lppo"], ["grpo", "reinforce_plus_plus"], [0, 1],
-                         tmp_path)
+    specs = build_matrix(
+        TrainConfig(), ["uniform", "lppo"], ["grpo", "reinforce_plus_plus"], [0, 1], tmp_path
+    )
     assert [s.name for s in specs[:4]] == [
-        "uniform__grpo__s0", "lppo__grpo__s0", "uniform__grpo__s1", "lppo__grpo__s1"]
+        "uniform__grpo__s0",
+        "lppo__grpo__s0",
+        "uniform__grpo__s1",
+        "lppo__grpo__s1",
+    ]
     assert all(s.cfg.resume and s.cfg.run_dir == str(tmp_path / s.name) for s in specs)
     with pytest.raises(ConfigError, match="twice"):
         build_matrix(TrainConfig(), ["lppo", "lppo"], ["grpo"], [0], tmp_path)
 
 
 def test_compare_rejects_unknown_strategy_before_any_run(tmp_path, capsys) -> None:
-    assert main(["compare", "--strategies", "lpo", "--seeds", "0", "--out", str(tmp_path / "c")]) == 2
+    assert (
+        main(["compare", "--strategies", "lpo", "--seeds", "0", "--out", str(tmp_path / "c")]) == 2
+    )
     assert "Did you mean 'lppo'" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()

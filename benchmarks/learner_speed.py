@@ -1,0 +1,368 @@
+"""Learner speed (issue 8, item 4): our GRPO step vs TRL's GRPOTrainer, same work per step.
+
+Both sides do one full GRPO step: generate G completions for each of B prompts (temperature 1,
+at most L new tokens), score them with the same math-verify reward, and take one optimizer step
+(AdamW, lr 5e-6, no KL term / no reference model: TRL's default `beta=0.0` and our default
+`kl_coef=0`). Same model directory, same prompts (our env's chat messages), same B, G and L.
+TRL's `gradient_checkpointing` (default True in TRL) is turned off to match ours.
+
+Each framework runs in its own subprocess (so peak RSS is per framework, and TRL can live in
+another venv: `--trl-python`, default /work/venv-integ/bin/python when it exists). The first
+`--warmup` steps are excluded from the timing. Completion lengths differ between runs (sampling),
+so time per generated token is reported next to time per step.
+
+    python benchmarks/learner_speed.py                      # CPU defaults, both frameworks
+    python benchmarks/learner_speed.py --batch-size 8 --group-size 8 --max-new-tokens 256  # GPU
+
+Writes benchmarks/results/learner_speed.json (with the hardware it ran on). If TRL cannot run,
+the JSON says so (with the error) instead of a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DEFAULT_TRL_PYTHON = "/work/venv-integ/bin/python"
+
+
+def _peak_memory_mb() -> dict[str, float]:
+    """Peak resident memory of this process (CPU) and peak CUDA allocation (GPU)."""
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            out["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    except ImportError:
+        pass
+    return out
+
+
+def _problems(n: int) -> list[Any]:
+    from lppo_env import load_problems
+
+    return list(load_problems("default"))[:n]
+
+
+def _stats(xs: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(xs),
+        "median": statistics.median(xs),
+        "min": min(xs),
+        "max": max(xs),
+        "n": len(xs),
+    }
+
+
+def worker_lppo(a: argparse.Namespace) -> dict[str, Any]:
+    """Our Trainer.step() with the uniform sampler (no sampler effect) and the GRPO learner."""
+    import torch
+
+    from agents.config import TrainConfig
+    from agents.trainer import Trainer
+
+    torch.set_num_threads(a.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(
+            model=a.model,
+            strategy="uniform",
+            learner="grpo",
+            batch_size=a.batch_size,
+            group_size=a.group_size,
+            max_new_tokens=a.max_new_tokens,
+            eval_size=0,
+            steps=a.warmup + a.steps,
+            run_dir=tmp,
+            resume=False,
+            progress=False,
+            lr=5e-6,
+            save_every=10**6,
+            seed=0,
+        )
+        trainer = Trainer(cfg)
+        steps = []
+        for i in range(a.warmup + a.steps):
+            t0 = time.perf_counter()
+            m = trainer.step().metrics
+            wall = time.perf_counter() - t0
+            if i >= a.warmup:
+                steps.append(
+                    {
+                        "step_s": wall,
+                        "generate_s": m["time/generate"],
+                        "update_s": m["time/update"],
+                        "completion_tokens": m["rollout/tokens"],
+                    }
+                )
+    return {"framework": "lppo", "steps": steps, **_peak_memory_mb()}
+
+
+def worker_trl(a: argparse.Namespace) -> dict[str, Any]:
+    """TRL GRPOTrainer on the same model, prompts, reward, B, G and L; per-step wall time."""
+    import torch
+    import trl
+    from datasets import Dataset
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from lppo_env import MathReasoningEnv, default_verifier
+
+    torch.set_num_threads(a.threads)
+    tok = AutoTokenizer.from_pretrained(a.model)
+    problems = _problems(a.batch_size * (a.warmup + a.steps))
+    env = MathReasoningEnv(problems, tokenizer=tok)
+    ds = Dataset.from_list([{"prompt": env.messages(p), "answer": p.answer} for p in problems])
+    verifier = default_verifier()
+
+    def reward(completions: list, answer: list, **_: Any) -> list[float]:
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return [v.reward for v in verifier.verify_batch(texts, answer)]
+
+    class Timer(TrainerCallback):
+        def __init__(self) -> None:
+            self.t0, self.steps, self.logs = 0.0, [], []
+
+        def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001, D102
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, D102
+            self.steps.append(time.perf_counter() - self.t0)
+
+        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001, D102
+            if logs:
+                self.logs.append(dict(logs))
+
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = GRPOConfig(
+            output_dir=tmp,
+            per_device_train_batch_size=a.batch_size * a.group_size,
+            num_generations=a.group_size,
+            max_completion_length=a.max_new_tokens,
+            max_steps=a.warmup + a.steps,
+            learning_rate=5e-6,
+            temperature=1.0,
+            beta=0.0,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            use_cpu=not cuda,
+            bf16=cuda and torch.cuda.is_bf16_supported(),
+            gradient_checkpointing=False,
+            disable_tqdm=True,
+            seed=0,
+            dataloader_num_workers=0,
+            shuffle_dataset=False,
+        )
+        timer = Timer()
+        trainer = GRPOTrainer(
+            model=a.model,
+            reward_funcs=reward,
+            args=cfg,
+            train_dataset=ds,
+            processing_class=tok,
+            callbacks=[timer],
+        )
+        trainer.train()
+    logs = [x for x in timer.logs if "completions/mean_length" in x]
+    steps = []
+    for i, s in enumerate(timer.steps):
+        if i < a.warmup:
+            continue
+        mean_len = logs[i]["completions/mean_length"] if i < len(logs) else None
+        steps.append(
+            {
+                "step_s": s,
+                "completion_tokens": None
+                if mean_len is None
+                else mean_len * a.batch_size * a.group_size,
+            }
+        )
+    return {"framework": "trl", "trl_version": trl.__version__, "steps": steps, **_peak_memory_mb()}
+
+
+def hardware() -> dict[str, Any]:
+    """CPU/GPU, versions and load: step times on a shared machine mean little without it."""
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        info["cpu_model"] = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    info["load_average_1_5_15"] = list(os.getloadavg())
+    return info
+
+
+def _summarise(res: dict[str, Any]) -> dict[str, Any]:
+    steps = res.get("steps") or []
+    if not steps:
+        return res
+    out = dict(res)
+    out["step_s"] = _stats([s["step_s"] for s in steps])
+    toks = [s["completion_tokens"] for s in steps if s.get("completion_tokens")]
+    if toks:
+        out["completion_tokens_per_step"] = statistics.fmean(toks)
+        out["ms_per_completion_token"] = (
+            1000 * sum(s["step_s"] for s in steps if s.get("completion_tokens")) / sum(toks)
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Orchestrate: one subprocess per framework, then compare and write the JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--worker", choices=["lppo", "trl"], default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--group-size", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed first steps")
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
+    ap.add_argument(
+        "--trl-python",
+        default=DEFAULT_TRL_PYTHON if Path(DEFAULT_TRL_PYTHON).exists() else sys.executable,
+    )
+    ap.add_argument("--frameworks", nargs="+", default=["lppo", "trl"])
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per framework")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/learner_speed.json")
+    a = ap.parse_args(argv)
+
+    if a.worker:
+        res = worker_lppo(a) if a.worker == "lppo" else worker_trl(a)
+        print("RESULT " + json.dumps(res))
+        return 0
+
+    if a.model == "default":  # both frameworks get the same plain HF directory
+        from agents.policy import resolve_model_path
+
+        a.model = str(resolve_model_path("default"))
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": str(a.threads),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    common = [
+        "--model",
+        a.model,
+        "--batch-size",
+        str(a.batch_size),
+        "--group-size",
+        str(a.group_size),
+        "--max-new-tokens",
+        str(a.max_new_tokens),
+        "--steps",
+        str(a.steps),
+        "--warmup",
+        str(a.warmup),
+        "--threads",
+        str(a.threads),
+    ]
+    results: dict[str, Any] = {}
+    for fw in a.frameworks:
+        python = a.trl_python if fw == "trl" else sys.executable
+        cmd = [python, str(Path(__file__).resolve()), "--worker", fw, *common]
+        print(f"[learner_speed] {fw}: {' '.join(cmd)}", file=sys.stderr, flush=True)
+        try:
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.timeout)
+            line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if p.returncode != 0 or line is None:
+                results[fw] = {
+                    "framework": fw,
+                    "python": python,
+                    "ran": False,
+                    "error": f"exit {p.returncode}: {p.stderr.strip()[-1500:]}",
+                }
+            else:
+                results[fw] = {"python": python, "ran": True, **_summarise(json.loads(line[7:]))}
+        except subprocess.TimeoutExpired:
+            results[fw] = {
+                "framework": fw,
+                "python": python,
+                "ran": False,
+                "error": f"timed out after {a.timeout:.0f} s",
+            }
+    ours, trl_ = results.get("lppo", {}), results.get("trl", {})
+    lines = []
+    ratio = None
+    if ours.get("ran") and trl_.get("ran"):
+        ratio = ours["step_s"]["median"] / trl_["step_s"]["median"]
+        lines.append(
+            f"GRPO step, B={a.batch_size} G={a.group_size} L={a.max_new_tokens}: lppo "
+            f"{ours['step_s']['median']:.1f} s vs TRL {trl_['trl_version']} "
+            f"{trl_['step_s']['median']:.1f} s (median of {ours['step_s']['n']} steps): "
+            f"{ratio:.2f}x TRL's time (goal <= 1.0x): {'met' if ratio <= 1.0 else 'not met'}"
+        )
+        if ours.get("ms_per_completion_token") and trl_.get("ms_per_completion_token"):
+            lines.append(
+                f"per generated token: lppo {ours['ms_per_completion_token']:.0f} ms vs TRL "
+                f"{trl_['ms_per_completion_token']:.0f} ms (completion lengths differ by sampling)"
+            )
+        lines.append(
+            f"peak RSS: lppo {ours['peak_rss_mb']:.0f} MB vs TRL {trl_['peak_rss_mb']:.0f} MB"
+        )
+    else:
+        for fw, r in results.items():
+            if not r.get("ran"):
+                lines.append(
+                    f"{fw} did not run: {r['error'].splitlines()[-1] if r['error'] else '?'}"
+                )
+        if ours.get("ran"):
+            lines.append(
+                f"lppo GRPO step median {ours['step_s']['median']:.1f} s, peak RSS "
+                f"{ours['peak_rss_mb']:.0f} MB; no TRL comparison"
+            )
+    lines.append(
+        "machine shared and loaded during the measurement: see hardware.load_average_1_5_15"
+    )
+    report = {
+        "setup": {
+            "model": a.model,
+            "batch_size": a.batch_size,
+            "group_size": a.group_size,
+            "max_new_tokens": a.max_new_tokens,
+            "timed_steps": a.steps,
+            "warmup": a.warmup,
+            "threads": a.threads,
+            "kl": "none (beta=0 / kl_coef=0)",
+            "trl_gradient_checkpointing": False,
+        },
+        "hardware": hardware(),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "results": results,
+        "ratio_lppo_over_trl_median_step": ratio,
+        "summary_lines": lines,
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(report, indent=2) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

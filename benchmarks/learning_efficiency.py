@@ -1,0 +1,447 @@
+"""Learning efficiency of sampling strategies (issue 8): does LPPO learn faster than uniform?
+
+Protocol (identical for every arm; built on `agents.compare`):
+
+- model: the default (SmolLM2-135M-Instruct); data: the default embedded set (arithmetic
+  chain sums, on which the base model passes ~10-15% at temperature 1);
+- a fixed held-out set of `eval_size` >= 200 problems (disjoint from training, greedy pass@1),
+  evaluated every `eval_every` steps and at the last step;
+- arms: strategies {uniform, lp_weighting, prefix_guidance, lppo} × learners {grpo,
+  reinforce_plus_plus}, the same step budget, batch, group size, generation cap, learning rate
+  and seeds (>= 3) for every arm;
+- every run checkpoints and resumes (`resume=True`), so the whole matrix can be stopped and
+  restarted with the same command.
+
+Run directories (with model checkpoints) live under a non-committed root
+(`runs/learning_efficiency/`); only summaries, metrics.jsonl copies, figures and the report are
+copied into `benchmarks/results/learning_efficiency/`. The report (`report.md`) is generated
+from those files, never typed: held-out accuracy vs step and vs generated tokens, steps to
+reach uniform's final accuracy, final accuracy ± std over seeds, which arms are complete, and
+a verdict against the goal (LPPO reaches uniform's final held-out accuracy in <= 50% of the
+steps and ends >= 3 points higher) that says so when LPPO does not win.
+
+    python benchmarks/learning_efficiency.py                 # the full protocol (hours on CPU)
+    python benchmarks/learning_efficiency.py --quick         # CI: whole pipeline in minutes
+    python benchmarks/learning_efficiency.py --report        # only regenerate results + report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from agents.compare import (  # noqa: E402
+    build_matrix,
+    mean_curve,
+    plot_arm_curves,
+    run_matrix,
+    steps_to_reach,
+    summarize_matrix,
+)
+from agents.config import TrainConfig  # noqa: E402
+
+STRATEGIES = ["uniform", "lppo", "lp_weighting", "prefix_guidance"]
+LEARNERS = ["grpo", "reinforce_plus_plus"]
+# The full protocol. Sized for a GPU or a patient CPU; every value can be overridden by a flag.
+PROTOCOL: dict[str, Any] = dict(
+    model="default",
+    data="default",
+    eval_size=200,
+    eval_every=5,
+    steps=40,
+    batch_size=4,
+    group_size=4,
+    max_new_tokens=48,
+    lr=5e-6,
+    save_every=5,
+    keep_checkpoints=1,
+)
+# CI: the whole pipeline (matrix, resume bookkeeping, summaries, figures, report) in minutes.
+QUICK: dict[str, Any] = dict(
+    model="default",
+    data="default",
+    eval_size=8,
+    eval_every=1,
+    steps=2,
+    batch_size=2,
+    group_size=2,
+    max_new_tokens=16,
+    lr=5e-6,
+    save_every=1,
+    keep_checkpoints=1,
+)
+GOAL_STEP_FRACTION = 0.5
+GOAL_MARGIN = 0.03
+
+
+def hardware() -> dict[str, Any]:
+    """Where the numbers were measured (they mean little without it)."""
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        info["load_average_1_5_15"] = list(os.getloadavg())
+    except OSError:
+        pass
+    try:
+        info["cpu_model"] = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    return info
+
+
+# --------------------------------------------------------------------------- report
+def _pct(x: float | None, sd: float | None = None) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
+
+
+def efficiency_rows(result: dict[str, Any], budget: int) -> list[dict[str, Any]]:
+    """Per arm: steps/tokens to reach uniform's final accuracy (same learner), and the goal test.
+
+    The target is the mean final held-out accuracy of the uniform arm's complete seeds. Steps
+    to reach it are read on the arm's mean curve (mean over its complete seeds) and, per seed,
+    on each seed's own curve (how many seeds reached it).
+    """
+    rows = []
+    by_arm: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in result["runs"]:
+        by_arm.setdefault((r["strategy"], r["learner"]), []).append(r)
+    arms = {(a["strategy"], a["learner"]): a for a in result["arms"]}
+    for (strategy, learner), a in arms.items():
+        uni = arms.get(("uniform", learner))
+        target = uni["final_accuracy"] if uni and uni["n_complete"] else None
+        done = [r for r in by_arm[(strategy, learner)] if r["complete"]]
+        row: dict[str, Any] = {
+            "strategy": strategy,
+            "learner": learner,
+            "target": target,
+            "n_complete": a["n_complete"],
+            "n_runs": a["n_runs"],
+            "final": a["final_accuracy"],
+            "final_std": a["final_accuracy_std"],
+            "best": a["best_accuracy"],
+            "best_std": a["best_accuracy_std"],
+            "initial": a["initial_accuracy"],
+            "tokens": a["tokens_generated"],
+        }
+        if target is not None and done:
+            mc = mean_curve(done)
+            hit = steps_to_reach([(c["step"], c["tokens"], c["mean"]) for c in mc], target)
+            row["steps_to_target"] = hit[0] if hit else None
+            row["tokens_to_target"] = hit[1] if hit else None
+            per_seed = [
+                steps_to_reach(
+                    [(c["step"], c["tokens"], c["accuracy"]) for c in r["curve"]], target
+                )
+                for r in done
+            ]
+            row["seeds_reached"] = sum(h is not None for h in per_seed)
+            if uni is not None:
+                row["delta_final_vs_uniform"] = (
+                    a["final_accuracy"] - target if a["final_accuracy"] is not None else None
+                )
+        rows.append(row)
+    return rows
+
+
+def verdict(rows: list[dict[str, Any]], budget: int) -> list[str]:
+    """One honest sentence per learner on the LPPO goal; no verdict without complete arms."""
+    lines = []
+    for learner in sorted({r["learner"] for r in rows}):
+        lp = next((r for r in rows if r["strategy"] == "lppo" and r["learner"] == learner), None)
+        un = next((r for r in rows if r["strategy"] == "uniform" and r["learner"] == learner), None)
+        if lp is None or un is None:
+            lines.append(f"- **{learner}**: no verdict: the matrix has no lppo or no uniform arm.")
+            continue
+        if not lp["n_complete"] or not un["n_complete"]:
+            lines.append(
+                f"- **{learner}**: no verdict yet: lppo {lp['n_complete']}/{lp['n_runs']} and "
+                f"uniform {un['n_complete']}/{un['n_runs']} runs complete."
+            )
+            continue
+        partial = (lp["n_complete"] < lp["n_runs"]) or (un["n_complete"] < un["n_runs"])
+        seeds = min(lp["n_complete"], un["n_complete"])
+        steps = lp.get("steps_to_target")
+        fast = steps is not None and steps <= GOAL_STEP_FRACTION * budget
+        delta = lp["final"] - un["final"]
+        high = delta >= GOAL_MARGIN
+        noise = max(lp["final_std"] or 0.0, un["final_std"] or 0.0)
+        met = fast and high
+        words = "**goal met**" if met else "**goal not met**"
+        reach = (
+            f"reaches uniform's final accuracy ({_pct(un['final'])}%) at step {steps}"
+            f" ({steps / budget:.0%} of the {budget}-step budget)"
+            if steps is not None
+            else f"never reaches uniform's final accuracy ({_pct(un['final'])}%) on its mean curve"
+        )
+        lines.append(
+            f"- **{learner}**: {words}. LPPO {reach}; final {_pct(lp['final'], lp['final_std'])}% "
+            f"vs uniform {_pct(un['final'], un['final_std'])}% ({100 * delta:+.1f} points; goal: "
+            f"<= {GOAL_STEP_FRACTION:.0%} of the steps and >= +{100 * GOAL_MARGIN:.0f} points)."
+            + (
+                " One seed per arm: no spread estimate, no claim."
+                if seeds < 2
+                else f" The difference is within one std over seeds ({100 * noise:.1f} points): "
+                "not distinguishable at this number of seeds."
+                if abs(delta) <= noise
+                else ""
+            )
+            + (
+                " Uniform did not improve on its initial accuracy, so reaching its final "
+                "accuracy is trivial here (step 0)."
+                if un["initial"] is not None and un["final"] <= un["initial"]
+                else ""
+            )
+            + (
+                f" Based on {lp['n_complete']} lppo and {un['n_complete']} uniform complete seeds "
+                "only (matrix incomplete)."
+                if partial
+                else ""
+            )
+        )
+    return lines
+
+
+def write_report(
+    results: Path, result: dict[str, Any], protocol: dict[str, Any], quick: bool
+) -> Path:
+    """report.md from the copied summaries (every number below comes from metrics.jsonl)."""
+    budget = int(protocol["config"]["steps"])
+    rows = efficiency_rows(result, budget)
+    cfg = protocol["config"]
+    lines = [
+        "# Learning efficiency: LPPO vs uniform and ablations"
+        + (" (QUICK: no claims)" if quick else ""),
+        "",
+        f"Generated by `benchmarks/learning_efficiency.py` on {time.strftime('%Y-%m-%d %H:%M')} "
+        "from the per-run metrics.jsonl copies in `runs/` next to this file. Do not edit by hand.",
+        "",
+        "## Protocol",
+        "",
+        f"- model `{cfg['model']}`, data `{cfg['data']}` {json.dumps(cfg['data_kwargs'])}, held-out "
+        f"set {cfg['eval_size']} problems (greedy pass@1, max {cfg['max_new_tokens']} new tokens), "
+        f"evaluated every {cfg['eval_every']} steps and at the end",
+        f"- budget per run: {budget} steps × {cfg['batch_size']} prompts × G={cfg['group_size']} "
+        f"rollouts (temperature {cfg['temperature']}, max {cfg['max_new_tokens']} new tokens), "
+        f"lr {cfg['lr']}",
+        f"- seeds {protocol['seeds']}; strategies {protocol['strategies']}; learners "
+        f"{protocol['learners']}",
+        "- the held-out split is a keyed hash of problem ids with the run's seed: identical for "
+        "every arm of a seed, different between seeds",
+        f"- hardware: {protocol['hardware'].get('cpu_model', '?')}, {protocol['hardware']['cpu_count']} "
+        f"cores, torch {protocol['hardware']['torch']}, GPU {protocol['hardware']['cuda']}; load "
+        f"average at start {protocol['hardware'].get('load_average_1_5_15')}",
+        "",
+        "## Verdict",
+        "",
+        *(
+            ["Quick mode: a pipeline check with a toy budget; nothing below is evidence.", ""]
+            if quick
+            else []
+        ),
+        *verdict(rows, budget),
+        "",
+        "## Final held-out accuracy and steps to reach uniform's final accuracy",
+        "",
+        "Mean ± std over the complete seeds of each arm (%). 'steps to uniform final' is read on "
+        "the arm's mean curve, at evaluation resolution; 'seeds' = seeds whose own curve reaches it.",
+        "",
+        "| learner | strategy | complete | initial | final | best | Δ final vs uniform | "
+        "steps to uniform final | tokens to uniform final | seeds | tokens generated |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(
+        rows,
+        key=lambda r: (
+            r["learner"],
+            STRATEGIES.index(r["strategy"]) if r["strategy"] in STRATEGIES else 99,
+        ),
+    ):
+        d = r.get("delta_final_vs_uniform")
+        ttt = "–" if r.get("tokens_to_target") is None else f"{r['tokens_to_target']:.0f}"
+        tok = "–" if r["tokens"] is None else f"{r['tokens']:.0f}"
+        stt = "–" if r.get("steps_to_target") is None else str(r["steps_to_target"])
+        dd = "–" if d is None else f"{100 * d:+.1f}"
+        lines.append(
+            f"| {r['learner']} | {r['strategy']} | {r['n_complete']}/{r['n_runs']}"
+            f"{'' if r['n_complete'] == r['n_runs'] else ' (incomplete)'} | {_pct(r['initial'])} "
+            f"| {_pct(r['final'], r['final_std'])} | {_pct(r['best'], r['best_std'])} "
+            f"| {dd} | {stt} | {ttt} | {r.get('seeds_reached', '–')}/{r['n_complete']} | {tok} |"
+        )
+    lines += [
+        "",
+        "## Curves",
+        "",
+        "Held-out accuracy vs training step and vs generated tokens; line = mean, band = ± std "
+        "over seeds (incomplete runs are drawn up to the steps all their seeds reached).",
+        "",
+        "![accuracy vs step](curves.png)",
+        "",
+        "![accuracy vs generated tokens](curves_tokens.png)",
+        "",
+        "## Runs",
+        "",
+        "| run | complete | steps done | final | best | tokens | compute (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:
+        lines.append(
+            f"| {r['run']} | {'yes' if r['complete'] else 'no'} | {r['steps_done']}/{r['steps_budget']} "
+            f"| {_pct(r['final_accuracy'])} | {_pct(r['best_accuracy'])} "
+            f"| {r['tokens_generated']:.0f} | {r['compute_s']:.0f} |"
+        )
+    speed = results.parent / "learner_speed.json"
+    if speed.is_file() and not quick:
+        s = json.loads(speed.read_text())
+        lines += ["", "## Learner speed (benchmarks/learner_speed.py)", ""]
+        lines += [f"- {line}" for line in s.get("summary_lines", [])] or ["- (no summary lines)"]
+    path = results / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------- main
+def copy_results(result: dict[str, Any], runs_root: Path, results: Path) -> None:
+    """Copy summaries, metrics and figures (never checkpoints) from runs_root to results."""
+    results.mkdir(parents=True, exist_ok=True)
+    for name in ("summary.md", "matrix.json", "curves.png", "curves_tokens.png"):
+        if (runs_root / name).is_file():
+            shutil.copy2(runs_root / name, results / name)
+    for r in result["runs"]:
+        src, dst = runs_root / r["run"], results / "runs" / r["run"]
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in ("summary.json", "metrics.jsonl", "config.json", "compare_status.json"):
+            if (src / f).is_file():
+                shutil.copy2(src / f, dst / f)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or resume) the matrix, summarise it, copy results, write the report."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="CI: tiny budget, 1 seed, 2 arms")
+    ap.add_argument("--report", action="store_true", help="do not train: summarise and report only")
+    ap.add_argument("--strategies", nargs="+", default=None)
+    ap.add_argument("--learners", nargs="+", default=None)
+    ap.add_argument("--seeds", nargs="+", type=int, default=None)
+    ap.add_argument(
+        "--runs-root",
+        type=Path,
+        default=None,
+        help="run dirs with checkpoints (not committed); default runs/learning_efficiency",
+    )
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="where summaries/metrics/figures/report go; default "
+        "benchmarks/results/learning_efficiency (quick: <runs-root>/results)",
+    )
+    ap.add_argument(
+        "--in-process", action="store_true", help="runs in this process, not subprocesses"
+    )
+    for k, v in PROTOCOL.items():
+        if k in ("model", "data"):
+            ap.add_argument("--" + k.replace("_", "-"), dest=k, default=None)
+        else:
+            ap.add_argument("--" + k.replace("_", "-"), dest=k, type=type(v), default=None)
+    args = ap.parse_args(argv)
+
+    base = dict(QUICK if args.quick else PROTOCOL)
+    base.update({k: getattr(args, k) for k in PROTOCOL if getattr(args, k) is not None})
+    strategies = args.strategies or (["uniform", "lppo"] if args.quick else STRATEGIES)
+    learners = args.learners or (["grpo"] if args.quick else LEARNERS)
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    runs_root = args.runs_root or REPO / (
+        "runs/learning_efficiency_quick" if args.quick else "runs/learning_efficiency"
+    )
+    results = args.results or (
+        runs_root / "results" if args.quick else REPO / "benchmarks/results/learning_efficiency"
+    )
+    cfg = TrainConfig(progress=not args.quick, **base)
+    specs = build_matrix(cfg, strategies, learners, seeds, runs_root)
+    runs_root.mkdir(parents=True, exist_ok=True)
+    protocol_path = runs_root / "protocol.json"
+    protocol = {
+        "config": {
+            k: v
+            for k, v in cfg.to_dict().items()
+            if k not in ("strategy", "learner", "seed", "run_dir", "resume", "progress")
+        },
+        "strategies": strategies,
+        "learners": learners,
+        "seeds": seeds,
+        "quick": args.quick,
+        "hardware": hardware(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    if protocol_path.is_file():  # keep the first start's record; a resumed matrix is the same
+        old = json.loads(protocol_path.read_text())
+        protocol["hardware"], protocol["started"] = old["hardware"], old["started"]
+    protocol_path.write_text(json.dumps(protocol, indent=2) + "\n")
+
+    t0 = time.time()
+    if not args.report:
+        run_matrix(specs, subprocesses=not args.in_process, progress=True)
+    result = summarize_matrix(specs, runs_root, title="learning efficiency")
+    for learner in learners:  # one figure pair per learner as well, easier to read
+        sub = [r for r in result["runs"] if r["learner"] == learner]
+        plot_arm_curves(
+            sub,
+            runs_root / f"curves_{learner}.png",
+            x="step",
+            title=f"{learner}: held-out accuracy vs step",
+        )
+        plot_arm_curves(
+            sub,
+            runs_root / f"curves_tokens_{learner}.png",
+            x="tokens",
+            title=f"{learner}: held-out accuracy vs generated tokens",
+        )
+    copy_results(result, runs_root, results)
+    for learner in learners:
+        for f in (f"curves_{learner}.png", f"curves_tokens_{learner}.png"):
+            if (runs_root / f).is_file():
+                shutil.copy2(runs_root / f, results / f)
+    (results / "protocol.json").write_text(json.dumps(protocol, indent=2) + "\n")
+    report = write_report(results, result, protocol, args.quick)
+    done = sum(r["complete"] for r in result["runs"])
+    print(
+        json.dumps(
+            {
+                "report": str(report),
+                "complete_runs": done,
+                "runs": len(specs),
+                "seconds": round(time.time() - t0, 1),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
