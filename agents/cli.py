@@ -1,10 +1,12 @@
-"""The `lppo` command: train, eval, plot, compare.
+"""The `lppo` command: train, eval, plot, compare, saidpo.
 
     lppo train                       # default model, lppo strategy, GRPO, embedded data
     lppo train --strategy uniform --learner reinforce_plus_plus --steps 20
     lppo train --config run.yaml --lr 1e-5
     lppo eval --model runs/default/checkpoints/step-000008/model --n-samples 4 --k 1 4
     lppo plot runs/a runs/b -o curves.png
+    lppo compare --strategies uniform lppo --learners grpo --seeds 0 1 2 --out runs/cmp
+    lppo saidpo --iterations 2            # iterative SAI-DPO: probe -> select -> DPO
 
 Every `TrainConfig` field is a flag (`--group-size 8`); mappings take JSON
 (`--strategy-kwargs '{"kappa": 4}'`). Configuration errors exit with status 2 and one
@@ -98,12 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--labels", nargs="*", default=None)
     pl.add_argument("--x", default="step", help="x axis: step or rollout/tokens_total")
 
-    try:
-        from agents.compare import add_compare_parser
+    from agents.compare import add_compare_parser
+    from agents.saidpo import add_saidpo_parser
 
-        add_compare_parser(sub)
-    except ImportError:
-        pass
+    add_compare_parser(sub)
+    add_saidpo_parser(sub)
     return ap
 
 
@@ -178,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             from agents.compare import run_compare
 
             return run_compare(args)
+        if args.command == "saidpo":
+            from agents.saidpo import run_saidpo
+
+            return run_saidpo(args)
     except ConfigError as e:
         print(f"lppo {args.command}: configuration error: {e}", file=sys.stderr)
         return 2

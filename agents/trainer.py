@@ -45,6 +45,11 @@ def preflight(cfg: TrainConfig) -> None:
         make_strategy(cfg.strategy, group_size=cfg.group_size, seed=cfg.seed, **cfg.strategy_kwargs)
     except ValueError as e:
         raise ConfigError(f"strategy: {e}") from e
+    if cfg.learner == "dpo":
+        raise ConfigError(
+            "learner: 'dpo' trains on preference pairs, not on RL rollouts; run the iterative "
+            "SAI-DPO loop with `lppo saidpo`"
+        )
     if cfg.learner not in available_learners():
         import difflib
 
@@ -79,9 +84,7 @@ def preflight(cfg: TrainConfig) -> None:
 
 def available_learners() -> list[str]:
     """Names accepted by `make_learner` (importing the package registers every learner)."""
-    import agents.learners  # noqa: F401
-    import agents.learners.grpo  # noqa: F401
-    from agents.learners.base import LEARNER_REGISTRY
+    from agents.learners import LEARNER_REGISTRY
 
     return sorted(LEARNER_REGISTRY)
 

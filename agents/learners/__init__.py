@@ -16,12 +16,16 @@ from agents.learners.base import (
     make_learner,
     register_learner,
 )
+from agents.learners.dpo import DPOConfig, DPOLearner, PreferenceBatch
 from agents.learners.grpo import GRPOConfig, GRPOLearner
 from agents.learners.logprobs import micro_batches, sequence_logprobs, token_logprobs
 from agents.learners.ppo import PPOConfig, PPOLearner, ValueHead
 from agents.learners.reinforce_plus_plus import ReinforcePlusPlusConfig, ReinforcePlusPlusLearner
 
 __all__ = [
+    "DPOConfig",
+    "DPOLearner",
+    "PreferenceBatch",
     "LEARNER_REGISTRY",
     "GRPOConfig",
     "GRPOLearner",
