@@ -257,35 +257,16 @@ def test_one_iteration_on_the_default_model(tmp_path, capsys):
         pytest.skip(str(e))
     ap = argparse.ArgumentParser(prog="lppo")
     add_saidpo_parser(ap.add_subparsers(dest="command"))
+    # ~80 generations of <= 40 tokens: ~2 min on 2 idle cores (much more on a loaded box)
+    argv = "saidpo --iterations 1 --probe-size 4 --k 8 --pairs-per-iteration 2"
+    argv += " --max-new-tokens 40 --eval-size 4 --lr 1e-6 --no-eval-before"
     args = ap.parse_args(
-        [
-            "saidpo",
-            "--iterations",
-            "1",
-            "--probe-size",
-            "6",
-            "--k",
-            "8",
-            "--pairs-per-iteration",
-            "4",
-            "--max-new-tokens",
-            "48",
-            "--eval-size",
-            "8",
-            "--data-kwargs",
-            '{"size": 200}',
-            "--lr",
-            "1e-6",
-            "--no-eval-before",
-            "--run-dir",
-            str(tmp_path / "run"),
-        ]
+        [*argv.split(), "--data-kwargs", '{"size": 100}', "--run-dir", str(tmp_path / "run")]
     )
     start = time.perf_counter()
     assert run_saidpo(args) == 0
-    elapsed = time.perf_counter() - start
     summary = json.loads(capsys.readouterr().out)
     (rec,) = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert summary["iterations"] == 1 and rec["probe/n_problems"] == 6
+    assert summary["iterations"] == 1 and rec["probe/n_problems"] == 4
     assert 0 <= rec["eval/accuracy"] <= 1 and rec["dpo/num_pairs"] >= 0
-    assert elapsed < 240, elapsed
+    assert rec["probe/length_mean"] > 0 and rec["time/iteration"] <= time.perf_counter() - start
