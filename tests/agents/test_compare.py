@@ -240,3 +240,54 @@ def test_compare_rejects_unknown_strategy_before_any_run(tmp_path, capsys) -> No
     )
     assert "Did you mean 'lppo'" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def _load_benchmark():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "learning_efficiency.py"
+    spec = importlib.util.spec_from_file_location("learning_efficiency", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize(("lppo_final", "met"), [(0.20, True), (0.16, False)])
+def test_learning_efficiency_verdict_on_synthetic_runs(tmp_path, lppo_final, met) -> None:
+    """The benchmark's verdict follows the goal: <= 50% of the steps and >= +3 points."""
+    le = _load_benchmark()
+    runs = []
+    for seed in (0, 1):
+        runs.append(
+            summarize_run(
+                _fake_run(tmp_path, "uniform", "grpo", seed, {0: 0.1, 8: 0.12, 16: 0.15}, 16)
+            )
+        )
+        runs.append(
+            summarize_run(
+                _fake_run(
+                    tmp_path,
+                    "lppo",
+                    "grpo",
+                    seed,
+                    {0: 0.1, 8: 0.16 + 0.01 * seed, 16: lppo_final},
+                    16,
+                )
+            )
+        )
+    result = {"runs": runs, "arms": aggregate(runs)}
+    rows = {r["strategy"]: r for r in le.efficiency_rows(result, 16)}
+    assert rows["lppo"]["target"] == pytest.approx(0.15)
+    assert rows["lppo"]["steps_to_target"] == 8 and rows["lppo"]["seeds_reached"] == 2
+    assert rows["uniform"]["steps_to_target"] == 16
+    (line,) = le.verdict(list(rows.values()), 16)
+    assert ("**goal met**" in line) == met and "step 8 (50% of the 16-step budget)" in line
+    protocol = {
+        "config": TrainConfig().to_dict() | {"steps": 16},
+        "seeds": [0, 1],
+        "strategies": ["uniform", "lppo"],
+        "learners": ["grpo"],
+        "hardware": {"cpu_count": 2, "torch": "x", "cuda": None},
+    }
+    report = le.write_report(tmp_path, result, protocol, quick=False).read_text()
+    assert "| grpo | lppo | 2/2 |" in report and line in report
