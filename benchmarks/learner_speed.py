@@ -51,10 +51,21 @@ def _peak_memory_mb() -> dict[str, float]:
     return out
 
 
-def _problems(n: int) -> list[Any]:
-    from lppo_env import load_problems
+def write_prompts(path: Path, n: int, seed: int = 0) -> None:
+    """Chat messages and answers of `n` default problems, as JSON for the workers.
 
-    return list(load_problems("default"))[:n]
+    Built here, in the orchestrator's venv, because the TRL venv may lack the data package
+    (reasoning-gym); the TRL worker only needs the messages, the answers and math-verify.
+    """
+    import random
+
+    from lppo_env import MathReasoningEnv, load_problems
+
+    problems = list(load_problems("default"))
+    random.Random(seed).shuffle(problems)
+    env = MathReasoningEnv(problems[:n])
+    rows = [{"prompt": env.messages(p), "answer": p.answer} for p in problems[:n]]
+    path.write_text(json.dumps(rows))
 
 
 def _stats(xs: list[float]) -> dict[str, float]:
@@ -118,13 +129,11 @@ def worker_trl(a: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from lppo_env import MathReasoningEnv, default_verifier
+    from lppo_env import default_verifier
 
     torch.set_num_threads(a.threads)
     tok = AutoTokenizer.from_pretrained(a.model)
-    problems = _problems(a.batch_size * (a.warmup + a.steps))
-    env = MathReasoningEnv(problems, tokenizer=tok)
-    ds = Dataset.from_list([{"prompt": env.messages(p), "answer": p.answer} for p in problems])
+    ds = Dataset.from_list(json.loads(Path(a.prompts).read_text()))
     verifier = default_verifier()
 
     def reward(completions: list, answer: list, **_: Any) -> list[float]:
@@ -249,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--frameworks", nargs="+", default=["lppo", "trl"])
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per framework")
+    ap.add_argument("--prompts", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/learner_speed.json")
     a = ap.parse_args(argv)
 
@@ -283,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         "--threads",
         str(a.threads),
     ]
+    prompts = Path(tempfile.mkdtemp()) / "prompts.json"
+    write_prompts(prompts, a.batch_size * (a.warmup + a.steps) * 4)
+    common += ["--prompts", str(prompts)]
     results: dict[str, Any] = {}
     for fw in a.frameworks:
         python = a.trl_python if fw == "trl" else sys.executable
