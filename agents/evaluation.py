@@ -14,7 +14,7 @@ import numpy as np
 
 from agents.rollout.base import RolloutBackend, RolloutRequest, SamplingConfig
 
-__all__ = ["pass_at_k", "evaluate"]
+__all__ = ["pass_at_k", "evaluate", "heldout_accuracy"]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -75,4 +75,28 @@ def evaluate(
     }
     for k in ks:
         out[f"eval/pass@{k}"] = float(np.mean([pass_at_k(n_samples, int(c), k) for c in correct]))
+    return out
+
+
+def heldout_accuracy(
+    backend: RolloutBackend,
+    problems: Sequence[Any],
+    messages_fn: Any,
+    verifier: Any,
+    *,
+    max_new_tokens: int,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Greedy pass@1 on a held-out set, with its wall time (`time/eval`); {} if no problems.
+
+    The one evaluation every training loop logs, so runs of different loops compare.
+    """
+    import time
+
+    if not problems:
+        return {}
+    t0 = time.perf_counter()
+    out = evaluate(backend, problems, messages_fn, verifier, temperature=0.0,
+                   max_new_tokens=max_new_tokens, seed=seed)
+    out["time/eval"] = time.perf_counter() - t0
     return out

@@ -343,22 +343,12 @@ class SAIDPOLoop:
 
     def evaluate(self) -> dict[str, float]:
         """Greedy pass@1 on the held-out split."""
-        from agents.evaluation import evaluate
+        from agents.evaluation import heldout_accuracy
 
-        if not self.eval_problems:
-            return {}
-        t0 = time.perf_counter()
-        out = evaluate(
-            self.backend,
-            self.eval_problems,
-            self.env.messages,
-            self.verifier,
-            temperature=0.0,
-            max_new_tokens=self.cfg.max_new_tokens,
-            seed=self.cfg.seed,
+        return heldout_accuracy(
+            self.backend, self.eval_problems, self.env.messages, self.verifier,
+            max_new_tokens=self.cfg.max_new_tokens, seed=self.cfg.seed,
         )
-        out["time/eval"] = time.perf_counter() - t0
-        return out
 
     # ------------------------------------------------------------------ one iteration
     def iteration(self) -> dict[str, Any]:
