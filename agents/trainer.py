@@ -173,7 +173,8 @@ class Trainer:
         if self.cfg.backend == "vllm":
             from agents.rollout.vllm import VLLMBackend
 
-            return VLLMBackend.from_policy(self.policy, seed=self.cfg.seed)
+            # the engine holds its own weights; sync_weights() after each update
+            return VLLMBackend(self.policy.name, tokenizer=self.policy.tokenizer, seed=self.cfg.seed)
         from agents.rollout.hf import HFBackend
 
         return HFBackend(self.policy, batch_size=64)
