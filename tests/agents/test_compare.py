@@ -97,9 +97,11 @@ def test_matrix_writes_summaries_table_and_figures_then_skips(tiny_dir, tmp_path
     # rerun: nothing is trained again (metrics untouched), summaries are rewritten
     before = {n: (out / n / "metrics.jsonl").stat().st_mtime_ns for n in names}
     (out / "summary.md").unlink()
-    assert main(argv) == 0
+    assert all((out / n / "checkpoints").is_dir() for n in names)
+    assert main([*argv, "--prune-checkpoints"]) == 0
     assert {n: (out / n / "metrics.jsonl").stat().st_mtime_ns for n in names} == before
     assert (out / "summary.md").exists()
+    assert not any((out / n / "checkpoints").exists() for n in names)  # complete: pruned
 
 
 def test_subprocess_run_failure_is_recorded_and_the_matrix_continues(tiny_dir, tmp_path) -> None:
