@@ -72,16 +72,25 @@ def verifier_table() -> str:
 
 
 def rollout_table() -> str:
-    """HF generate vs vLLM tokens/s."""
+    """HF generate vs vLLM tokens/s, per device."""
     d = _load("rollout_throughput.json")
     if d is None:
         return "_rollout_throughput: not run_\n"
-    lines = ["**Rollout throughput** (default model)" + _load_note(d) + ".", "",
-             "| backend | device | tokens/s |", "|---|---|---|"]
-    for r in d.get("results", []):
-        lines.append(f"| {r.get('backend')} | {r.get('device')} | {r.get('tokens_per_s', float('nan')):.1f} |")
-    if "speedup_vllm_over_hf" in d:
-        lines.append(f"\nvLLM / HF speed-up: {d['speedup_vllm_over_hf']:.1f}× (goal ≥ 5×).")
+    lines = ["**Rollout throughput**, default model, temperature 1 (goal: vLLM ≥ 5× HF).", "",
+             "| device | backend | prompts × samples × max tokens | tokens/s | load avg | vLLM / HF |",
+             "|---|---|---|---|---|---|"]
+    for device, r in d.items():
+        w = r["workload"]
+        for name in ("hf", "vllm"):
+            if name not in r:
+                continue
+            b = r[name]
+            la = b.get("loadavg_before", [float("nan")])[0]
+            lines.append(
+                f"| {device} | {name} | {b['prompts']} × {w['samples_per_prompt']} × "
+                f"{w['max_new_tokens']} | {b['tokens_per_s']:.1f} | {la:.1f} | "
+                f"{r.get('speedup_vllm_over_hf', float('nan')):.1f}× |"
+            )
     return "\n".join(lines) + "\n"
 
 
