@@ -35,6 +35,7 @@ __all__ = [
     "MetricMean",
     "frozen_copy",
     "get_learner_class",
+    "init_policy_learner",
     "make_learner",
     "minibatches",
     "no_grad_token_logprobs",
@@ -234,6 +235,37 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     ref.eval()
     ref.requires_grad_(False)
     return ref
+
+
+def init_policy_learner(
+    learner: Any,
+    policy: Any,
+    config: LearnerConfig | None,
+    *,
+    ref_model: nn.Module | None,
+    wants_reference: Callable[[Any], bool],
+) -> None:
+    """Constructor part every learner shares: set `config`, `policy`, `model`, `ref_model`.
+
+    `config` defaults to `learner.config_class()` and must be an instance of it; gradient
+    checkpointing is switched on when the config asks for it; `ref_model` is kept (default
+    a frozen copy of the policy taken now) only when `wants_reference(learner.config)`,
+    else it is None.
+    """
+    learner.config = config if config is not None else learner.config_class()
+    if not isinstance(learner.config, learner.config_class):
+        raise ValueError(
+            f"expected a {learner.config_class.__name__}, got {type(learner.config).__name__}"
+        )
+    learner.policy = policy
+    learner.model = policy.model
+    if learner.config.gradient_checkpointing:
+        learner.model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    learner.ref_model = None
+    if wants_reference(learner.config):
+        learner.ref_model = ref_model if ref_model is not None else frozen_copy(learner.model)
 
 
 def build_optimizer(params: Any, config: LearnerConfig) -> torch.optim.Optimizer:

@@ -38,7 +38,7 @@ from agents.learners.base import (
     LearnerConfig,
     MetricMean,
     build_optimizer,
-    frozen_copy,
+    init_policy_learner,
     minibatches,
     no_grad_token_logprobs,
     register_learner,
@@ -84,20 +84,9 @@ class GRPOLearner:
         *,
         ref_model: torch.nn.Module | None = None,
     ) -> None:
-        self.config = config if config is not None else self.config_class()
-        if not isinstance(self.config, self.config_class):
-            raise ValueError(
-                f"expected a {self.config_class.__name__}, got {type(self.config).__name__}"
-            )
-        self.policy = policy
-        self.model = policy.model
-        if self.config.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
-        self.ref_model = None
-        if self.config.kl_coef > 0:
-            self.ref_model = ref_model if ref_model is not None else frozen_copy(self.model)
+        init_policy_learner(
+            self, policy, config, ref_model=ref_model, wants_reference=lambda cfg: cfg.kl_coef > 0
+        )
         self.optimizer = build_optimizer(self.model.parameters(), self.config)
         self.generator = torch.Generator().manual_seed(self.config.seed)
 

@@ -41,7 +41,7 @@ from agents.learners.base import (
     LearnerConfig,
     MetricMean,
     build_optimizer,
-    frozen_copy,
+    init_policy_learner,
     minibatches,
     no_grad_token_logprobs,
     register_learner,
@@ -126,22 +126,14 @@ class PPOLearner:
         *,
         ref_model: nn.Module | None = None,
     ) -> None:
-        self.config = config if config is not None else PPOConfig()
-        if not isinstance(self.config, PPOConfig):
-            raise ValueError(f"expected a PPOConfig, got {type(self.config).__name__}")
-        self.policy = policy
-        self.model = policy.model
-        if self.config.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
+        init_policy_learner(
+            self, policy, config, ref_model=ref_model, wants_reference=lambda cfg: cfg.kl_coef > 0
+        )
+        self.config: PPOConfig
         hidden_size = self.model.get_input_embeddings().embedding_dim
         self.value_head = ValueHead(
             hidden_size, detach_input=not self.config.critic_trains_trunk
         ).to(policy.device)
-        self.ref_model = None
-        if self.config.kl_coef > 0:
-            self.ref_model = ref_model if ref_model is not None else frozen_copy(self.model)
         self.optimizer = build_optimizer(
             [
                 {"params": list(self.model.parameters()), "lr": self.config.lr},
