@@ -41,6 +41,7 @@ __all__ = [
     "no_grad_token_logprobs",
     "register_learner",
     "rollout_metrics",
+    "run_policy_epochs",
 ]
 
 
@@ -343,6 +344,79 @@ class MetricMean:
         return {
             k: (self._sum[k] / self._weight[k] if self._weight[k] else math.nan) for k in self._sum
         }
+
+
+MicroStep = Callable[
+    [TrainBatch, torch.Tensor, dict[str, Any]],
+    tuple[torch.Tensor, dict[str, float], dict[str, float]],
+]
+"""`micro_step(mb, rows, agg) -> (loss, losses, metrics)` for `run_policy_epochs`.
+
+`mb` is the micro-batch (`batch.select(rows)`), `rows` its row indices in the full batch,
+`agg` the `agg_loss` keyword arguments of its minibatch (`loss_agg_mode`, `num_tokens`,
+`num_seqs`, `norm_constant`). It returns the loss to backpropagate, the loss terms to
+sum over the minibatch's micro-batches (`{"loss/policy": ..., "loss/kl": ...}`) and
+metrics to average weighted by response tokens.
+"""
+
+
+def run_policy_epochs(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    batch: TrainBatch,
+    config: LearnerConfig,
+    *,
+    params: list[nn.Parameter],
+    micro_step: MicroStep,
+) -> tuple[dict[str, float], int, int]:
+    """Epochs x shuffled minibatches x token-budget micro-batches, one optimizer step each.
+
+    For every minibatch: zero the gradients, call `micro_step` on each micro-batch and
+    backpropagate its loss (gradients accumulate), clip the global norm of `params` to
+    `config.max_grad_norm` and step. Losses are summed per minibatch (`loss/total` is
+    added), then everything is averaged over the minibatches.
+
+    Returns:
+        `(metrics, num_optimizer_steps, num_micro_batches)`; metrics include
+        `actor/grad_norm`.
+    """
+    cfg = config
+    device = batch.input_ids.device
+    mask = batch.response_mask
+    norm_constant = cfg.loss_norm_constant or float(batch.response_lengths.max().clamp(min=1))
+    metrics = MetricMean()
+    model.train()
+    num_steps = num_micro = 0
+    for _epoch in range(cfg.epochs):
+        for mb_rows in minibatches(len(batch), cfg.num_minibatches, generator):
+            mb_rows = mb_rows.sort().values.to(device)  # row order within a step is irrelevant
+            optimizer.zero_grad(set_to_none=True)
+            mb_mask = mask[mb_rows]
+            agg = {
+                "loss_agg_mode": cfg.loss_agg_mode,
+                "num_tokens": mb_mask.sum(),
+                "num_seqs": (mb_mask.sum(dim=-1) > 0).sum(),
+                "norm_constant": norm_constant,
+            }
+            step = MetricMean()
+            losses: dict[str, float] = {}
+            for micro in micro_batches(batch.seq_lengths[mb_rows], cfg.token_budget):
+                rows = mb_rows[torch.tensor(micro, device=device)]
+                mb = batch.select(rows)
+                loss, micro_losses, micro_metrics = micro_step(mb, rows, agg)
+                loss.backward()
+                for key, value in {**micro_losses, "loss/total": float(loss.detach())}.items():
+                    losses[key] = losses.get(key, 0.0) + value
+                step.add(micro_metrics, weight=float(mb.response_mask.sum()))
+                num_micro += 1
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                params, cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
+            )
+            optimizer.step()
+            metrics.add({**step.result(), **losses, "actor/grad_norm": float(grad_norm)})
+            num_steps += 1
+    return metrics.result(), num_steps, num_micro
 
 
 def rollout_metrics(batch: TrainBatch) -> dict[str, float]:

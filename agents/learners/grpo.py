@@ -18,7 +18,6 @@ REINFORCE++ defaults gives `ReinforcePlusPlusLearner`.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -36,15 +35,14 @@ from agents.core_algos import (
 )
 from agents.learners.base import (
     LearnerConfig,
-    MetricMean,
     build_optimizer,
     init_policy_learner,
-    minibatches,
     no_grad_token_logprobs,
     register_learner,
     rollout_metrics,
+    run_policy_epochs,
 )
-from agents.learners.logprobs import micro_batches, token_logprobs
+from agents.learners.logprobs import token_logprobs
 from agents.policy import Policy
 
 __all__ = ["GRPOConfig", "GRPOLearner"]
@@ -134,77 +132,55 @@ class GRPOLearner:
         )
         advantages = advantages * weights[:, None]
 
-        # 4. epochs x minibatches x micro-batches
+        # 4. epochs x minibatches x micro-batches: PPO-clip (+ KL) loss, one AdamW step each
         policy_loss_fn = get_policy_loss_fn(cfg.policy_loss)
-        norm_constant = cfg.loss_norm_constant or float(batch.response_lengths.max().clamp(min=1))
-        metrics = MetricMean()
+
+        def micro_step(
+            mb: TrainBatch, rows: torch.Tensor, agg: dict[str, Any]
+        ) -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
+            width = mb.input_ids.shape[1]
+            logprobs, _, entropy = token_logprobs(
+                self.model,
+                mb.input_ids,
+                mb.attention_mask,
+                temperature=cfg.temperature,
+                with_entropy=True,
+            )
+            pg_loss, pg_metrics = policy_loss_fn(
+                old_logprobs[rows, :width],
+                logprobs,
+                advantages[rows, :width],
+                mb.response_mask,
+                clip_ratio_low=cfg.clip_ratio_low,
+                clip_ratio_high=cfg.clip_ratio_high,
+                clip_ratio_c=cfg.clip_ratio_c,
+                **agg,
+            )
+            loss = pg_loss
+            losses = {"loss/policy": float(pg_loss.detach()), "loss/kl": 0.0}
+            micro_metrics = dict(pg_metrics)
+            if ref_logprobs is not None:
+                kl = kl_penalty(logprobs, ref_logprobs[rows, :width], cfg.kl_estimator)
+                micro_metrics["actor/kl_ref"] = float(masked_mean(kl.detach(), mb.response_mask))
+                if not cfg.use_kl_in_reward:
+                    kl_loss = agg_loss(kl, mb.response_mask, **agg)
+                    loss = loss + cfg.kl_coef * kl_loss
+                    losses["loss/kl"] = float(kl_loss.detach())
+            micro_metrics["actor/entropy"] = float(masked_mean(entropy, mb.response_mask))
+            return loss, losses, micro_metrics
+
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.model.train()
-        num_steps = num_micro = 0
-        for _epoch in range(cfg.epochs):
-            for mb_rows in minibatches(len(batch), cfg.num_minibatches, self.generator):
-                mb_rows = mb_rows.sort().values.to(
-                    device
-                )  # row order within a step is irrelevant: fix it
-                self.optimizer.zero_grad(set_to_none=True)
-                mb_mask = mask[mb_rows]
-                num_tokens = mb_mask.sum()
-                num_seqs = (mb_mask.sum(dim=-1) > 0).sum()
-                step = MetricMean()
-                losses = {"loss/policy": 0.0, "loss/kl": 0.0, "loss/total": 0.0}
-                for micro in micro_batches(batch.seq_lengths[mb_rows], cfg.token_budget):
-                    rows = mb_rows[torch.tensor(micro, device=device)]
-                    mb = batch.select(rows)
-                    width = mb.input_ids.shape[1]
-                    logprobs, _, entropy = token_logprobs(
-                        self.model,
-                        mb.input_ids,
-                        mb.attention_mask,
-                        temperature=cfg.temperature,
-                        with_entropy=True,
-                    )
-                    agg = {
-                        "loss_agg_mode": cfg.loss_agg_mode,
-                        "num_tokens": num_tokens,
-                        "num_seqs": num_seqs,
-                        "norm_constant": norm_constant,
-                    }
-                    pg_loss, pg_metrics = policy_loss_fn(
-                        old_logprobs[rows, :width],
-                        logprobs,
-                        advantages[rows, :width],
-                        mb.response_mask,
-                        clip_ratio_low=cfg.clip_ratio_low,
-                        clip_ratio_high=cfg.clip_ratio_high,
-                        clip_ratio_c=cfg.clip_ratio_c,
-                        **agg,
-                    )
-                    loss = pg_loss
-                    micro_metrics = dict(pg_metrics)
-                    if ref_logprobs is not None:
-                        kl = kl_penalty(logprobs, ref_logprobs[rows, :width], cfg.kl_estimator)
-                        micro_metrics["actor/kl_ref"] = float(
-                            masked_mean(kl.detach(), mb.response_mask)
-                        )
-                        if not cfg.use_kl_in_reward:
-                            kl_loss = agg_loss(kl, mb.response_mask, **agg)
-                            loss = loss + cfg.kl_coef * kl_loss
-                            losses["loss/kl"] += float(kl_loss.detach())
-                    loss.backward()
-                    losses["loss/policy"] += float(pg_loss.detach())
-                    losses["loss/total"] += float(loss.detach())
-                    micro_metrics["actor/entropy"] = float(masked_mean(entropy, mb.response_mask))
-                    step.add(micro_metrics, weight=float(mb.response_mask.sum()))
-                    num_micro += 1
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    params, cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
-                )
-                self.optimizer.step()
-                metrics.add({**step.result(), **losses, "actor/grad_norm": float(grad_norm)})
-                num_steps += 1
+        out, num_steps, num_micro = run_policy_epochs(
+            self.model,
+            self.optimizer,
+            self.generator,
+            batch,
+            cfg,
+            params=params,
+            micro_step=micro_step,
+        )
 
         # 5. metrics
-        out = metrics.result()
         out["actor/clipfrac"] = out.pop("actor/pg_clipfrac", 0.0)
         out["actor/clipfrac_lower"] = out.pop("actor/pg_clipfrac_lower", 0.0)
         if ref_logprobs is None or cfg.use_kl_in_reward:
