@@ -3,7 +3,7 @@
     lppo train                       # default model, lppo strategy, GRPO, embedded data
     lppo train --strategy uniform --learner reinforce_plus_plus --steps 20
     lppo train --config run.yaml --lr 1e-5
-    lppo eval --model runs/default/checkpoints/step-000008/model --n-samples 4 --k 1 4
+    lppo eval --model runs/default/checkpoints/step-000006/model --n-samples 4 --k 1 4
     lppo plot runs/a runs/b -o curves.png
     lppo compare --strategies uniform lppo --learners grpo --seeds 0 1 2 --out runs/cmp
     lppo saidpo --iterations 2            # iterative SAI-DPO: probe -> select -> DPO

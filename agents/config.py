@@ -34,7 +34,7 @@ class TrainConfig:
     """backend: rollout engine, "hf" (transformers generate) or "vllm"."""
     dtype: str | None = None
     """dtype: parameter dtype; default bf16 on GPU, fp32 on CPU."""
-    max_new_tokens: int = 96
+    max_new_tokens: int = 64
     """max_new_tokens: cap on generated tokens per rollout."""
     temperature: float = 1.0
     """temperature: sampling temperature of training rollouts."""
@@ -43,9 +43,9 @@ class TrainConfig:
     """data: dataset name (default, arithmetic, gsm_symbolic, gsm8k) or a JSONL/Parquet path."""
     data_kwargs: dict[str, Any] = field(default_factory=dict)
     """data_kwargs: options for lppo_env.load_problems (e.g. {"size": 2000})."""
-    eval_size: int = 48
+    eval_size: int = 32
     """eval_size: held-out problems (fixed, disjoint from training)."""
-    eval_every: int = 4
+    eval_every: int = 3
     """eval_every: evaluate held-out accuracy every this many steps (0 = only at start/end)."""
     # --- sampler and learner
     strategy: str = "lppo"
@@ -56,20 +56,20 @@ class TrainConfig:
     """learner: grpo, ppo or reinforce_plus_plus."""
     learner_kwargs: dict[str, Any] = field(default_factory=dict)
     """learner_kwargs: extra arguments of the learner config (e.g. {"kl_coef": 0.01})."""
-    group_size: int = 6
+    group_size: int = 4
     """group_size: G, rollouts per prompt."""
     batch_size: int = 4
     """batch_size: prompts per step (each gets G rollouts)."""
     lr: float = 5e-6
     """lr: learning rate of AdamW."""
-    steps: int = 8
+    steps: int = 6
     """steps: training steps."""
     # --- run
     seed: int = 0
     """seed: seeds the sampler, generation and torch."""
     run_dir: str = "runs/default"
     """run_dir: where metrics.jsonl, plots and checkpoints go."""
-    save_every: int = 4
+    save_every: int = 3
     """save_every: checkpoint every this many steps (and always at the end)."""
     keep_checkpoints: int = 2
     """keep_checkpoints: how many recent checkpoints to keep."""
