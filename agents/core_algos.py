@@ -248,12 +248,23 @@ def _group_mean_std(
     return mean[gid], std[gid], count[gid]
 
 
-def _require_index(index: Any, name: str, n: int) -> torch.Tensor:
+def _group_outcome_stats(
+    token_level_rewards: torch.Tensor, index: Any, name: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Outcome scores of the group estimators with their per-row group statistics.
+
+    Returns `(scores, mean, std, count)`, each (B,): `scores` are the row sums of
+    `token_level_rewards`, the rest is `_group_mean_std` of the scores over the groups of
+    `index` (required: the estimator `name` raises without it).
+    """
     if index is None:
         raise ValueError(
             f"expected `index` (one group id per row) for the {name!r} estimator, got None"
         )
-    return group_ids(index, n)
+    gid = group_ids(index, token_level_rewards.shape[0])
+    scores = token_level_rewards.sum(dim=-1)
+    mean, std, count = _group_mean_std(scores, gid)
+    return scores, mean, std, count
 
 
 # --------------------------------------------------------------------------- estimators
@@ -292,9 +303,7 @@ def compute_grpo_outcome_advantage(
     Returns:
         `(advantages, returns)`, both (B, T), equal.
     """
-    gid = _require_index(index, "grpo", token_level_rewards.shape[0])
-    scores = token_level_rewards.sum(dim=-1)
-    mean, std, _ = _group_mean_std(scores, gid)
+    scores, mean, std, _ = _group_outcome_stats(token_level_rewards, index, "grpo")
     adv = scores - mean
     if norm_adv_by_std_in_grpo:
         adv = adv / (std + epsilon)
@@ -333,9 +342,7 @@ def compute_rloo_outcome_advantage(
     Returns:
         `(advantages, returns)`, both (B, T), equal.
     """
-    gid = _require_index(index, "rloo", token_level_rewards.shape[0])
-    scores = token_level_rewards.sum(dim=-1)
-    mean, _, count = _group_mean_std(scores, gid)
+    scores, mean, _, count = _group_outcome_stats(token_level_rewards, index, "rloo")
     factor = torch.where(count > 1, count / (count - 1).clamp(min=1), torch.ones_like(count))
     adv = (scores - mean) * factor
     adv = adv.unsqueeze(-1) * response_mask
@@ -425,9 +432,9 @@ def compute_reinforce_plus_plus_baseline_outcome_advantage(
     Returns:
         `(advantages, returns)`, both (B, T), equal.
     """
-    gid = _require_index(index, "reinforce_plus_plus_baseline", token_level_rewards.shape[0])
-    scores = token_level_rewards.sum(dim=-1)
-    mean, _, _ = _group_mean_std(scores, gid)
+    scores, mean, _, _ = _group_outcome_stats(
+        token_level_rewards, index, "reinforce_plus_plus_baseline"
+    )
     adv = (scores - mean).unsqueeze(-1) * response_mask
     adv = masked_whiten(adv, response_mask) * response_mask
     return adv, adv
