@@ -24,7 +24,7 @@ SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 def make_tiny_tokenizer() -> PreTrainedTokenizerFast:
     """Byte-level BPE without merges: one token per byte, plus ChatML special tokens."""
     vocab = {tok: i for i, tok in enumerate(SPECIALS)}
-    for ch in pre_tokenizers.ByteLevel.alphabet():
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):  # set order varies per process
         vocab.setdefault(ch, len(vocab))
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
