@@ -248,6 +248,7 @@ def write_report(
         f"- budget per run: {budget} steps × {cfg['batch_size']} prompts × G={cfg['group_size']} "
         f"rollouts (temperature {cfg['temperature']}, max {cfg['max_new_tokens']} new tokens), "
         f"lr {cfg['lr']}",
+        f"- last training command: `{protocol.get('train_command')}`",
         f"- seeds {protocol['seeds']}; strategies {protocol['strategies']}; learners "
         f"{protocol['learners']}",
         "- the held-out split is a keyed hash of problem ids with the run's seed: identical for "
@@ -403,10 +404,12 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "hardware": hardware(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "train_command": None if args.report else " ".join(["python", *sys.argv]),
     }
     if protocol_path.is_file():  # keep the first start's record; a resumed matrix is the same
         old = json.loads(protocol_path.read_text())
         protocol["hardware"], protocol["started"] = old["hardware"], old["started"]
+        protocol["train_command"] = protocol["train_command"] or old.get("train_command")
     protocol_path.write_text(json.dumps(protocol, indent=2) + "\n")
 
     t0 = time.time()
