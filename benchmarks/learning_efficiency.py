@@ -248,7 +248,11 @@ def write_report(
         f"- budget per run: {budget} steps × {cfg['batch_size']} prompts × G={cfg['group_size']} "
         f"rollouts (temperature {cfg['temperature']}, max {cfg['max_new_tokens']} new tokens), "
         f"lr {cfg['lr']}",
-        f"- last training command: `{protocol.get('train_command')}`",
+        *(
+            [f"- last training command: `{protocol['train_command']}`"]
+            if protocol.get("train_command")
+            else []
+        ),
         f"- seeds {protocol['seeds']}; strategies {protocol['strategies']}; learners "
         f"{protocol['learners']}",
         "- the held-out split is a keyed hash of problem ids with the run's seed: identical for "
