@@ -41,8 +41,8 @@ class TrainConfig:
     # --- data
     data: str = "default"
     """data: dataset name (default, arithmetic, gsm_symbolic, gsm8k) or a JSONL/Parquet path."""
-    data_kwargs: dict[str, Any] = field(default_factory=dict)
-    """data_kwargs: options for lppo_env.load_problems (e.g. {"size": 2000})."""
+    data_kwargs: dict[str, Any] = field(default_factory=lambda: {"size": 64})
+    """data_kwargs: options for lppo_env.load_problems; the CPU demo's 64-problem pool (32 after the held-out split) makes samples recur within a few steps, so LPPO's guidance and weights engage; use {"size": 2000} for real runs."""
     eval_size: int = 32
     """eval_size: held-out problems (fixed, disjoint from training)."""
     eval_every: int = 3
