@@ -95,13 +95,14 @@ def rollout_table() -> str:
 
 
 def learner_table() -> str:
-    """Our GRPO step vs TRL's."""
+    """Our GRPO step vs TRL's GRPOTrainer (benchmarks/learner_speed.py)."""
     d = _load("learner_speed.json")
     if d is None:
         return "_learner_speed: not run_\n"
-    return "**Learner speed** (GRPO step, ours vs TRL):\n\n```json\n" + json.dumps(
-        {k: v for k, v in d.items() if k not in ("hardware", "machine")}, indent=1
-    )[:1500] + "\n```\n"
+    la = d.get("hardware", {}).get("load_average_1_5_15", [float("nan")])
+    lines = [f"**Learner speed** (benchmarks/learner_speed.py, load average {la[0]:.1f} at start; goal ≤ 1.0× TRL):", ""]
+    lines += [f"- {x}" for x in d.get("summary_lines", [])]
+    return "\n".join(lines) + "\n"
 
 
 def evidence_section() -> str:
