@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", default="default", help="dataset name or file")
     ev.add_argument("--data-kwargs", type=_json_arg, default={}, metavar="JSON")
     ev.add_argument("--split", choices=["heldout", "all"], default="heldout",
-                    help="heldout: the fixed held-out split a run with this --seed/--eval-size uses")
+                    help="heldout: the fixed held-out split a run with this --split-seed/--eval-size uses")
+    ev.add_argument("--split-seed", type=int, default=0, help="the run's split_seed")
     ev.add_argument("--eval-size", type=int, default=48)
     ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
     ev.add_argument("--n-samples", type=int, default=1, help="samples per problem (1 = greedy)")
@@ -131,7 +132,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     problems = load_problems(args.data, **args.data_kwargs)
     if args.split == "heldout":
-        _, problems = split_problems(problems, args.eval_size, seed=args.seed)
+        _, problems = split_problems(problems, args.eval_size, seed=args.split_seed)
     if args.limit:
         problems = problems[: args.limit]
     policy = load_policy(args.model)

@@ -97,6 +97,10 @@ def build_matrix(
     Order is learner-major, then seed, then strategy: if the matrix is stopped early, what
     has finished is a complete comparison of every strategy on the first seeds of the first
     learner, not five seeds of one strategy and nothing to compare it with.
+
+    Every run shares one held-out set (`split_seed`) and, unless `base.eval_cache` says
+    otherwise, the step-0 evaluation cache `out/eval_cache`: the untrained model is
+    evaluated once per matrix, not once per run.
     """
     if not strategies or not learners or not seeds:
         raise ConfigError("compare needs at least one strategy, one learner and one seed")
@@ -115,6 +119,7 @@ def build_matrix(
                     seed=int(seed),
                     run_dir=str(Path(out) / name),
                     resume=True,
+                    eval_cache=base.eval_cache or str(Path(out) / "eval_cache"),
                 )
                 specs.append(RunSpec(name, strategy, learner, int(seed), cfg))
     return specs

@@ -47,6 +47,10 @@ class TrainConfig:
     """eval_size: held-out problems (fixed, disjoint from training)."""
     eval_every: int = 3
     """eval_every: evaluate held-out accuracy every this many steps (0 = only at start/end)."""
+    split_seed: int = 0
+    """split_seed: selects the held-out set; independent of `seed`, so every seed of a comparison evaluates on the same problems."""
+    eval_cache: str | None = None
+    """eval_cache: directory caching the step-0 evaluation of the untrained model (greedy, so identical across seeds and strategies of a comparison); None = off."""
     # --- sampler and learner
     strategy: str = "lppo"
     """strategy: lppo_sampling strategy name (lppo, uniform, lp_weighting, prefix_guidance, ...)."""
@@ -85,7 +89,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {v!r}")
-        for name in ("eval_size", "eval_every"):
+        for name in ("eval_size", "eval_every", "split_seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{name} must be an int >= 0, got {v!r}")

@@ -131,7 +131,7 @@ class Trainer:
                 f"eval_size ({cfg.eval_size}) must be smaller than the dataset ({len(problems)})"
             )
         self.train_problems, self.eval_problems = split_problems(
-            problems, cfg.eval_size, seed=cfg.seed
+            problems, cfg.eval_size, seed=cfg.split_seed
         )
         self.verifier = default_verifier()
         self.strategy = make_strategy(
@@ -149,6 +149,7 @@ class Trainer:
             resume_from = latest_checkpoint(self.ckpt_root)
         model_source = str(resume_from / "model") if resume_from else cfg.model
         self.policy = policy if policy is not None else load_policy(model_source, dtype=cfg.dtype)
+        self._policy_from_config = policy is None
         if policy is not None and resume_from is not None:
             from agents.policy import load_policy as _lp
 
@@ -352,6 +353,49 @@ class Trainer:
             max_new_tokens=self.cfg.max_new_tokens, seed=self.cfg.seed,
         )
 
+    def _initial_eval_key(self) -> str | None:
+        """Hash of everything the untrained model's greedy evaluation depends on."""
+        if not self._policy_from_config:
+            return None  # an injected policy is not named by the config
+        import hashlib
+        import json
+
+        from agents.policy import resolve_model_path
+
+        ident = {
+            "model": str(resolve_model_path(self.cfg.model)),
+            "dtype": self.cfg.dtype,
+            "backend": self.cfg.backend,
+            "max_new_tokens": self.cfg.max_new_tokens,
+            "eval_ids": [p.id for p in self.eval_problems],
+            "eval_answers": [p.answer for p in self.eval_problems],
+            "eval_questions": [p.question for p in self.eval_problems],
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+    def initial_evaluation(self) -> dict[str, float]:
+        """Step-0 evaluation, read from `cfg.eval_cache` when this exact one was measured.
+
+        Greedy decoding of the untrained model on the same held-out set gives the same
+        answers for every seed and strategy, so a comparison measures it once. The cached
+        record keeps its measured `time/eval` and is marked `eval/cached = 1`.
+        """
+        import json
+
+        key = self._initial_eval_key() if self.cfg.eval_cache else None
+        path = Path(self.cfg.eval_cache) / f"initial_eval_{key}.json" if key else None
+        if path is not None and path.is_file():
+            out = json.loads(path.read_text())
+            log.info("step-0 evaluation read from %s", path)
+            return {**out, "eval/cached": 1.0}
+        out = self.evaluate()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(out, sort_keys=True) + "\n")
+            os.replace(tmp, path)  # concurrent runs never read a half-written file
+        return out
+
     # ---------------------------------------------------------------- loop
     def run(self) -> dict[str, Any]:
         """Train to `cfg.steps`; returns a summary. Ctrl-C saves a checkpoint and returns."""
@@ -360,7 +404,7 @@ class Trainer:
         cfg = self.cfg
         interrupted = False
         if self.step_count == 0 and cfg.eval_size:
-            self.metrics.write({"step": 0, **self.evaluate(), "rollout/tokens_total": 0.0})
+            self.metrics.write({"step": 0, **self.initial_evaluation(), "rollout/tokens_total": 0.0})
         bar = tqdm(
             total=cfg.steps, initial=self.step_count, desc=f"lppo train [{cfg.strategy}/{cfg.learner}]",
             disable=not cfg.progress, unit="step",

@@ -79,8 +79,13 @@ def test_matrix_writes_summaries_table_and_figures_then_skips(tiny_dir, tmp_path
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["complete"] == report["runs"] == 4 and report["failed"] == []
-    names = sorted(p.name for p in out.iterdir() if p.is_dir())
+    names = sorted(p.name for p in out.iterdir() if p.is_dir() and "__" in p.name)
     assert names == ["lppo__grpo__s0", "lppo__grpo__s1", "uniform__grpo__s0", "uniform__grpo__s1"]
+    # the untrained model was evaluated once for the whole matrix
+    assert len(list((out / "eval_cache").glob("initial_eval_*.json"))) == 1
+    step0 = [json.loads((out / n / "metrics.jsonl").read_text().splitlines()[0]) for n in names]
+    assert sum("eval/cached" not in r for r in step0) == 1
+    assert len({r["eval/accuracy"] for r in step0}) == 1
     for name in names:
         s = json.loads((out / name / "summary.json").read_text())
         assert s["complete"] and s["steps_done"] == 2 and s["n_evals"] == 3  # steps 0, 1, 2

@@ -92,6 +92,36 @@ def test_trainer_step_feeds_the_strategy(tiny_dir, tmp_path) -> None:
     assert t.strategy.stats.step == 1
 
 
+def test_heldout_set_is_shared_by_seeds_and_moved_by_split_seed(tiny_dir, tmp_path) -> None:
+    ids = {}
+    for name, kw in {"s0": {}, "s1": {"seed": 1}, "split1": {"split_seed": 1}}.items():
+        t = Trainer(_cfg(tiny_dir, tmp_path / name, eval_size=8, **kw))
+        ids[name] = [p.id for p in t.eval_problems]
+        assert not set(ids[name]) & {p.id for p in t.train_problems}
+    assert ids["s0"] == ids["s1"]
+    assert ids["s0"] != ids["split1"]
+
+
+def test_initial_eval_is_cached_across_seeds_and_strategies(tiny_dir, tmp_path, monkeypatch) -> None:
+    cache = tmp_path / "eval_cache"
+    first = Trainer(_cfg(tiny_dir, tmp_path / "a", steps=1, eval_cache=str(cache))).run()
+    rows_a = [json.loads(x) for x in Path(first["metrics"]).read_text().splitlines()]
+    assert "eval/cached" not in rows_a[0] and len(list(cache.glob("initial_eval_*.json"))) == 1
+
+    calls = []
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: calls.append(1) or {"eval/accuracy": -1.0})
+    other = _cfg(tiny_dir, tmp_path / "b", steps=1, seed=3, strategy="uniform", eval_cache=str(cache))
+    rows_b = [json.loads(x) for x in Path(Trainer(other).run()["metrics"]).read_text().splitlines()]
+    assert rows_b[0]["eval/cached"] == 1.0 and len(calls) == 1  # only the final eval ran
+    assert rows_b[0]["eval/accuracy"] == rows_a[0]["eval/accuracy"]
+    assert rows_b[0]["time/eval"] == rows_a[0]["time/eval"]
+
+    # anything the untrained model's answers depend on changes the key: measured again
+    longer = _cfg(tiny_dir, tmp_path / "c", steps=1, max_new_tokens=13, eval_cache=str(cache))
+    Trainer(longer).run()
+    assert len(calls) == 3 and len(list(cache.glob("initial_eval_*.json"))) == 2
+
+
 def _sampler_state(run: Path, step: int):
     s = make_strategy("lppo", group_size=3, seed=0)
     s.load(run / "checkpoints" / f"step-{step:06d}" / "sampler.npz")
