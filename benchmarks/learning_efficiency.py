@@ -63,6 +63,7 @@ PROTOCOL: dict[str, Any] = dict(
     data="default",
     data_kwargs={"size": 264},
     eval_size=200,
+    split_seed=0,
     eval_every=5,
     steps=40,
     batch_size=4,
@@ -263,8 +264,9 @@ def write_report(
         ),
         f"- seeds {protocol['seeds']}; strategies {protocol['strategies']}; learners "
         f"{protocol['learners']}",
-        "- the held-out split is a keyed hash of problem ids with the run's seed: identical for "
-        "every arm of a seed, different between seeds",
+        f"- one held-out set for every run (keyed hash of problem ids, split_seed "
+        f"{cfg.get('split_seed', 0)}); the untrained model's step-0 evaluation is measured once "
+        "and shared by all runs (greedy decoding: identical by construction)",
         f"- hardware: {protocol['hardware'].get('cpu_model', '?')}, {protocol['hardware']['cpu_count']} "
         f"cores, torch {protocol['hardware']['torch']}, GPU {protocol['hardware']['cuda']}; load "
         f"average at start {protocol['hardware'].get('load_average_1_5_15')}",
