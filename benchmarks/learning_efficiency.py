@@ -336,6 +336,20 @@ def write_report(
         lines += [f"- {line}" for line in s.get("summary_lines", [])] or ["- (no summary lines)"]
     path = results / "report.md"
     path.write_text("\n".join(lines) + "\n")
+    (results / "efficiency.json").write_text(
+        json.dumps(
+            {
+                "quick": quick,
+                "budget_steps": budget,
+                "complete_runs": sum(r["complete"] for r in result["runs"]),
+                "runs": len(result["runs"]),
+                "verdict": verdict(rows, budget),
+                "arms": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return path
 
 

@@ -298,3 +298,32 @@ def test_learning_efficiency_verdict_on_synthetic_runs(tmp_path, lppo_final, met
     }
     report = le.write_report(tmp_path, result, protocol, quick=False).read_text()
     assert "| grpo | lppo | 2/2 |" in report and line in report
+    eff = json.loads((tmp_path / "efficiency.json").read_text())  # what the README table reads
+    assert eff["verdict"] == [line] and eff["complete_runs"] == eff["runs"] == 4
+    assert {a["strategy"]: a["steps_to_target"] for a in eff["arms"]} == {"uniform": 16, "lppo": 8}
+
+
+@pytest.mark.slow
+def test_learning_efficiency_quick_pipeline_on_the_default_model(tmp_path) -> None:
+    """`--quick` (what CI runs): real model, two arms, resumable, report + figures written."""
+    le = _load_benchmark()
+    root, results = tmp_path / "le", tmp_path / "results"
+    argv = ["--quick", "--runs-root", str(root), "--results", str(results)]
+    assert le.main(argv) == 0
+    matrix = json.loads((results / "matrix.json").read_text())
+    assert sorted((r["strategy"], r["complete"]) for r in matrix["runs"]) == [
+        ("lppo", True),
+        ("uniform", True),
+    ]
+    for r in matrix["runs"]:
+        assert r["tokens_generated"] > 0 and [c["step"] for c in r["curve"]] == [0, 1, 2]
+    # the untrained model was evaluated once and shared by both arms
+    assert len(list((root / "eval_cache").glob("initial_eval_*.json"))) == 1
+    report = (results / "report.md").read_text()
+    assert "QUICK: no claims" in report and "- **grpo**:" in report
+    for f in ("curves.png", "curves_tokens.png", "curves_grpo.png"):
+        assert (results / f).stat().st_size > 5000, f
+    # a second invocation trains nothing (every run is complete) and rewrites the report
+    before = (root / "uniform__grpo__s0" / "metrics.jsonl").read_text()
+    assert le.main(argv) == 0
+    assert (root / "uniform__grpo__s0" / "metrics.jsonl").read_text() == before
