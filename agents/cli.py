@@ -124,11 +124,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from lppo_env import MathReasoningEnv, default_verifier, load_problems, split_problems
-
     from agents.evaluation import evaluate
     from agents.policy import load_policy
     from agents.rollout.hf import HFBackend
+    from lppo_env import MathReasoningEnv, default_verifier, load_problems, split_problems
 
     problems = load_problems(args.data, **args.data_kwargs)
     if args.split == "heldout":

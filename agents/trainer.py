@@ -37,9 +37,8 @@ log = logging.getLogger("lppo")
 
 def preflight(cfg: TrainConfig) -> None:
     """Check every name, file and the model path before any heavy work."""
-    from lppo_sampling import make_strategy
-
     from agents.policy import resolve_model_path
+    from lppo_sampling import make_strategy
 
     try:
         make_strategy(cfg.strategy, group_size=cfg.group_size, seed=cfg.seed, **cfg.strategy_kwargs)
@@ -112,12 +111,11 @@ class Trainer:
     """Runs `TrainConfig` end to end. Build, then `run()`; or drive `step()` yourself."""
 
     def __init__(self, cfg: TrainConfig, *, policy: Any = None) -> None:
-        from lppo_env import MathReasoningEnv, default_verifier, load_problems, split_problems
-        from lppo_sampling import make_strategy
-
         from agents.learners.base import make_learner
         from agents.metrics import MetricsWriter
         from agents.policy import load_policy
+        from lppo_env import MathReasoningEnv, default_verifier, load_problems, split_problems
+        from lppo_sampling import make_strategy
 
         self.cfg = cfg
         preflight(cfg)
@@ -244,11 +242,10 @@ class Trainer:
 
     def step(self) -> StepOutput:
         """Run one training step and return its metrics."""
-        from lppo_env import split_steps
-        from lppo_sampling import GroupResults
-
         from agents.batch import TrainBatch
         from agents.rollout.base import SamplingConfig
+        from lppo_env import split_steps
+        from lppo_sampling import GroupResults
 
         cfg, t = self.cfg, defaultdict(float)
         step = self.step_count + 1
