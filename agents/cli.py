@@ -35,7 +35,7 @@ def _field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
-    for a, b in zip(body, body[1:]):
+    for a, b in zip(body, body[1:], strict=False):  # pairwise: one shorter
         if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(
             getattr(b, "value", None), ast.Constant
         ):

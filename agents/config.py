@@ -123,7 +123,7 @@ class TrainConfig:
 
             hints = [difflib.get_close_matches(u, names, n=1) for u in unknown]
             sugg = "; ".join(f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
-                             for u, h in zip(unknown, hints))
+                             for u, h in zip(unknown, hints, strict=True))
             raise ConfigError(f"{source}: unknown field(s) {sugg}")
         return cls(**d)
 

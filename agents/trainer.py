@@ -279,7 +279,7 @@ class Trainer:
         rewards = np.zeros((n, g))
         lengths = np.zeros((n, g))
         steps_m = np.zeros((n, g))
-        for (i, j), r, v in zip(slot_of, rollouts, verdicts):
+        for (i, j), r, v in zip(slot_of, rollouts, verdicts, strict=True):
             rewards[i, j] = v.reward
             lengths[i, j] = len(r.response_ids)
             steps_m[i, j] = len(split_steps(r.full_text))

@@ -67,7 +67,7 @@ def arithmetic_solution(expression: str) -> tuple[str, int]:
     try:
         total = int(tokens[0])
         lines = [f"We compute {expression} from left to right."]
-        for op, term in zip(tokens[1::2], tokens[2::2]):
+        for op, term in zip(tokens[1::2], tokens[2::2], strict=True):
             value = int(term)
             if op == "+":
                 new = total + value

@@ -345,7 +345,7 @@ class MathVerifier:
         results: list[VerifyResult | None] = [None] * len(completions)
         extracted: dict[int, str] = {}
         pending: list[tuple[int, str, str]] = []
-        for i, (completion, gold) in enumerate(zip(completions, answers)):
+        for i, (completion, gold) in enumerate(zip(completions, answers, strict=True)):
             result, item = self._prepare(completion, gold)
             if result is not None:
                 results[i] = result
@@ -575,7 +575,7 @@ def make_trl_reward(
         texts = [_completion_text(c) for c in completions]
         prefixes = columns.get(prefix_key)
         if prefixes is not None:
-            texts = [clean_text(p or "") + t for p, t in zip(prefixes, texts)]
+            texts = [clean_text(p or "") + t for p, t in zip(prefixes, texts, strict=False)]
         v = verifier or default_verifier()
         results = v.verify_batch(texts, [clean_text(a) for a in columns[answer_key]])
         return [None if r.detail == GOLD_UNPARSEABLE else r.reward for r in results]

@@ -79,7 +79,7 @@ def test_agent_executor_guides_scores_and_feeds_strategy(tiny_tokenizer, tmp_pat
             for _ in range(G)]
     assert [o["reward"] for o in outs] == [1.0, 0.0, 1.0, 0.0]
     # guided rollouts: the prefix is in the observation (prompt side), outside the action range
-    for o, pre in zip(outs, meta["prefixes"]):
+    for o, pre in zip(outs, meta["prefixes"], strict=True):
         start, end = o["action_ranges"][0]
         context = tiny_tokenizer.decode(o["observation_tokens"][:start])
         assert context == row["input"] + pre

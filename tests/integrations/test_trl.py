@@ -146,7 +146,7 @@ def test_grpo_run_updates_strategy_and_checkpoints(tok, tmp_path) -> None:
     rows = strat.stats.rows(np.unique(keys))
     total_n = strat.stats["n_rollouts"][rows] + strat.stats["guided_rollouts"][rows]
     total_r = strat.stats["reward_sum"][rows] + strat.stats["guided_reward_sum"][rows]
-    for k, n, r in zip(np.unique(keys), total_n, total_r):
+    for k, n, r in zip(np.unique(keys), total_n, total_r, strict=True):
         assert n == (keys == k).sum()
         assert r == pytest.approx(rewards[keys == k].sum())
     ckpt = tmp_path / "checkpoint-2" / SAMPLER_FILE

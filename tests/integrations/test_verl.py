@@ -113,13 +113,13 @@ def test_stateful_resume_continues_stream(dataset) -> None:
     s1.update(step_batch(b, 2, passed={10}))
     buf = io.BytesIO()
     torch.save(dl1.state_dict(), buf)                   # what verl writes to data.pt
-    want = [[int(k) for k in nb["index"]] for nb, _ in zip(it, range(1))]
-    want += [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl1), range(2))]
+    want = [[int(k) for k in nb["index"]] for nb, _ in zip(it, range(1), strict=False)]
+    want += [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl1), range(2), strict=False)]
     s2, dl2 = make()
     buf.seek(0)
     dl2.load_state_dict(torch.load(buf, weights_only=False))
-    got = [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl2), range(1))]
-    got += [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl2), range(2))]
+    got = [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl2), range(1), strict=False)]
+    got += [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl2), range(2), strict=False)]
     assert got == want
     assert s2.strategy.state_checksum() != make()[0].strategy.state_checksum()
 
