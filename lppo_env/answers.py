@@ -101,8 +101,8 @@ def extract_final_answer(text: str) -> str | None:
     if hashes and hashes[-1].strip():
         return hashes[-1].strip()
     last = None
-    for last in _NUMBER_RE.finditer(text):
-        pass
+    for match in _NUMBER_RE.finditer(text):
+        last = match
     return None if last is None else last.group()
 
 
