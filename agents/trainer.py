@@ -173,7 +173,9 @@ class Trainer:
             from agents.rollout.vllm import VLLMBackend
 
             # the engine holds its own weights; sync_weights() after each update
-            return VLLMBackend(self.policy.name, tokenizer=self.policy.tokenizer, seed=self.cfg.seed)
+            return VLLMBackend(
+                self.policy.name, tokenizer=self.policy.tokenizer, seed=self.cfg.seed
+            )
         from agents.rollout.hf import HFBackend
 
         return HFBackend(self.policy, batch_size=64)
@@ -321,7 +323,9 @@ class Trainer:
             "rollout/guided_pass_rate": float(rewards[guided].mean()) if guided.any() else None,
             "rollout/frac_zero_std": float((group_std == 0).mean()),
             "rollout/response_len_mean": float(lengths.mean()),
-            "rollout/truncated_frac": float(np.mean([r.finish_reason == "length" for r in rollouts])),
+            "rollout/truncated_frac": float(
+                np.mean([r.finish_reason == "length" for r in rollouts])
+            ),
             "rollout/tokens": float(n_tokens),
             "rollout/tokens_total": float(self.tokens_generated),
             "prefix/guided_frac": float(guided.mean()),
@@ -401,10 +405,15 @@ class Trainer:
         cfg = self.cfg
         interrupted = False
         if self.step_count == 0 and cfg.eval_size:
-            self.metrics.write({"step": 0, **self.initial_evaluation(), "rollout/tokens_total": 0.0})
+            self.metrics.write(
+                {"step": 0, **self.initial_evaluation(), "rollout/tokens_total": 0.0}
+            )
         bar = tqdm(
-            total=cfg.steps, initial=self.step_count, desc=f"lppo train [{cfg.strategy}/{cfg.learner}]",
-            disable=not cfg.progress, unit="step",
+            total=cfg.steps,
+            initial=self.step_count,
+            desc=f"lppo train [{cfg.strategy}/{cfg.learner}]",
+            disable=not cfg.progress,
+            unit="step",
         )
         last_eval = None
         try:
@@ -436,7 +445,9 @@ class Trainer:
         try:
             from agents.metrics import plot_runs
 
-            plot = plot_runs([self.run_dir], self.run_dir / "learning_curve.png", labels=[cfg.strategy])
+            plot = plot_runs(
+                [self.run_dir], self.run_dir / "learning_curve.png", labels=[cfg.strategy]
+            )
         except ValueError as e:
             log.warning("no plot: %s", e)
         return {

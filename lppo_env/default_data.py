@@ -74,7 +74,9 @@ def arithmetic_solution(expression: str) -> tuple[str, int]:
             elif op == "-":
                 new = total - value
             else:
-                raise ValueError(f"arithmetic_solution expects + or -, got {op!r} in {expression!r}")
+                raise ValueError(
+                    f"arithmetic_solution expects + or -, got {op!r} in {expression!r}"
+                )
             lines.append(f"{total} {op} {value} = {new}.")
             total = new
     except ValueError as e:

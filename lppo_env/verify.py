@@ -88,7 +88,9 @@ def _canonical(answer: str) -> str:
     return answer.strip().replace("\\$", "").replace("$", "").replace(",", "").rstrip(".")
 
 
-def fast_verdict(answer: str | None, gold: str, *, max_answer_chars: int = 1000) -> VerifyResult | None:
+def fast_verdict(
+    answer: str | None, gold: str, *, max_answer_chars: int = 1000
+) -> VerifyResult | None:
     """Decide a case without math-verify when that is cheap and certain, else None.
 
     Decided here: no extracted answer; an absurdly long answer; both sides plain numbers
@@ -368,7 +370,9 @@ class MathVerifier:
 
     # -- internals -------------------------------------------------------------------
 
-    def _prepare(self, completion: object, gold: object) -> tuple[VerifyResult | None, tuple[str, str] | None]:
+    def _prepare(
+        self, completion: object, gold: object
+    ) -> tuple[VerifyResult | None, tuple[str, str] | None]:
         try:
             if isinstance(completion, str) and len(completion) > self.max_completion_chars:
                 completion = completion[-self.max_completion_chars:]
@@ -458,7 +462,9 @@ class MathVerifier:
                     w.inflight.clear()
                     self._replace(w)
 
-    def _pump(self, until: float, hooks: dict[str, Callable[..., None]], queue: deque | None) -> int:
+    def _pump(
+        self, until: float, hooks: dict[str, Callable[..., None]], queue: deque | None
+    ) -> int:
         """Wait for worker messages until `until`; handle results, readiness and deaths.
 
         Returns the number of workers that died before becoming ready.

@@ -137,5 +137,6 @@ def prefix_ratio_matrix(
     n_rows = int(guided_rows.sum())
     if n_rows and n_guided:
         draws = rng.uniform(low, high, size=(n_rows, n_guided))
-        ratios[np.flatnonzero(guided_rows)[:, None], np.arange(group_size - n_guided, group_size)] = draws
+        rows = np.flatnonzero(guided_rows)[:, None]
+        ratios[rows, np.arange(group_size - n_guided, group_size)] = draws
     return ratios
