@@ -208,7 +208,9 @@ def test_closed_verifier_restarts_and_threads_are_safe() -> None:
 
 
 def test_fork_is_refused() -> None:
-    with pytest.raises(ValueError, match="expects start_method 'forkserver' or 'spawn', got 'fork'"):
+    with pytest.raises(
+        ValueError, match="expects start_method 'forkserver' or 'spawn', got 'fork'"
+    ):
         MathVerifier(start_method="fork")
 
 

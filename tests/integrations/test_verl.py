@@ -204,7 +204,9 @@ def test_validation_and_parquet_helper(dataset, tmp_path, tiny_tokenizer) -> Non
     assert row["reward_model"]["ground_truth"] == "4"
 
 
-@pytest.mark.skipif(not lv.HAS_CURRICULUM_SAMPLER, reason="verl >= 0.8 has no AbstractCurriculumSampler")
+@pytest.mark.skipif(
+    not lv.HAS_CURRICULUM_SAMPLER, reason="verl >= 0.8 has no AbstractCurriculumSampler"
+)
 def test_curriculum_sampler_on_old_verl(dataset) -> None:  # pragma: no cover - verl <= 0.7 only
     cfg = OmegaConf.create({**DATA_CFG, "sampler": {"lppo": {"strategy": "uniform",
                                                              "kwargs": {"group_size": 2}}}})
