@@ -277,7 +277,7 @@ def make_group_env(
     problems: str | Path | Sequence[MathProblem] = "default",
     **env_kwargs: Any,
 ) -> SyncVectorEnv:
-    """A `SyncVectorEnv` of `num_envs` (= G) envs over one shared problem list.
+    r"""A `SyncVectorEnv` of `num_envs` (= G) envs over one shared problem list.
 
     Autoreset is disabled: a group is reset explicitly with `group_options(...)` for
     each new problem, never to a random one behind the caller's back. The problems are
@@ -286,7 +286,7 @@ def make_group_env(
     Example:
         >>> envs = make_group_env(4)  # doctest: +SKIP
         >>> obs, info = envs.reset(options=group_options("arith:4-1", [None, None, 0.3, 0.5]))
-        >>> _, rewards, *_ = envs.step(["... \\\\boxed{3}"] * 4)
+        >>> _, rewards, *_ = envs.step(["... \\boxed{3}"] * 4)
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"make_group_env expects num_envs >= 1, got {num_envs!r}")

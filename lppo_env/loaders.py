@@ -200,7 +200,7 @@ def load_gsm8k(path: str | Path) -> tuple[MathProblem, ...]:
 
 
 def load_math(path: str | Path) -> tuple[MathProblem, ...]:
-    """Load MATH-style JSONL (`problem`, `solution` with a `\\boxed{}` answer).
+    r"""Load MATH-style JSONL (`problem`, `solution` with a `\boxed{}` answer).
 
     Optional fields: `answer` (overrides the boxed one), `unique_id` or `id`, `level`
     and `type` (become tags "level:..", "type:..").

@@ -196,7 +196,7 @@ def _stop_all(workers: list[_Worker]) -> None:
 
 
 class MathVerifier:
-    """Scores completions against gold answers with math-verify, safely and in batches.
+    r"""Scores completions against gold answers with math-verify, safely and in batches.
 
     Use as a context manager (or call `close()`) to shut the pool down; a closed
     verifier restarts its workers on next use. Workers start lazily, on the first item
@@ -215,7 +215,7 @@ class MathVerifier:
 
     Example:
         >>> with MathVerifier() as v:  # doctest: +SKIP
-        ...     v.verify("so the total is \\\\boxed{72}", "72").reward
+        ...     v.verify("so the total is \\boxed{72}", "72").reward
         1.0
     """
 
@@ -534,7 +534,7 @@ def compute_score(
     extra_info: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """verl custom reward function (`custom_reward_function.name=compute_score`).
+    """Custom reward function for verl (`custom_reward_function.name=compute_score`).
 
     verl passes the decoded response only; when an expert prefix was rendered on the
     prompt side, put it in `extra_info["prefix"]` and it is scored with the response.
