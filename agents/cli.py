@@ -89,9 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default="default", help="model name, HF dir or checkpoint model dir")
     ev.add_argument("--data", default="default", help="dataset name or file")
     ev.add_argument("--data-kwargs", type=_json_arg, default={}, metavar="JSON")
-    ev.add_argument("--split", choices=["heldout", "all"], default="heldout",
-                    help="heldout: the fixed held-out split a run with this "
-                         "--split-seed/--eval-size uses")
+    ev.add_argument(
+        "--split",
+        choices=["heldout", "all"],
+        default="heldout",
+        help="heldout: the fixed held-out split a run with this --split-seed/--eval-size uses",
+    )
     ev.add_argument("--split-seed", type=int, default=0, help="the run's split_seed")
     ev.add_argument("--eval-size", type=int, default=48)
     ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")

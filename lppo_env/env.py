@@ -181,8 +181,10 @@ class MathReasoningEnv(gym.Env[str, str]):
         opts = dict(options or {})
         unknown = set(opts) - RESET_OPTIONS
         if unknown:
-            raise ValueError(f"MathReasoningEnv.reset expects options among "
-                             f"{sorted(RESET_OPTIONS)}, got unknown {sorted(unknown)}")
+            raise ValueError(
+                f"MathReasoningEnv.reset expects options among "
+                f"{sorted(RESET_OPTIONS)}, got unknown {sorted(unknown)}"
+            )
         slots = opts.pop("slots", None)
         if slots is not None:
             if not isinstance(slots, Sequence) or self.slot >= len(slots):

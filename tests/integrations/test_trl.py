@@ -255,11 +255,15 @@ def test_constructor_validation(tok, tmp_path) -> None:
         )
     with pytest.raises(ValueError, match="key column"):
         LPPOGRPOTrainer(
-            **kw, args=config(tmp_path), strategy=make_strategy("uniform", group_size=4),
+            **kw,
+            args=config(tmp_path),
+            strategy=make_strategy("uniform", group_size=4),
             key_column="id",
         )
     with pytest.raises(ValueError, match="reward_range"):
         LPPOGRPOTrainer(
-            **kw, args=config(tmp_path), strategy=make_strategy("uniform", group_size=4),
+            **kw,
+            args=config(tmp_path),
+            strategy=make_strategy("uniform", group_size=4),
             reward_range=(1.0, 0.0),
         )
