@@ -35,7 +35,7 @@ def _field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
-    for a, b in zip(body, body[1:]):
+    for a, b in zip(body, body[1:], strict=False):  # pairwise: one shorter
         if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(
             getattr(b, "value", None), ast.Constant
         ):
@@ -59,9 +59,13 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         help_ = f"{docs.get(f.name, '')} (default: {default!r})"
         kind = str(f.type)
         if kind == "bool":
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            p.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_
+            )
         elif kind.startswith("dict"):
-            p.add_argument(flag, dest=f.name, type=_json_arg, default=None, help=help_, metavar="JSON")
+            p.add_argument(
+                flag, dest=f.name, type=_json_arg, default=None, help=help_, metavar="JSON"
+            )
         elif kind == "int":
             p.add_argument(flag, dest=f.name, type=int, default=None, help=help_)
         elif kind == "float":
@@ -76,15 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     tr = sub.add_parser("train", help="train a policy (defaults: the embedded default job)")
-    tr.add_argument("--config", type=Path, default=None, help="YAML/JSON file of TrainConfig fields")
+    tr.add_argument(
+        "--config", type=Path, default=None, help="YAML/JSON file of TrainConfig fields"
+    )
     _add_config_flags(tr)
 
     ev = sub.add_parser("eval", help="pass@1 / pass@k of a model or checkpoint on a dataset")
     ev.add_argument("--model", default="default", help="model name, HF dir or checkpoint model dir")
     ev.add_argument("--data", default="default", help="dataset name or file")
     ev.add_argument("--data-kwargs", type=_json_arg, default={}, metavar="JSON")
-    ev.add_argument("--split", choices=["heldout", "all"], default="heldout",
-                    help="heldout: the fixed held-out split a run with this --split-seed/--eval-size uses")
+    ev.add_argument(
+        "--split",
+        choices=["heldout", "all"],
+        default="heldout",
+        help="heldout: the fixed held-out split a run with this --split-seed/--eval-size uses",
+    )
     ev.add_argument("--split-seed", type=int, default=0, help="the run's split_seed")
     ev.add_argument("--eval-size", type=int, default=48)
     ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
@@ -124,11 +134,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from lppo_env import MathReasoningEnv, default_verifier, load_problems, split_problems
-
     from agents.evaluation import evaluate
     from agents.policy import load_policy
     from agents.rollout.hf import HFBackend
+    from lppo_env import MathReasoningEnv, default_verifier, load_problems, split_problems
 
     problems = load_problems(args.data, **args.data_kwargs)
     if args.split == "heldout":
@@ -137,7 +146,9 @@ def _eval(args: argparse.Namespace) -> int:
         problems = problems[: args.limit]
     policy = load_policy(args.model)
     env = MathReasoningEnv(list(problems), tokenizer=policy.tokenizer)
-    temperature = args.temperature if args.temperature is not None else (0.0 if args.n_samples == 1 else 1.0)
+    temperature = (
+        args.temperature if args.temperature is not None else (0.0 if args.n_samples == 1 else 1.0)
+    )
     out = evaluate(
         HFBackend(policy, batch_size=64), problems, env.messages, default_verifier(),
         n_samples=args.n_samples, ks=args.k, temperature=temperature,

@@ -42,15 +42,19 @@ class TrainConfig:
     data: str = "default"
     """data: dataset name (default, arithmetic, gsm_symbolic, gsm8k) or a JSONL/Parquet path."""
     data_kwargs: dict[str, Any] = field(default_factory=lambda: {"size": 64})
-    """data_kwargs: options for lppo_env.load_problems; the CPU demo's 64-problem pool (32 after the held-out split) makes samples recur within a few steps, so LPPO's guidance and weights engage; use {"size": 2000} for real runs."""
+    """data_kwargs: options for lppo_env.load_problems; the CPU demo's 64-problem pool (32 after
+    the held-out split) makes samples recur within a few steps, so LPPO's guidance and weights
+    engage; use {"size": 2000} for real runs."""
     eval_size: int = 32
     """eval_size: held-out problems (fixed, disjoint from training)."""
     eval_every: int = 3
     """eval_every: evaluate held-out accuracy every this many steps (0 = only at start/end)."""
     split_seed: int = 0
-    """split_seed: selects the held-out set; independent of `seed`, so every seed of a comparison evaluates on the same problems."""
+    """split_seed: selects the held-out set; independent of `seed`, so every seed of a
+    comparison evaluates on the same problems."""
     eval_cache: str | None = None
-    """eval_cache: directory caching the step-0 evaluation of the untrained model (greedy, so identical across seeds and strategies of a comparison); None = off."""
+    """eval_cache: directory caching the step-0 evaluation of the untrained model (greedy, so
+    identical across seeds and strategies of a comparison); None = off."""
     # --- sampler and learner
     strategy: str = "lppo"
     """strategy: lppo_sampling strategy name (lppo, uniform, lp_weighting, prefix_guidance, ...)."""
@@ -94,7 +98,9 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{name} must be an int >= 0, got {v!r}")
         if not self.temperature > 0:
-            raise ConfigError(f"temperature must be > 0 for training rollouts, got {self.temperature}")
+            raise ConfigError(
+                f"temperature must be > 0 for training rollouts, got {self.temperature}"
+            )
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.backend not in ("hf", "vllm"):
@@ -123,7 +129,7 @@ class TrainConfig:
 
             hints = [difflib.get_close_matches(u, names, n=1) for u in unknown]
             sugg = "; ".join(f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
-                             for u, h in zip(unknown, hints))
+                             for u, h in zip(unknown, hints, strict=True))
             raise ConfigError(f"{source}: unknown field(s) {sugg}")
         return cls(**d)
 
@@ -132,7 +138,9 @@ class TrainConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
     """Defaults ← YAML/JSON file ← overrides."""
     data: dict[str, Any] = {}
     if path is not None:

@@ -58,7 +58,9 @@ def evaluate(
         raise ValueError("evaluate expects at least one problem")
     bad = [k for k in ks if not 1 <= k <= n_samples]
     if bad:
-        raise ValueError(f"evaluate expects every k in ks to lie in [1, n_samples={n_samples}], got {bad}")
+        raise ValueError(
+            f"evaluate expects every k in ks to lie in [1, n_samples={n_samples}], got {bad}"
+        )
     requests = [RolloutRequest(messages_fn(p), n=n_samples, tag=i) for i, p in enumerate(problems)]
     rollouts = backend.generate(
         requests,

@@ -108,8 +108,8 @@ def plot_runs(
     if not present:
         raise ValueError(f"none of {keys} was logged in {list(map(str, runs))}")
     fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.4), squeeze=False)
-    for ax, key in zip(axes[0], present):
-        for d, label in zip(data, labels):
+    for ax, key in zip(axes[0], present, strict=True):
+        for d, label in zip(data, labels, strict=False):
             xs, ys = _series(d, key, x)
             if xs:
                 ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=label)

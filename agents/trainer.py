@@ -37,9 +37,8 @@ log = logging.getLogger("lppo")
 
 def preflight(cfg: TrainConfig) -> None:
     """Check every name, file and the model path before any heavy work."""
-    from lppo_sampling import make_strategy
-
     from agents.policy import resolve_model_path
+    from lppo_sampling import make_strategy
 
     try:
         make_strategy(cfg.strategy, group_size=cfg.group_size, seed=cfg.seed, **cfg.strategy_kwargs)
@@ -112,12 +111,11 @@ class Trainer:
     """Runs `TrainConfig` end to end. Build, then `run()`; or drive `step()` yourself."""
 
     def __init__(self, cfg: TrainConfig, *, policy: Any = None) -> None:
-        from lppo_env import MathReasoningEnv, default_verifier, load_problems, split_problems
-        from lppo_sampling import make_strategy
-
         from agents.learners.base import make_learner
         from agents.metrics import MetricsWriter
         from agents.policy import load_policy
+        from lppo_env import MathReasoningEnv, default_verifier, load_problems, split_problems
+        from lppo_sampling import make_strategy
 
         self.cfg = cfg
         preflight(cfg)
@@ -175,7 +173,9 @@ class Trainer:
             from agents.rollout.vllm import VLLMBackend
 
             # the engine holds its own weights; sync_weights() after each update
-            return VLLMBackend(self.policy.name, tokenizer=self.policy.tokenizer, seed=self.cfg.seed)
+            return VLLMBackend(
+                self.policy.name, tokenizer=self.policy.tokenizer, seed=self.cfg.seed
+            )
         from agents.rollout.hf import HFBackend
 
         return HFBackend(self.policy, batch_size=64)
@@ -244,11 +244,10 @@ class Trainer:
 
     def step(self) -> StepOutput:
         """Run one training step and return its metrics."""
-        from lppo_env import split_steps
-        from lppo_sampling import GroupResults
-
         from agents.batch import TrainBatch
         from agents.rollout.base import SamplingConfig
+        from lppo_env import split_steps
+        from lppo_sampling import GroupResults
 
         cfg, t = self.cfg, defaultdict(float)
         step = self.step_count + 1
@@ -282,7 +281,7 @@ class Trainer:
         rewards = np.zeros((n, g))
         lengths = np.zeros((n, g))
         steps_m = np.zeros((n, g))
-        for (i, j), r, v in zip(slot_of, rollouts, verdicts):
+        for (i, j), r, v in zip(slot_of, rollouts, verdicts, strict=True):
             rewards[i, j] = v.reward
             lengths[i, j] = len(r.response_ids)
             steps_m[i, j] = len(split_steps(r.full_text))
@@ -324,7 +323,9 @@ class Trainer:
             "rollout/guided_pass_rate": float(rewards[guided].mean()) if guided.any() else None,
             "rollout/frac_zero_std": float((group_std == 0).mean()),
             "rollout/response_len_mean": float(lengths.mean()),
-            "rollout/truncated_frac": float(np.mean([r.finish_reason == "length" for r in rollouts])),
+            "rollout/truncated_frac": float(
+                np.mean([r.finish_reason == "length" for r in rollouts])
+            ),
             "rollout/tokens": float(n_tokens),
             "rollout/tokens_total": float(self.tokens_generated),
             "prefix/guided_frac": float(guided.mean()),
@@ -404,10 +405,15 @@ class Trainer:
         cfg = self.cfg
         interrupted = False
         if self.step_count == 0 and cfg.eval_size:
-            self.metrics.write({"step": 0, **self.initial_evaluation(), "rollout/tokens_total": 0.0})
+            self.metrics.write(
+                {"step": 0, **self.initial_evaluation(), "rollout/tokens_total": 0.0}
+            )
         bar = tqdm(
-            total=cfg.steps, initial=self.step_count, desc=f"lppo train [{cfg.strategy}/{cfg.learner}]",
-            disable=not cfg.progress, unit="step",
+            total=cfg.steps,
+            initial=self.step_count,
+            desc=f"lppo train [{cfg.strategy}/{cfg.learner}]",
+            disable=not cfg.progress,
+            unit="step",
         )
         last_eval = None
         try:
@@ -439,7 +445,9 @@ class Trainer:
         try:
             from agents.metrics import plot_runs
 
-            plot = plot_runs([self.run_dir], self.run_dir / "learning_curve.png", labels=[cfg.strategy])
+            plot = plot_runs(
+                [self.run_dir], self.run_dir / "learning_curve.png", labels=[cfg.strategy]
+            )
         except ValueError as e:
             log.warning("no plot: %s", e)
         return {

@@ -251,9 +251,10 @@ def write_report(
         "",
         "## Protocol",
         "",
-        f"- model `{cfg['model']}`, data `{cfg['data']}` {json.dumps(cfg['data_kwargs'])}, held-out "
-        f"set {cfg['eval_size']} problems (greedy pass@1, max {cfg['max_new_tokens']} new tokens), "
-        f"evaluated every {cfg['eval_every']} steps and at the end",
+        f"- model `{cfg['model']}`, data `{cfg['data']}` {json.dumps(cfg['data_kwargs'])}, "
+        f"held-out set {cfg['eval_size']} problems (greedy pass@1, "
+        f"max {cfg['max_new_tokens']} new tokens), evaluated every {cfg['eval_every']} steps "
+        "and at the end",
         f"- budget per run: {budget} steps × {cfg['batch_size']} prompts × G={cfg['group_size']} "
         f"rollouts (temperature {cfg['temperature']}, max {cfg['max_new_tokens']} new tokens), "
         f"lr {cfg['lr']}",
@@ -267,9 +268,10 @@ def write_report(
         f"- one held-out set for every run (keyed hash of problem ids, split_seed "
         f"{cfg.get('split_seed', 0)}); the untrained model's step-0 evaluation is measured once "
         "and shared by all runs (greedy decoding: identical by construction)",
-        f"- hardware: {protocol['hardware'].get('cpu_model', '?')}, {protocol['hardware']['cpu_count']} "
-        f"cores, torch {protocol['hardware']['torch']}, GPU {protocol['hardware']['cuda']}; load "
-        f"average at start {protocol['hardware'].get('load_average_1_5_15')}",
+        f"- hardware: {protocol['hardware'].get('cpu_model', '?')}, "
+        f"{protocol['hardware']['cpu_count']} cores, torch {protocol['hardware']['torch']}, "
+        f"GPU {protocol['hardware']['cuda']}; load average at start "
+        f"{protocol['hardware'].get('load_average_1_5_15')}",
         "",
         "## Verdict",
         "",
@@ -283,7 +285,8 @@ def write_report(
         "## Final held-out accuracy and steps to reach uniform's final accuracy",
         "",
         "Mean ± std over the complete seeds of each arm (%). 'steps to uniform final' is read on "
-        "the arm's mean curve, at evaluation resolution; 'seeds' = seeds whose own curve reaches it.",
+        "the arm's mean curve, at evaluation resolution; 'seeds' = seeds whose own curve "
+        "reaches it.",
         "",
         "| learner | strategy | complete | initial | final | best | Δ final vs uniform | "
         "steps to uniform final | tokens to uniform final | seeds | tokens generated |",
@@ -325,9 +328,9 @@ def write_report(
     ]
     for r in result["runs"]:
         lines.append(
-            f"| {r['run']} | {'yes' if r['complete'] else 'no'} | {r['steps_done']}/{r['steps_budget']} "
-            f"| {_pct(r['final_accuracy'])} | {_pct(r['best_accuracy'])} "
-            f"| {r['tokens_generated']:.0f} | {r['compute_s']:.0f} |"
+            f"| {r['run']} | {'yes' if r['complete'] else 'no'} "
+            f"| {r['steps_done']}/{r['steps_budget']} | {_pct(r['final_accuracy'])} "
+            f"| {_pct(r['best_accuracy'])} | {r['tokens_generated']:.0f} | {r['compute_s']:.0f} |"
         )
     speed = results.parent / "learner_speed.json"
     if speed.is_file() and not quick:

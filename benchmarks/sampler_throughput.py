@@ -130,14 +130,18 @@ def main() -> None:
     ema = np.zeros(args.pool)
     rows_bank = [rng.choice(args.pool, args.batch, replace=False) for _ in range(8)]
     rew = (rng.random((args.batch, args.group)) < 0.3).astype(np.float64)
-    floor_ms = float(np.median(time_steps(lambda i: floor_step(ema, rows_bank[i % 8], rew), args.steps)))
+    floor_ms = float(
+        np.median(time_steps(lambda i: floor_step(ema, rows_bank[i % 8], rew), args.steps))
+    )
     cols = {k: np.zeros(args.pool) for k in ("ema", "delta", "last", "sum")} | {
         "n": np.zeros(args.pool, np.int32)
     }
     bare_ms = float(np.median(time_steps(lambda i: bare_lppo_step(cols, rng, rew), args.steps)))
 
     names = args.strategies or available_strategies()
-    rows = [bench_strategy(n, args.pool, args.batch, args.group, args.steps, args.seed) for n in names]
+    rows = [
+        bench_strategy(n, args.pool, args.batch, args.group, args.steps, args.seed) for n in names
+    ]
     for r in rows:
         r["x_bare"] = r["median_ms"] / bare_ms
     result = {

@@ -96,7 +96,9 @@ def main() -> None:
             MathVerifier(deadline=args.deadline, fast_path=False) as pool:
         fast.start()
         pool.start()
-        rows.append(("gsm8k, fast path + pool (default)", throughput(fast, gsm_c, gsm_a, args.batch)))
+        rows.append(
+            ("gsm8k, fast path + pool (default)", throughput(fast, gsm_c, gsm_a, args.batch))
+        )
         rows.append(("gsm8k, pool only (math-verify on every item)",
                      throughput(pool, gsm_c, gsm_a, args.batch)))
         rows.append(("symbolic (MATH-style), pool", throughput(fast, sym_c, sym_a, args.batch)))

@@ -28,8 +28,11 @@ for step in range(1, 51):
     skill[keys[signal]] = np.minimum(1.0, skill[keys[signal]] + 0.02 * w[signal])
     if step % 10 == 0:
         m = strategy.metrics()
-        print(f"step {step:3d}  pass {m['sampler/batch_pass_rate']:.2f}  "
-              f"guided {m['sampler/guided_rollout_frac']:.2f}  weight {m['sampler/weight_mean']:.2f}")
+        print(
+            f"step {step:3d}  pass {m['sampler/batch_pass_rate']:.2f}  "
+            f"guided {m['sampler/guided_rollout_frac']:.2f}  "
+            f"weight {m['sampler/weight_mean']:.2f}"
+        )
 
 strategy.save("sampler_state.npz")  # exact resume: make_strategy("lppo").load(...)
 print("mean skill", skill.mean().round(3))

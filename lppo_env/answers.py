@@ -72,9 +72,9 @@ def _matching_braces(text: str) -> dict[int, int]:
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last well-formed `\\boxed{...}` (or `\\fbox{...}`), else None.
+    r"""Content of the last well-formed `\boxed{...}` (or `\fbox{...}`), else None.
 
-    Nested braces are honoured (`\\boxed{\\frac{1}{2}}` gives `\\frac{1}{2}`); an
+    Nested braces are honoured (`\boxed{\frac{1}{2}}` gives `\frac{1}{2}`); an
     unclosed last box falls back to the previous closed one.
     """
     starts = [m.end() for m in _BOXED_RE.finditer(text)]
@@ -88,9 +88,9 @@ def last_boxed(text: str) -> str | None:
 
 
 def extract_final_answer(text: str) -> str | None:
-    """The final answer of a completion or solution, as written, or None.
+    r"""The final answer of a completion or solution, as written, or None.
 
-    Order: the last `\\boxed{}`; else the GSM8K `#### X` line; else the last number
+    Order: the last `\boxed{}`; else the GSM8K `#### X` line; else the last number
     in the text. This is the "boxed or last number" rule most math RL graders use;
     the verifier compares what this returns.
     """
@@ -101,15 +101,15 @@ def extract_final_answer(text: str) -> str | None:
     if hashes and hashes[-1].strip():
         return hashes[-1].strip()
     last = None
-    for last in _NUMBER_RE.finditer(text):
-        pass
+    for match in _NUMBER_RE.finditer(text):
+        last = match
     return None if last is None else last.group()
 
 
 def parse_number(text: str) -> Fraction | None:
-    """Exact value of a plain number written the usual ways, else None.
+    r"""Exact value of a plain number written the usual ways, else None.
 
-    Accepts "72", "-4", "1,000", "$5", "\\$5", "0.25", "3/4", "\\frac{3}{4}", with
+    Accepts "72", "-4", "1,000", "$5", "\$5", "0.25", "3/4", "\frac{3}{4}", with
     LaTeX spacing and a trailing full stop. Anything else (units, percent, symbols)
     returns None so that math-verify decides it.
     """
@@ -140,12 +140,12 @@ def _squash(text: str) -> str:
 
 
 def contains_answer(text: str, answer: str) -> bool:
-    """Whether `text` states `answer` (the prefix answer-leak guard).
+    r"""Whether `text` states `answer` (the prefix answer-leak guard).
 
     Deliberately over-cautious: a numeric answer leaks if any number in the text has
-    the same value (so "72.0", "$72" and "\\frac{144}{2}" leak 72); any other answer
-    leaks if its whitespace-free form appears verbatim (so "\\sqrt{2}" leaks through
-    "\\sqrt { 2 }"). A false positive only shortens a prefix; a
+    the same value (so "72.0", "$72" and "\frac{144}{2}" leak 72); any other answer
+    leaks if its whitespace-free form appears verbatim (so "\sqrt{2}" leaks through
+    "\sqrt { 2 }"). A false positive only shortens a prefix; a
     false negative would hand the model its reward.
     """
     value = parse_number(answer)

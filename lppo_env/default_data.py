@@ -1,10 +1,10 @@
-"""Embedded datasets that need no download, generated with `reasoning-gym`.
+r"""Embedded datasets that need no download, generated with `reasoning-gym`.
 
 Why arithmetic is the default: the default policy (SmolLM2-135M-Instruct) solves
 ~10-14% of one-digit chain sums and ~0% of GSM-style word problems. Learning progress
 and prefix guidance need a start between "never" and "always", so `"default"` is
 chain sums with 2-3 one-digit terms. reasoning-gym gives no worked solution for them,
-so one is built: one partial sum per line, then "The answer is \\boxed{N}.", which
+so one is built: one partial sum per line, then "The answer is \boxed{N}.", which
 gives the prefix builder real steps to cut.
 
 Everything is deterministic for a seed: reasoning-gym seeds each item from
@@ -55,11 +55,11 @@ def arithmetic_config(difficulty: int) -> dict[str, int]:
 
 
 def arithmetic_solution(expression: str) -> tuple[str, int]:
-    """Worked left-to-right solution of a `+`/`-` chain such as "4 - 1 + 7".
+    r"""Worked left-to-right solution of a `+`/`-` chain such as "4 - 1 + 7".
 
     Returns:
         (solution text, value). The text has one partial sum per line and ends with
-        "The answer is \\boxed{value}.".
+        "The answer is \boxed{value}.".
     """
     tokens = expression.split()
     if len(tokens) < 3 or len(tokens) % 2 == 0:
@@ -67,14 +67,16 @@ def arithmetic_solution(expression: str) -> tuple[str, int]:
     try:
         total = int(tokens[0])
         lines = [f"We compute {expression} from left to right."]
-        for op, term in zip(tokens[1::2], tokens[2::2]):
+        for op, term in zip(tokens[1::2], tokens[2::2], strict=True):
             value = int(term)
             if op == "+":
                 new = total + value
             elif op == "-":
                 new = total - value
             else:
-                raise ValueError(f"arithmetic_solution expects + or -, got {op!r} in {expression!r}")
+                raise ValueError(
+                    f"arithmetic_solution expects + or -, got {op!r} in {expression!r}"
+                )
             lines.append(f"{total} {op} {value} = {new}.")
             total = new
     except ValueError as e:

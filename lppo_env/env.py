@@ -143,7 +143,9 @@ class MathReasoningEnv(gym.Env[str, str]):
         try:
             return self._by_id[problem_id]
         except KeyError:
-            raise KeyError(f"MathReasoningEnv expects a known problem_id, got {problem_id!r}") from None
+            raise KeyError(
+                f"MathReasoningEnv expects a known problem_id, got {problem_id!r}"
+            ) from None
 
     @property
     def current_problem(self) -> MathProblem | None:
@@ -157,7 +159,9 @@ class MathReasoningEnv(gym.Env[str, str]):
         out = []
         if self.system_prompt:
             out.append({"role": "system", "content": self.system_prompt})
-        out.append({"role": "user", "content": self.user_template.format(question=problem.question)})
+        out.append(
+            {"role": "user", "content": self.user_template.format(question=problem.question)}
+        )
         if prefix:
             out.append({"role": "assistant", "content": prefix})
         return out
@@ -177,8 +181,10 @@ class MathReasoningEnv(gym.Env[str, str]):
         opts = dict(options or {})
         unknown = set(opts) - RESET_OPTIONS
         if unknown:
-            raise ValueError(f"MathReasoningEnv.reset expects options among {sorted(RESET_OPTIONS)}, "
-                             f"got unknown {sorted(unknown)}")
+            raise ValueError(
+                f"MathReasoningEnv.reset expects options among "
+                f"{sorted(RESET_OPTIONS)}, got unknown {sorted(unknown)}"
+            )
         slots = opts.pop("slots", None)
         if slots is not None:
             if not isinstance(slots, Sequence) or self.slot >= len(slots):
@@ -194,7 +200,9 @@ class MathReasoningEnv(gym.Env[str, str]):
                 opts.pop("prefix_ratio", None)
             opts.update(slot_opts)
         if opts.get("prefix") is not None and opts.get("prefix_ratio") is not None:
-            raise ValueError("MathReasoningEnv.reset expects either 'prefix' or 'prefix_ratio', got both")
+            raise ValueError(
+                "MathReasoningEnv.reset expects either 'prefix' or 'prefix_ratio', got both"
+            )
         return opts
 
     def reset(
@@ -236,8 +244,8 @@ class MathReasoningEnv(gym.Env[str, str]):
         if self._problem is None:
             raise gym.error.ResetNeeded("MathReasoningEnv.step expects reset() first, got step()")
         verifier = self.verifier or default_verifier()
-        result = verifier.verify(self._prefix + (action if isinstance(action, str) else str(action)),
-                                 self._problem.answer)
+        completion = self._prefix + (action if isinstance(action, str) else str(action))
+        result = verifier.verify(completion, self._problem.answer)
         info = {
             "problem_id": self._problem.id,
             "parsed_answer": result.parsed_answer,
@@ -271,7 +279,7 @@ def make_group_env(
     problems: str | Path | Sequence[MathProblem] = "default",
     **env_kwargs: Any,
 ) -> SyncVectorEnv:
-    """A `SyncVectorEnv` of `num_envs` (= G) envs over one shared problem list.
+    r"""A `SyncVectorEnv` of `num_envs` (= G) envs over one shared problem list.
 
     Autoreset is disabled: a group is reset explicitly with `group_options(...)` for
     each new problem, never to a random one behind the caller's back. The problems are
@@ -280,7 +288,7 @@ def make_group_env(
     Example:
         >>> envs = make_group_env(4)  # doctest: +SKIP
         >>> obs, info = envs.reset(options=group_options("arith:4-1", [None, None, 0.3, 0.5]))
-        >>> _, rewards, *_ = envs.step(["... \\\\boxed{3}"] * 4)
+        >>> _, rewards, *_ = envs.step(["... \\boxed{3}"] * 4)
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"make_group_env expects num_envs >= 1, got {num_envs!r}")

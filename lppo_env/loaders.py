@@ -185,7 +185,9 @@ def load_gsm8k(path: str | Path) -> tuple[MathProblem, ...]:
         question = row.text("question")
         raw = row.text("answer")
         if "####" not in raw:
-            raise row.error("answer", f"expected a solution ending in '#### <answer>', got {raw[-60:]!r}")
+            raise row.error(
+                "answer", f"expected a solution ending in '#### <answer>', got {raw[-60:]!r}"
+            )
         answer = raw.rsplit("####", 1)[1].strip()
         if not answer:
             raise row.error("answer", "expected an answer after '####', got nothing")
@@ -198,7 +200,7 @@ def load_gsm8k(path: str | Path) -> tuple[MathProblem, ...]:
 
 
 def load_math(path: str | Path) -> tuple[MathProblem, ...]:
-    """Load MATH-style JSONL (`problem`, `solution` with a `\\boxed{}` answer).
+    r"""Load MATH-style JSONL (`problem`, `solution` with a `\boxed{}` answer).
 
     Optional fields: `answer` (overrides the boxed one), `unique_id` or `id`, `level`
     and `type` (become tags "level:..", "type:..").
@@ -213,12 +215,16 @@ def load_math(path: str | Path) -> tuple[MathProblem, ...]:
         else:
             boxed = last_boxed(solution)
             if not boxed:
-                raise row.error("solution", f"expected a \\boxed{{}} answer, got {solution[-60:]!r}")
+                raise row.error(
+                    "solution", f"expected a \\boxed{{}} answer, got {solution[-60:]!r}"
+                )
             answer = boxed
         id_field = next((f for f in ("unique_id", "id") if f in row.data), None)
         pid = row.key(id_field) if id_field else f"{path.stem}-{row.row - 1}"
         tags = tuple(
-            f"{f}:{row.data[f]}" for f in ("level", "type") if isinstance(row.data.get(f), (str, int))
+            f"{f}:{row.data[f]}"
+            for f in ("level", "type")
+            if isinstance(row.data.get(f), (str, int))
         )
         problems.append(_make(
             row, id=pid, question=question, answer=answer, solution=solution,
@@ -272,12 +278,18 @@ def load_verl_parquet(path: str | Path) -> tuple[MathProblem, ...]:
     for row in _read_parquet(path):
         prompt = _get(row.data, "prompt")
         if not isinstance(prompt, (list, tuple)) or not prompt:
-            raise row.error("prompt", f"expected a non-empty list of chat messages, got {_type_name(prompt)}")
+            raise row.error(
+                "prompt", f"expected a non-empty list of chat messages, got {_type_name(prompt)}"
+            )
         if isinstance(_get(row.data, "extra_info.question"), str):
             question = row.text("extra_info.question")
         else:
             users = [m for m in prompt if isinstance(m, Mapping) and m.get("role") == "user"]
-            if not users or not isinstance(users[-1].get("content"), str) or not users[-1]["content"].strip():
+            if (
+                not users
+                or not isinstance(users[-1].get("content"), str)
+                or not users[-1]["content"].strip()
+            ):
                 raise row.error("prompt", "expected a user message with string content, got none")
             question = users[-1]["content"]
         answer = row.answer("reward_model.ground_truth")

@@ -82,11 +82,11 @@ def _sentences(line: str) -> list[str]:
 
 
 def split_steps(solution: str) -> tuple[str, ...]:
-    """Split a worked solution into reasoning steps, dropping the final-answer statement.
+    r"""Split a worked solution into reasoning steps, dropping the final-answer statement.
 
     One non-empty line is one step; a solution written as a single paragraph is split
     into sentences instead. Lines that state the final answer (`#### N`, or any line
-    with `\\boxed{}`) are dropped: they are never part of a prefix. Bullet-only lines
+    with `\boxed{}`) are dropped: they are never part of a prefix. Bullet-only lines
     and headings that carry no text of their own are merged into the next step.
     """
     lines = [ln.strip() for ln in solution.splitlines() if ln.strip()]

@@ -18,12 +18,12 @@ __all__ = ["MathProblem", "check_unique_ids", "split_problems"]
 
 @dataclass(frozen=True)
 class MathProblem:
-    """One math problem with its gold answer and, optionally, a worked solution.
+    r"""One math problem with its gold answer and, optionally, a worked solution.
 
     Attributes:
         id: stable key, unique within a dataset (the sampler's sample key).
         question: the problem statement shown to the model.
-        answer: the gold final answer as text (e.g. "72", "\\frac{1}{2}").
+        answer: the gold final answer as text (e.g. "72", "\frac{1}{2}").
         solution: the full worked solution as text, or None when the source has none.
         steps: the worked solution split into reasoning steps, *without* the final-answer
             line; empty when there is no solution. Expert prefixes are cut from these.

@@ -20,11 +20,11 @@ SAMPLE_CHARSET = string.ascii_letters + string.digits + " +-*/=()[]{}^_.,$\\\n"
 
 
 class UnicodeText(Text):
-    """Any `str` whose length is in [min_length, max_length].
+    r"""Any `str` whose length is in [min_length, max_length].
 
     Example:
         >>> space = UnicodeText(max_length=16)
-        >>> space.contains("½ × $\\\\frac{1}{2}$")
+        >>> space.contains("½ × $\\frac{1}{2}$")
         True
         >>> space.contains(b"bytes")
         False

@@ -88,7 +88,9 @@ def _canonical(answer: str) -> str:
     return answer.strip().replace("\\$", "").replace("$", "").replace(",", "").rstrip(".")
 
 
-def fast_verdict(answer: str | None, gold: str, *, max_answer_chars: int = 1000) -> VerifyResult | None:
+def fast_verdict(
+    answer: str | None, gold: str, *, max_answer_chars: int = 1000
+) -> VerifyResult | None:
     """Decide a case without math-verify when that is cheap and certain, else None.
 
     Decided here: no extracted answer; an absurdly long answer; both sides plain numbers
@@ -194,7 +196,7 @@ def _stop_all(workers: list[_Worker]) -> None:
 
 
 class MathVerifier:
-    """Scores completions against gold answers with math-verify, safely and in batches.
+    r"""Scores completions against gold answers with math-verify, safely and in batches.
 
     Use as a context manager (or call `close()`) to shut the pool down; a closed
     verifier restarts its workers on next use. Workers start lazily, on the first item
@@ -213,7 +215,7 @@ class MathVerifier:
 
     Example:
         >>> with MathVerifier() as v:  # doctest: +SKIP
-        ...     v.verify("so the total is \\\\boxed{72}", "72").reward
+        ...     v.verify("so the total is \\boxed{72}", "72").reward
         1.0
     """
 
@@ -345,7 +347,7 @@ class MathVerifier:
         results: list[VerifyResult | None] = [None] * len(completions)
         extracted: dict[int, str] = {}
         pending: list[tuple[int, str, str]] = []
-        for i, (completion, gold) in enumerate(zip(completions, answers)):
+        for i, (completion, gold) in enumerate(zip(completions, answers, strict=True)):
             result, item = self._prepare(completion, gold)
             if result is not None:
                 results[i] = result
@@ -368,7 +370,9 @@ class MathVerifier:
 
     # -- internals -------------------------------------------------------------------
 
-    def _prepare(self, completion: object, gold: object) -> tuple[VerifyResult | None, tuple[str, str] | None]:
+    def _prepare(
+        self, completion: object, gold: object
+    ) -> tuple[VerifyResult | None, tuple[str, str] | None]:
         try:
             if isinstance(completion, str) and len(completion) > self.max_completion_chars:
                 completion = completion[-self.max_completion_chars:]
@@ -458,7 +462,9 @@ class MathVerifier:
                     w.inflight.clear()
                     self._replace(w)
 
-    def _pump(self, until: float, hooks: dict[str, Callable[..., None]], queue: deque | None) -> int:
+    def _pump(
+        self, until: float, hooks: dict[str, Callable[..., None]], queue: deque | None
+    ) -> int:
         """Wait for worker messages until `until`; handle results, readiness and deaths.
 
         Returns the number of workers that died before becoming ready.
@@ -528,7 +534,7 @@ def compute_score(
     extra_info: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """verl custom reward function (`custom_reward_function.name=compute_score`).
+    """Custom reward function for verl (`custom_reward_function.name=compute_score`).
 
     verl passes the decoded response only; when an expert prefix was rendered on the
     prompt side, put it in `extra_info["prefix"]` and it is scored with the response.
@@ -575,7 +581,7 @@ def make_trl_reward(
         texts = [_completion_text(c) for c in completions]
         prefixes = columns.get(prefix_key)
         if prefixes is not None:
-            texts = [clean_text(p or "") + t for p, t in zip(prefixes, texts)]
+            texts = [clean_text(p or "") + t for p, t in zip(prefixes, texts, strict=False)]
         v = verifier or default_verifier()
         results = v.verify_batch(texts, [clean_text(a) for a in columns[answer_key]])
         return [None if r.detail == GOLD_UNPARSEABLE else r.reward for r in results]

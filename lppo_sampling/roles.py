@@ -50,20 +50,26 @@ def check_range(name: str, value: float, low: float, high: float, *, closed: str
     return v
 
 
-class Role(ABC):
+# ABC without abstract methods of its own: the abstract methods are on the four role
+# kinds below (Selector, Guide, Filter, Weighter); Role only holds the shared hooks.
+class Role(ABC):  # noqa: B024
     """Common hooks. Subclasses override what they need."""
 
-    def bind(self, stats: SampleStats) -> None:
+    # bind, on_observe and load_state_dict are optional hooks, not abstract (B027): the
+    # no-op default is right for roles without extra columns, observe-time work or state.
+    def bind(self, stats: SampleStats) -> None:  # noqa: B027
         """Called once with the strategy's table (add extra columns here)."""
 
-    def on_observe(self, stats: SampleStats, rows: np.ndarray, results: GroupResults) -> None:
+    def on_observe(  # noqa: B027
+        self, stats: SampleStats, rows: np.ndarray, results: GroupResults
+    ) -> None:
         """Called after `SampleStats.observe` with the rows of the batch."""
 
     def state_dict(self) -> dict:
         """Role-local state (numpy arrays allowed); empty for stateless roles."""
         return {}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> None:  # noqa: B027
         """Restore what `state_dict` returned."""
 
     def metrics(self, stats: SampleStats) -> dict[str, float]:

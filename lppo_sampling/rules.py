@@ -126,7 +126,8 @@ def prefix_ratio_matrix(
         guided_rows: (n,) bool, rows to guide.
         group_size: G.
         n_guided: guided slots per guided row.
-        low, high: band of the prefix ratio (fraction of solution steps), 0 < low <= high < 1.
+        low: lower edge of the prefix-ratio band (fraction of solution steps), 0 < low <= high.
+        high: upper edge of that band, high < 1.
         rng: source of randomness; exactly `guided_rows.sum() * n_guided` draws are consumed.
 
     Returns:
@@ -137,5 +138,6 @@ def prefix_ratio_matrix(
     n_rows = int(guided_rows.sum())
     if n_rows and n_guided:
         draws = rng.uniform(low, high, size=(n_rows, n_guided))
-        ratios[np.flatnonzero(guided_rows)[:, None], np.arange(group_size - n_guided, group_size)] = draws
+        rows = np.flatnonzero(guided_rows)[:, None]
+        ratios[rows, np.arange(group_size - n_guided, group_size)] = draws
     return ratios

@@ -171,8 +171,12 @@ class SampleStats:
         if category is not None:
             labels = np.asarray(category, dtype=object)
             if labels.shape != arr.shape:
-                raise ValueError(f"category must have shape {arr.shape} like keys, got {labels.shape}")
-            new_labels = [str(x) for x in dict.fromkeys(labels.tolist()) if str(x) not in self._category_id]
+                raise ValueError(
+                    f"category must have shape {arr.shape} like keys, got {labels.shape}"
+                )
+            new_labels = [
+                str(x) for x in dict.fromkeys(labels.tolist()) if str(x) not in self._category_id
+            ]
             cat_ids = np.empty(arr.shape[0], np.int32)
             lookup = dict(self._category_id)
             for lab in new_labels:

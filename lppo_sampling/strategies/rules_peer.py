@@ -128,7 +128,8 @@ def balanced_keep(pass_rate: np.ndarray, low: float = 0.2, high: float = 0.8) ->
 
     Args:
         pass_rate: (n,) group pass rates in [0, 1].
-        low, high: inclusive band, 0 ≤ low ≤ high ≤ 1.
+        low: lower edge of the inclusive band, 0 ≤ low ≤ high.
+        high: upper edge of the inclusive band, high ≤ 1.
     """
     p = np.asarray(pass_rate, dtype=np.float64)
     return (p >= low) & (p <= high)
@@ -193,11 +194,13 @@ def beta_posterior_update(
     λ < 1 forgets old evidence, so the posterior tracks a policy whose success rates drift.
 
     Args:
-        alpha, beta: (n,) current Beta parameters (> 0).
+        alpha: (n,) current Beta α (> 0).
+        beta: (n,) current Beta β (> 0).
         k: (n,) rollouts observed now.
         success_rate: (n,) mean accuracy s of those rollouts, in [0, 1].
         decay: λ in [0, 1]; 1 = no discount (MoPPS MATH scripts).
-        prior_alpha, prior_beta: α⁰, β⁰ > 0.
+        prior_alpha: α⁰ > 0, the prior α that discounting (λ < 1) pulls toward.
+        prior_beta: β⁰ > 0, the prior β that discounting (λ < 1) pulls toward.
 
     Returns:
         (new_alpha, new_beta), float64.
@@ -319,9 +322,12 @@ def next_hint_ratio(
 
     Args:
         ratio: (n,) current prefix ratios.
-        guided_pass_rate, unguided_pass_rate: (n,) rates in [0, 1] or NaN.
-        step_up, step_down: increments ≥ 0.
-        low, high: band of ratios, 0 ≤ low ≤ high ≤ 1.
+        guided_pass_rate: (n,) pass rate of the guided rollouts, in [0, 1] or NaN.
+        unguided_pass_rate: (n,) pass rate of the unguided rollouts, in [0, 1] or NaN.
+        step_up: increment ≥ 0 when the guided group all failed.
+        step_down: decrement ≥ 0 when the hint made it easy or the sample is learned.
+        low: lower edge of the ratio band, 0 ≤ low ≤ high.
+        high: upper edge of the ratio band, high ≤ 1.
         target: guided pass rate at or above which the hint shrinks.
 
     Returns:
@@ -369,7 +375,9 @@ def saidpo_hardness_order(nop: np.ndarray, steps: np.ndarray, length: np.ndarray
     as the easiest on that criterion; remaining ties keep input order (stable).
 
     Args:
-        nop, steps, length: (n,) per-sample measurements.
+        nop: (n,) number of passes (NoP) per sample; fewer is harder.
+        steps: (n,) reasoning steps per sample; more is harder.
+        length: (n,) output length per sample; longer is harder.
 
     Returns:
         (n,) int64 permutation, hardest first.

@@ -88,7 +88,9 @@ def test_trainer_step_feeds_the_strategy(tiny_dir, tmp_path) -> None:
     out = t.step()
     assert out.rewards.shape == (3, 3)
     rows = t.strategy.stats.rows(out.keys)
-    assert (t.strategy.stats["n_rollouts"][rows] + t.strategy.stats["guided_rollouts"][rows] == 3).all()
+    assert (
+        t.strategy.stats["n_rollouts"][rows] + t.strategy.stats["guided_rollouts"][rows] == 3
+    ).all()
     assert t.strategy.stats.step == 1
 
 
@@ -102,15 +104,21 @@ def test_heldout_set_is_shared_by_seeds_and_moved_by_split_seed(tiny_dir, tmp_pa
     assert ids["s0"] != ids["split1"]
 
 
-def test_initial_eval_is_cached_across_seeds_and_strategies(tiny_dir, tmp_path, monkeypatch) -> None:
+def test_initial_eval_is_cached_across_seeds_and_strategies(
+    tiny_dir, tmp_path, monkeypatch
+) -> None:
     cache = tmp_path / "eval_cache"
     first = Trainer(_cfg(tiny_dir, tmp_path / "a", steps=1, eval_cache=str(cache))).run()
     rows_a = [json.loads(x) for x in Path(first["metrics"]).read_text().splitlines()]
     assert "eval/cached" not in rows_a[0] and len(list(cache.glob("initial_eval_*.json"))) == 1
 
     calls = []
-    monkeypatch.setattr(Trainer, "evaluate", lambda self: calls.append(1) or {"eval/accuracy": -1.0})
-    other = _cfg(tiny_dir, tmp_path / "b", steps=1, seed=3, strategy="uniform", eval_cache=str(cache))
+    monkeypatch.setattr(
+        Trainer, "evaluate", lambda self: calls.append(1) or {"eval/accuracy": -1.0}
+    )
+    other = _cfg(
+        tiny_dir, tmp_path / "b", steps=1, seed=3, strategy="uniform", eval_cache=str(cache)
+    )
     rows_b = [json.loads(x) for x in Path(Trainer(other).run()["metrics"]).read_text().splitlines()]
     assert rows_b[0]["eval/cached"] == 1.0 and len(calls) == 1  # only the final eval ran
     assert rows_b[0]["eval/accuracy"] == rows_a[0]["eval/accuracy"]
@@ -155,11 +163,17 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_dir, tmp_path) -> No
     a, b = _sampler_state(tmp_path / "full", steps), _sampler_state(tmp_path / "killed", steps)
     assert a.state_checksum() == b.state_checksum()
     np.testing.assert_array_equal(a.select(3), b.select(3))  # the same next batch
-    wa = load_file(str(tmp_path / "full/checkpoints" / f"step-{steps:06d}" / "model/model.safetensors"))
-    wb = load_file(str(tmp_path / "killed/checkpoints" / f"step-{steps:06d}" / "model/model.safetensors"))
+    wa = load_file(
+        str(tmp_path / "full/checkpoints" / f"step-{steps:06d}" / "model/model.safetensors")
+    )
+    wb = load_file(
+        str(tmp_path / "killed/checkpoints" / f"step-{steps:06d}" / "model/model.safetensors")
+    )
     for k in wa:
         np.testing.assert_array_equal(wa[k], wb[k], err_msg=k)
-    rows = [json.loads(x)["step"] for x in (tmp_path / "killed/metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(x)["step"] for x in (tmp_path / "killed/metrics.jsonl").read_text().splitlines()
+    ]
     assert rows == list(range(1, steps + 1))  # no step lost, none duplicated
 
 
@@ -171,7 +185,9 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_dir, tmp_path) -> None
     )
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.time() + 300
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+    while time.time() < deadline and not (
+        metrics.exists() and metrics.read_text().count("\n") >= 2
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)

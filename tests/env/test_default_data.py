@@ -23,7 +23,7 @@ def default() -> tuple[MathProblem, ...]:
 def left_to_right(expression: str) -> int:
     tokens = expression.split()
     total = int(tokens[0])
-    for op, term in zip(tokens[1::2], tokens[2::2]):
+    for op, term in zip(tokens[1::2], tokens[2::2], strict=False):
         total = total + int(term) if op == "+" else total - int(term)
     return total
 
@@ -70,7 +70,7 @@ def test_difficulty_knob_changes_terms_and_digits(difficulty: int) -> None:
 def test_difficulty_grows() -> None:
     sizes = [arithmetic_config(d) for d in range(1, 10)]
     assert all(a["max_terms"] <= b["max_terms"] and a["max_digits"] <= b["max_digits"]
-               for a, b in zip(sizes, sizes[1:]))
+               for a, b in zip(sizes, sizes[1:], strict=False))
     assert sizes[-1]["max_terms"] > sizes[0]["max_terms"]
     with pytest.raises(ValueError, match="expects difficulty to be an integer >= 1, got 0"):
         arithmetic_config(0)

@@ -82,7 +82,9 @@ def test_invalid_json_line_names_row(tmp_path: Path) -> None:
 
 def test_non_object_row(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "list.jsonl", [[1, 2]])
-    with pytest.raises(DataError, match=re.escape(f"{path}, row 1: expected a JSON object, got list")):
+    with pytest.raises(
+        DataError, match=re.escape(f"{path}, row 1: expected a JSON object, got list")
+    ):
         load_jsonl(path)
 
 

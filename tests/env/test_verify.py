@@ -112,7 +112,7 @@ def test_gsm8k_other_answers_score_zero(gsm8k: tuple[MathProblem, ...], verifier
     others = [gsm8k[rng.randrange(len(gsm8k))] for _ in gsm8k]
     results = verifier.verify_batch([o.solution for o in others], [p.answer for p in gsm8k])
     # Many GSM8K answers coincide (small integers): only pairs with different values count.
-    pairs = [(r, o, p) for r, o, p in zip(results, others, gsm8k)
+    pairs = [(r, o, p) for r, o, p in zip(results, others, gsm8k, strict=True)
              if parse_number(o.answer) != parse_number(p.answer)]
     assert len(pairs) > 0.9 * len(gsm8k)
     zero = sum(r.reward == 0.0 for r, _, _ in pairs)
@@ -128,7 +128,7 @@ def test_pool_agrees_with_fast_path_on_gsm8k(gsm8k: tuple[MathProblem, ...]) -> 
         assert pool_only.stats["fast"] == 0
     with MathVerifier() as fast:
         quick = fast.verify_batch(completions, answers)
-    agree = sum(a.reward == b.reward for a, b in zip(slow, quick))
+    agree = sum(a.reward == b.reward for a, b in zip(slow, quick, strict=True))
     assert agree >= 0.99 * len(completions)
 
 
@@ -208,7 +208,9 @@ def test_closed_verifier_restarts_and_threads_are_safe() -> None:
 
 
 def test_fork_is_refused() -> None:
-    with pytest.raises(ValueError, match="expects start_method 'forkserver' or 'spawn', got 'fork'"):
+    with pytest.raises(
+        ValueError, match="expects start_method 'forkserver' or 'spawn', got 'fork'"
+    ):
         MathVerifier(start_method="fork")
 
 

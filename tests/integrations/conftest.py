@@ -24,6 +24,8 @@ def tiny_tokenizer():
     tk.train_from_iterator(corpus, tokenizers.trainers.BpeTrainer(
         vocab_size=300, special_tokens=["<pad>", "<eos>"],
         initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()))
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>")
+    tok = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>"
+    )
     tok.chat_template = CHATML
     return tok

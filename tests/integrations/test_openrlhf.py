@@ -75,18 +75,21 @@ def test_agent_executor_guides_scores_and_feeds_strategy(tiny_tokenizer, tmp_pat
     ex = load_like_openrlhf(openrlhf_agent)
     answer = meta["answer"]
     engine = FakeEngine(tiny_tokenizer, [f" so {answer}", " so 99", f" so {answer}", " so 98"])
-    outs = [asyncio.run(ex.execute(row["input"], row["label"], params(), 64, tiny_tokenizer, engine))
-            for _ in range(G)]
+    outs = [
+        asyncio.run(ex.execute(row["input"], row["label"], params(), 64, tiny_tokenizer, engine))
+        for _ in range(G)
+    ]
     assert [o["reward"] for o in outs] == [1.0, 0.0, 1.0, 0.0]
     # guided rollouts: the prefix is in the observation (prompt side), outside the action range
-    for o, pre in zip(outs, meta["prefixes"]):
+    for o, pre in zip(outs, meta["prefixes"], strict=True):
         start, end = o["action_ranges"][0]
         context = tiny_tokenizer.decode(o["observation_tokens"][:start])
         assert context == row["input"] + pre
     end = glue.feed_observations(strat, log)
     assert end == log.stat().st_size
     r = strat.stats.rows([meta["sample_id"]])
-    assert strat.stats["n_rollouts"][r].tolist() == [2] and strat.stats["reward_sum"][r].tolist() == [1.0]
+    assert strat.stats["n_rollouts"][r].tolist() == [2]
+    assert strat.stats["reward_sum"][r].tolist() == [1.0]
     assert strat.stats["guided_rollouts"][r].tolist() == [2]
     assert glue.feed_observations(strat, log, end) == end      # nothing new
 
@@ -101,7 +104,10 @@ def test_reward_func_through_single_turn_executor(tiny_tokenizer, tmp_path, monk
     bad = asyncio.run(ex.execute("What is 6+6?", label, params(), 64, tiny_tokenizer, engine))
     assert float(good["reward"]) == 1.0 and float(bad["reward"]) == 0.0
     lines = [json.loads(x) for x in log.read_text().splitlines()]
-    assert [(x["sample_id"], x["reward"], x["guided"]) for x in lines] == [(7, 1.0, False), (7, 0.0, False)]
+    assert [(x["sample_id"], x["reward"], x["guided"]) for x in lines] == [
+        (7, 1.0, False),
+        (7, 0.0, False),
+    ]
     # the question's own numbers never count as the answer
     assert openrlhf_reward.reward_func(["Q 12?A none"], ["Q 12?"], [label])["rewards"].item() == 0.0
 

@@ -146,7 +146,7 @@ def test_grpo_run_updates_strategy_and_checkpoints(tok, tmp_path) -> None:
     rows = strat.stats.rows(np.unique(keys))
     total_n = strat.stats["n_rollouts"][rows] + strat.stats["guided_rollouts"][rows]
     total_r = strat.stats["reward_sum"][rows] + strat.stats["guided_reward_sum"][rows]
-    for k, n, r in zip(np.unique(keys), total_n, total_r):
+    for k, n, r in zip(np.unique(keys), total_n, total_r, strict=True):
         assert n == (keys == k).sum()
         assert r == pytest.approx(rewards[keys == k].sum())
     ckpt = tmp_path / "checkpoint-2" / SAMPLER_FILE
@@ -194,7 +194,10 @@ def test_conversational_prefix_continues_assistant_turn(tok, tmp_path) -> None:
     assert strat.stats["guided_rollouts"][rows].sum() == 4
     assert strat.stats["n_rollouts"][rows].sum() == 4
     # the prefix is rendered as an open assistant turn (no end-of-turn, no new header)
-    conv = [{"role": "user", "content": "What is 1+2?"}, {"role": "assistant", "content": "Step 1:"}]
+    conv = [
+        {"role": "user", "content": "What is 1+2?"},
+        {"role": "assistant", "content": "Step 1:"},
+    ]
     ids = trainer._tokenize_prompts([conv, conv[:1]])[0]
     want = tok.apply_chat_template(conv, continue_final_message=True, tokenize=False)
     assert tok.decode(ids[0]) == want and want.endswith("Step 1:")
@@ -226,7 +229,8 @@ def test_weights_scale_advantages_and_change_loss(tok, tmp_path, monkeypatch) ->
     torch.testing.assert_close(out["advantages"], base * torch.as_tensor(w, dtype=base.dtype))
     assert base.abs().sum() > 0
     unit = dict(out, advantages=base)
-    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train(); needed by _compute_loss
+    # set by Trainer.train(); needed by _compute_loss
+    trainer.current_gradient_accumulation_steps = 1
     params = [p for p in trainer.model.parameters() if p.requires_grad]
 
     def grad(inputs) -> torch.Tensor:
@@ -246,10 +250,20 @@ def test_constructor_validation(tok, tmp_path) -> None:
         LPPOGRPOTrainer(**kw, args=config(tmp_path, ignore_data_skip=False),
                         strategy=make_strategy("uniform", group_size=4))
     with pytest.raises(ValueError, match="group_size"):
-        LPPOGRPOTrainer(**kw, args=config(tmp_path), strategy=make_strategy("uniform", group_size=8))
+        LPPOGRPOTrainer(
+            **kw, args=config(tmp_path), strategy=make_strategy("uniform", group_size=8)
+        )
     with pytest.raises(ValueError, match="key column"):
-        LPPOGRPOTrainer(**kw, args=config(tmp_path), strategy=make_strategy("uniform", group_size=4),
-                        key_column="id")
+        LPPOGRPOTrainer(
+            **kw,
+            args=config(tmp_path),
+            strategy=make_strategy("uniform", group_size=4),
+            key_column="id",
+        )
     with pytest.raises(ValueError, match="reward_range"):
-        LPPOGRPOTrainer(**kw, args=config(tmp_path), strategy=make_strategy("uniform", group_size=4),
-                        reward_range=(1.0, 0.0))
+        LPPOGRPOTrainer(
+            **kw,
+            args=config(tmp_path),
+            strategy=make_strategy("uniform", group_size=4),
+            reward_range=(1.0, 0.0),
+        )

@@ -113,13 +113,13 @@ def test_stateful_resume_continues_stream(dataset) -> None:
     s1.update(step_batch(b, 2, passed={10}))
     buf = io.BytesIO()
     torch.save(dl1.state_dict(), buf)                   # what verl writes to data.pt
-    want = [[int(k) for k in nb["index"]] for nb, _ in zip(it, range(1))]
-    want += [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl1), range(2))]
+    want = [[int(k) for k in nb["index"]] for nb, _ in zip(it, range(1), strict=False)]
+    want += [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl1), range(2), strict=False)]
     s2, dl2 = make()
     buf.seek(0)
     dl2.load_state_dict(torch.load(buf, weights_only=False))
-    got = [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl2), range(1))]
-    got += [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl2), range(2))]
+    got = [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl2), range(1), strict=False)]
+    got += [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl2), range(2), strict=False)]
     assert got == want
     assert s2.strategy.state_checksum() != make()[0].strategy.state_checksum()
 
@@ -204,7 +204,9 @@ def test_validation_and_parquet_helper(dataset, tmp_path, tiny_tokenizer) -> Non
     assert row["reward_model"]["ground_truth"] == "4"
 
 
-@pytest.mark.skipif(not lv.HAS_CURRICULUM_SAMPLER, reason="verl >= 0.8 has no AbstractCurriculumSampler")
+@pytest.mark.skipif(
+    not lv.HAS_CURRICULUM_SAMPLER, reason="verl >= 0.8 has no AbstractCurriculumSampler"
+)
 def test_curriculum_sampler_on_old_verl(dataset) -> None:  # pragma: no cover - verl <= 0.7 only
     cfg = OmegaConf.create({**DATA_CFG, "sampler": {"lppo": {"strategy": "uniform",
                                                              "kwargs": {"group_size": 2}}}})

@@ -61,7 +61,9 @@ def test_split_with_unique_keys_is_exact(n: int, g: int, seed: int, cut: float) 
     k = int(cut * n)
     for idx in (perm[k:], perm[:k]):
         if idx.size:
-            parts.observe(GroupResults.build(keys[idx], r[idx], guided=guided[idx], lengths=lengths[idx]))
+            parts.observe(
+                GroupResults.build(keys[idx], r[idx], guided=guided[idx], lengths=lengths[idx])
+            )
     for c in STAT_COLUMNS_EXCEPT_CLOCK:
         np.testing.assert_array_equal(whole[c], parts[c], err_msg=c)
 
@@ -197,14 +199,18 @@ def test_replicas_fed_same_results_are_bit_identical(name, seed) -> None:
 def test_lppo_guides_only_stuck_samples_with_solutions() -> None:
     s = make_strategy("lppo", group_size=8, seed=0, guided_fraction=0.5)
     s.add_samples(["stuck", "nosol", "fine", "new"], has_solution=[True, False, True, True])
-    s.observe(GroupResults.build(["stuck", "nosol", "fine"], np.array([[0] * 8, [0] * 8, [1, 0] * 4])))
+    s.observe(
+        GroupResults.build(["stuck", "nosol", "fine"], np.array([[0] * 8, [0] * 8, [1, 0] * 4]))
+    )
     plan = s.plan(np.array(["stuck", "nosol", "fine", "new"]))
     g = plan.guided
     assert g[0].sum() == 4 and g[0, 4:].all()  # last half of the group guided
     assert not g[1:].any()
     assert ((plan.prefix_ratios[0, 4:] >= 0.15) & (plan.prefix_ratios[0, 4:] <= 0.55)).all()
     # guided success does not unstick the sample: unguided EMA is still 0
-    s.observe(GroupResults.from_plan(plan, np.array([[0] * 4 + [1] * 4, [0] * 8, [1] * 8, [0] * 8])))
+    s.observe(
+        GroupResults.from_plan(plan, np.array([[0] * 4 + [1] * 4, [0] * 8, [1] * 8, [0] * 8]))
+    )
     assert s.stats["ema"][s.stats.rows(["stuck"])][0] == 0.0
     assert s.stats["guided_reward_sum"][s.stats.rows(["stuck"])][0] == 4.0
     assert s.plan(np.array(["stuck"])).guided.any()
@@ -263,7 +269,10 @@ def test_large_int_pool_stays_in_identity_mode() -> None:
         (lambda s: s.observe(GroupResults.build([0, 1], [[1.0]])), "rewards must have shape"),
         (lambda s: s.observe(GroupResults.build([], np.zeros((0, 2)))), "keys is empty"),
         (lambda s: s.observe(GroupResults.build([0], [[2.0]])), "rewards must lie in"),
-        (lambda s: s.observe(GroupResults.build([0], [[1.0]], guided=[[1, 0]])), "guided must have shape"),
+        (
+            lambda s: s.observe(GroupResults.build([0], [[1.0]], guided=[[1, 0]])),
+            "guided must have shape",
+        ),
         (lambda s: s.observe(GroupResults.from_flat([0, 1], [1.0])), "rewards must have shape"),
         (lambda s: s.observe({"keys": [0]}), "must be a GroupResults"),
         (lambda s: s.select(0), "n must be an int >= 1"),
