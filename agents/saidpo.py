@@ -16,10 +16,13 @@ Each iteration (papers_lppo_saidpo.md §2.6; [A] = this project's assumption):
    policy of the previous iteration (`reference="previous"`, iterative DPO);
 6. **evaluate** greedy pass@1 on a fixed held-out split; one JSONL line per iteration.
 
-Clusters are the problems' knowledge tags (`MathProblem.tags` joined with "; "), used as
-the strategy's `category`; with `use_embeddings` the tag strings are embedded with
-all-MiniLM-L6-v2 and grouped by K-Means (`lppo_sampling.clustering.cluster_tags`), as
-in the paper.
+Clusters are the problems' knowledge tags joined with "; ", used as the strategy's
+`category`. The tags come from the data (`tags="data"`: `MathProblem.tags`) or, as in
+the paper, from an LLM (`tags="policy"`: the initial policy tags every training problem
+once, greedily, cached in JSONL; see `agents.knowledge_tags`). With `use_embeddings` the
+tag strings are embedded with all-MiniLM-L6-v2 and grouped by K-Means
+(`lppo_sampling.clustering.cluster_tags`), as in the paper; generated tags rarely repeat
+exactly, so they are meant to be used with it.
 
 CLI: `lppo saidpo --iterations 3 --pairs-per-iteration 16` (see `add_saidpo_parser`).
 """
@@ -33,7 +36,7 @@ import inspect
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,7 @@ RewardFn = Callable[[Sequence[Any], Sequence[Any]], np.ndarray]
 """`reward_fn(rollouts, problems) -> (n,) rewards in [0, 1]`, one problem per rollout."""
 
 REFERENCES = ("initial", "previous")
+TAG_SOURCES = ("data", "policy")
 
 
 @dataclass
@@ -89,6 +93,14 @@ class SAIDPOConfig:
     """candidate_factor: in-band tournament size of the saidpo selector (1 = uniform)."""
     error_floor: float = 0.0
     """error_floor: mass added to every cluster's error rate when weighting clusters."""
+    tags: str = "data"
+    """tags: knowledge tags: data (MathProblem.tags) or policy (tagged by the initial policy)."""
+    max_tags: int = 3
+    """max_tags: knowledge tags per problem with tags=policy."""
+    tag_max_new_tokens: int = 32
+    """tag_max_new_tokens: reply cap of the tagger with tags=policy (a few tags need ~10-30)."""
+    tags_cache: str = ""
+    """tags_cache: JSONL cache of generated tags (id -> tags); "" = run_dir/tags.jsonl."""
     use_embeddings: bool = False
     """use_embeddings: cluster tag strings with MiniLM + K-Means instead of exact tags."""
     n_clusters: int = 8
@@ -137,6 +149,9 @@ class SAIDPOConfig:
             ("k", self.k >= 2, ">= 2 (a pair needs a correct and an incorrect sample)"),
             ("pairs_per_iteration", self.pairs_per_iteration >= 1, ">= 1"),
             ("pairs_per_problem", self.pairs_per_problem >= 1, ">= 1"),
+            ("tags", self.tags in TAG_SOURCES, f"one of {list(TAG_SOURCES)}"),
+            ("max_tags", self.max_tags >= 1, ">= 1"),
+            ("tag_max_new_tokens", self.tag_max_new_tokens >= 1, ">= 1"),
             ("n_clusters", self.n_clusters >= 1, ">= 1"),
             ("reference", self.reference in REFERENCES, f"one of {list(REFERENCES)}"),
             ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
@@ -209,7 +224,12 @@ def build_pairs(
 
 
 def problem_categories(
-    problems: Sequence[Any], *, use_embeddings: bool = False, n_clusters: int = 8, seed: int = 0
+    problems: Sequence[Any],
+    *,
+    tags: Mapping[str, Sequence[str]] | None = None,
+    use_embeddings: bool = False,
+    n_clusters: int = 8,
+    seed: int = 0,
 ) -> list[str]:
     """Knowledge cluster of each problem, for the strategy's `category`.
 
@@ -218,10 +238,28 @@ def problem_categories(
     together. With embeddings the distinct tag strings are embedded with MiniLM and
     grouped by K-Means into min(n_clusters, #distinct) clusters (SAI-DPO's recipe).
 
+    Args:
+        problems: the pool.
+        tags: `{problem.id: tags}` replacing `MathProblem.tags` (e.g. from
+            `agents.knowledge_tags.tag_problems`); must cover every problem.
+        use_embeddings: cluster the tag strings with MiniLM + K-Means.
+        n_clusters: K-Means clusters (capped at the distinct tag strings).
+        seed: K-Means seed.
+
     Returns:
         One label per problem (`"cluster:<id>"` with embeddings).
     """
-    texts = ["; ".join(p.tags) if p.tags else (p.source or "untagged") for p in problems]
+    if tags is not None:
+        missing = [p.id for p in problems if p.id not in tags]
+        if missing:
+            raise ValueError(
+                f"expected tags for every problem, got none for {len(missing)} "
+                f"(first: {missing[0]!r})"
+            )
+    texts = []
+    for p in problems:
+        ts = p.tags if tags is None else tags[p.id]
+        texts.append("; ".join(ts) if ts else (p.source or "untagged"))
     if not use_embeddings:
         return texts
     from lppo_sampling.clustering import cluster_tags
@@ -271,6 +309,13 @@ class SAIDPOLoop:
             problems, cfg.eval_size, seed=cfg.seed
         )
         self.by_id = {p.id: p for p in self.train_problems}
+        self.policy = policy if policy is not None else load_policy(cfg.model, dtype=cfg.dtype)
+        self.verifier = default_verifier()
+        self.reward_fn = reward_fn if reward_fn is not None else self._verify
+        self.env = MathReasoningEnv(self.train_problems, tokenizer=self.policy.tokenizer)
+        self.backend = HFBackend(self.policy, batch_size=cfg.rollout_batch_size)
+        # knowledge tags -> clusters; generated ones before any update (the initial policy)
+        self.tags = self.knowledge_tags() if cfg.tags == "policy" else None
         self.strategy = make_strategy(
             "saidpo",
             group_size=cfg.k,
@@ -283,16 +328,12 @@ class SAIDPOLoop:
             [p.id for p in self.train_problems],
             category=problem_categories(
                 self.train_problems,
+                tags=self.tags,
                 use_embeddings=cfg.use_embeddings,
                 n_clusters=cfg.n_clusters,
                 seed=cfg.seed,
             ),
         )
-        self.policy = policy if policy is not None else load_policy(cfg.model, dtype=cfg.dtype)
-        self.verifier = default_verifier()
-        self.reward_fn = reward_fn if reward_fn is not None else self._verify
-        self.env = MathReasoningEnv(self.train_problems, tokenizer=self.policy.tokenizer)
-        self.backend = HFBackend(self.policy, batch_size=cfg.rollout_batch_size)
         self.learner = DPOLearner(self.policy, cfg.dpo_config())
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
         self.metrics.truncate_after(-1)
@@ -300,6 +341,28 @@ class SAIDPOLoop:
         self.iteration_count = 0
 
     # ------------------------------------------------------------------ pieces
+    @property
+    def tags_cache(self) -> Path:
+        """Where generated tags are cached (`cfg.tags_cache`, default run_dir/tags.jsonl)."""
+        return Path(self.cfg.tags_cache) if self.cfg.tags_cache else self.run_dir / "tags.jsonl"
+
+    def knowledge_tags(self) -> dict[str, tuple[str, ...]]:
+        """Tags of every training problem by the policy (greedy), through the JSONL cache.
+
+        Only problems missing from the cache are tagged, so this runs once per pool.
+        """
+        from agents.knowledge_tags import tag_problems
+
+        return tag_problems(
+            self.backend,
+            self.train_problems,
+            cache=self.tags_cache,
+            chunk_size=max(self.cfg.rollout_batch_size, 1),
+            max_tags=self.cfg.max_tags,
+            max_new_tokens=self.cfg.tag_max_new_tokens,
+            seed=self.cfg.seed,
+        )
+
     def _verify(self, rollouts: Sequence[Any], problems: Sequence[Any]) -> np.ndarray:
         verdicts = self.verifier.verify_batch(
             [r.full_text for r in rollouts], [p.answer for p in problems]

