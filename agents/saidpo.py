@@ -24,6 +24,13 @@ tag strings are embedded with all-MiniLM-L6-v2 and grouped by K-Means
 (`lppo_sampling.clustering.cluster_tags`), as in the paper; generated tags rarely repeat
 exactly, so they are meant to be used with it.
 
+After every iteration the loop writes an atomic checkpoint to `run_dir/checkpoints/`
+(`agents.checkpoint`: policy, optimizer and DPO shuffling RNG, the reference weights
+unless they equal the policy's, strategy state, RNG states, iteration counter); a new
+`SAIDPOLoop` on the same run_dir resumes from the latest one (`resume=True`) and drops
+the metrics lines of iterations it will redo, so a killed run continued to the end logs
+exactly what an uninterrupted run logs.
+
 CLI: `lppo saidpo --iterations 3 --pairs-per-iteration 16` (see `add_saidpo_parser`).
 """
 
@@ -34,7 +41,9 @@ import ast
 import dataclasses
 import inspect
 import json
+import logging
 import math
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,8 +65,15 @@ __all__ = [
 RewardFn = Callable[[Sequence[Any], Sequence[Any]], np.ndarray]
 """`reward_fn(rollouts, problems) -> (n,) rewards in [0, 1]`, one problem per rollout."""
 
+log = logging.getLogger(__name__)
+
 REFERENCES = ("initial", "previous")
 TAG_SOURCES = ("data", "policy")
+RESUME_FREE_FIELDS = frozenset(
+    {"iterations", "resume", "keep_checkpoints", "save_model", "run_dir", "tags_cache"}
+    | {"eval_before"}
+)
+"""Settings a resumed run may change: they do not alter what an iteration computes."""
 
 
 @dataclass
@@ -136,9 +152,13 @@ class SAIDPOConfig:
     seed: int = 0
     """seed: data split, probes, sampling and pair choice."""
     run_dir: str = "runs/saidpo"
-    """run_dir: output directory (config.json, metrics.jsonl, model/ if save_model)."""
+    """run_dir: output directory (config.json, metrics.jsonl, checkpoints/, model/)."""
     save_model: bool = False
     """save_model: save the final policy to run_dir/model."""
+    resume: bool = True
+    """resume: continue from run_dir's latest checkpoint; --no-resume starts over (deletes it)."""
+    keep_checkpoints: int = 2
+    """keep_checkpoints: newest checkpoints kept in run_dir/checkpoints (one per iteration)."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -157,6 +177,7 @@ class SAIDPOConfig:
             ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
             ("temperature", self.temperature > 0, "> 0 (K greedy samples would be identical)"),
             ("rollout_batch_size", self.rollout_batch_size >= 1, ">= 1"),
+            ("keep_checkpoints", self.keep_checkpoints >= 1, ">= 1"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -276,9 +297,14 @@ def problem_categories(
 class SAIDPOLoop:
     """Runs `SAIDPOConfig`: build, then `run()`; or call `iteration()` yourself.
 
+    With `cfg.resume` and a checkpoint in `run_dir/checkpoints`, the loop continues after
+    the checkpoint's iteration (its settings must match, see `RESUME_FREE_FIELDS`);
+    otherwise it starts over, deleting old checkpoints and metrics of run_dir.
+
     Args:
         cfg: the configuration.
         policy: a ready `Policy` (tests pass the tiny model); default `load_policy(cfg.model)`.
+            When resuming, the checkpoint's weights are loaded into it.
         reward_fn: `reward_fn(rollouts, problems) -> (n,)` rewards in [0, 1]; default the
             math verifier on `rollout.full_text` vs `problem.answer`. Evaluation always
             uses the verifier.
@@ -289,6 +315,7 @@ class SAIDPOLoop:
     ) -> None:
         import torch
 
+        from agents.checkpoint import latest_checkpoint
         from agents.learners.dpo import DPOLearner
         from agents.metrics import MetricsWriter
         from agents.policy import load_policy
@@ -300,6 +327,10 @@ class SAIDPOLoop:
         torch.manual_seed(cfg.seed)
         self.run_dir = Path(cfg.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        resume_from = latest_checkpoint(self.ckpt_root) if cfg.resume else None
+        if resume_from is not None:
+            self._check_resumable(resume_from)
         problems = load_problems(cfg.data, **cfg.data_kwargs)
         if cfg.eval_size >= len(problems):
             raise ValueError(
@@ -309,12 +340,20 @@ class SAIDPOLoop:
             problems, cfg.eval_size, seed=cfg.seed
         )
         self.by_id = {p.id: p for p in self.train_problems}
-        self.policy = policy if policy is not None else load_policy(cfg.model, dtype=cfg.dtype)
+        if resume_from is None:
+            self.policy = policy if policy is not None else load_policy(cfg.model, dtype=cfg.dtype)
+        elif policy is None:
+            self.policy = load_policy(str(resume_from / "model"), dtype=cfg.dtype)
+            self.policy.name = cfg.model
+        else:
+            self.policy = policy
+            _load_weights(policy, resume_from / "model")
         self.verifier = default_verifier()
         self.reward_fn = reward_fn if reward_fn is not None else self._verify
         self.env = MathReasoningEnv(self.train_problems, tokenizer=self.policy.tokenizer)
         self.backend = HFBackend(self.policy, batch_size=cfg.rollout_batch_size)
-        # knowledge tags -> clusters; generated ones before any update (the initial policy)
+        # knowledge tags -> clusters, generated before any update (by the initial policy);
+        # a resumed run reads them from the cache, and its clusters from the checkpoint
         self.tags = self.knowledge_tags() if cfg.tags == "policy" else None
         self.strategy = make_strategy(
             "saidpo",
@@ -334,11 +373,63 @@ class SAIDPOLoop:
                 seed=cfg.seed,
             ),
         )
+        # the reference is a frozen copy of the policy now; a checkpoint's replaces it below
         self.learner = DPOLearner(self.policy, cfg.dpo_config())
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
-        self.metrics.truncate_after(-1)
-        (self.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
         self.iteration_count = 0
+        if resume_from is not None:
+            self._resume(resume_from)
+        else:
+            self.metrics.truncate_after(-1)
+            shutil.rmtree(self.ckpt_root, ignore_errors=True)  # a fresh run's, not another's
+        (self.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _check_resumable(self, ckpt: Path) -> None:
+        """Refuse a checkpoint written with other settings: the run would silently change."""
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        saved = state.get("config", {})
+        now = json.loads(json.dumps(dataclasses.asdict(self.cfg)))
+        diff = sorted(
+            k
+            for k in set(saved) | set(now)
+            if k not in RESUME_FREE_FIELDS and saved.get(k) != now.get(k)
+        )
+        if diff:
+            was = ", ".join(f"{k}={saved.get(k)!r}" for k in diff)
+            got = ", ".join(f"{k}={now.get(k)!r}" for k in diff)
+            raise ValueError(
+                f"expected the settings of the checkpoint {ckpt} to resume from ({was}), got "
+                f"{got}; use the same settings, another run_dir, or --no-resume (starts over)"
+            )
+
+    def _resume(self, ckpt: Path) -> None:
+        """Restore learner, strategy, RNGs and counter; drop metrics lines to be redone."""
+        import torch
+
+        from agents.checkpoint import load_rng_state
+
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        self.learner.load_state_dict(torch.load(ckpt / "learner.pt", weights_only=False))
+        self.strategy.load(ckpt / "sampler.npz")
+        load_rng_state(torch.load(ckpt / "rng.pt", weights_only=False))
+        self.iteration_count = int(state["step"])
+        self.metrics.truncate_after(self.iteration_count, key="iteration")
+        log.info("resumed from %s at iteration %d", ckpt, self.iteration_count)
+
+    def save_checkpoint(self) -> Path:
+        """Write an atomic checkpoint of the current iteration (`run()` does, after each)."""
+        from agents.checkpoint import save_checkpoint
+
+        return save_checkpoint(
+            self.ckpt_root,
+            self.iteration_count,
+            policy=self.policy,
+            learner=_LearnerState(self.learner),
+            strategy=self.strategy,
+            trainer_state={"config": dataclasses.asdict(self.cfg)},
+            keep=self.cfg.keep_checkpoints,
+        )
 
     # ------------------------------------------------------------------ pieces
     @property
@@ -454,7 +545,6 @@ class SAIDPOLoop:
             got = self.sample(missing, seed=cfg.seed * 1_000_003 + 2 * it + 1)
             for i, key in enumerate(missing):
                 fresh[key] = (got["rollouts"][i], got["rewards"][i])
-        record.update(self.strategy.metrics())
         record["select/n_problems"] = float(len(selected))
         record["select/n_sampled"] = float(len(missing))
         record["time/select"] = time.perf_counter() - t0
@@ -489,6 +579,12 @@ class SAIDPOLoop:
         else:
             record["dpo/num_pairs"] = 0.0
         record["time/dpo"] = time.perf_counter() - t0
+        # sampler metrics after `weights`, so they describe this iteration's pairs; without
+        # pairs the weight stats would be an earlier iteration's (and gone after a resume)
+        sampler = self.strategy.metrics()
+        if not triples:
+            sampler = {k: v for k, v in sampler.items() if not k.startswith("sampler/weight_")}
+        record.update(sampler)
 
         # 6. evaluate and log
         record.update(self.evaluate())
@@ -498,30 +594,66 @@ class SAIDPOLoop:
         return record
 
     def run(self) -> dict[str, Any]:
-        """All iterations (plus the iteration-0 evaluation); returns a summary."""
+        """The remaining iterations, each followed by a checkpoint; returns a summary.
+
+        The iteration-0 evaluation runs only on a fresh start. The summary is read back
+        from metrics.jsonl, so a resumed run reports the whole run, not its last part.
+        """
+        from agents.metrics import read_metrics
+
         started = time.perf_counter()
-        first_eval: dict[str, Any] = {}
-        if self.cfg.eval_before and self.eval_problems:
-            first_eval = {"iteration": 0, **self.evaluate()}
-            self.metrics.write(first_eval)
-        last: dict[str, Any] = {}
-        total_pairs = 0.0
+        if self.iteration_count == 0 and self.cfg.eval_before and self.eval_problems:
+            self.metrics.write({"iteration": 0, **self.evaluate()})
         while self.iteration_count < self.cfg.iterations:
-            last = self.iteration()
-            total_pairs += last.get("dpo/num_pairs", 0.0)
+            self.iteration()  # logs first: a crash before the checkpoint redoes the line
+            self.save_checkpoint()
         if self.cfg.save_model:
             out = self.run_dir / "model"
             self.policy.model.save_pretrained(out)
             self.policy.tokenizer.save_pretrained(out)
+        records = read_metrics(self.run_dir / "metrics.jsonl") if self.metrics.path.exists() else []
+        first = next((r for r in records if r.get("iteration") == 0), {})
+        done = [r for r in records if r.get("iteration", 0) >= 1]
         return {
             "iterations": self.iteration_count,
-            "pairs_total": total_pairs,
-            "eval_before": first_eval.get("eval/accuracy"),
-            "eval_after": last.get("eval/accuracy"),
+            "pairs_total": float(sum(r.get("dpo/num_pairs") or 0.0 for r in done)),
+            "eval_before": first.get("eval/accuracy"),
+            "eval_after": done[-1].get("eval/accuracy") if done else None,
             "seconds": time.perf_counter() - started,
             "run_dir": str(self.run_dir),
             "metrics": str(self.run_dir / "metrics.jsonl"),
         }
+
+
+def _load_weights(policy: Any, model_dir: Path) -> None:
+    """Load a checkpoint's weights into `policy.model` in place (callers keep the object)."""
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(model_dir, dtype=policy.model.dtype)
+    policy.model.load_state_dict(saved.state_dict())
+
+
+class _LearnerState:
+    """The DPO learner as `save_checkpoint` stores it, minus a reference equal to the policy.
+
+    They are equal before any update, or after `sync_reference` with no update since; the
+    resumed learner's frozen copy of the loaded policy is then exact, and a model's worth
+    of disk is saved.
+    """
+
+    def __init__(self, learner: Any) -> None:
+        self.learner = learner
+
+    def state_dict(self) -> dict[str, Any]:
+        import torch
+
+        state = self.learner.state_dict()
+        ref = state.get("ref_model")
+        if ref is not None:
+            policy = self.learner.model.state_dict()
+            if ref.keys() == policy.keys() and all(torch.equal(ref[k], policy[k]) for k in ref):
+                del state["ref_model"]
+        return state
 
 
 # --------------------------------------------------------------------------- CLI
