@@ -448,7 +448,7 @@ class SAIDPOLoop:
             self.backend,
             self.train_problems,
             cache=self.tags_cache,
-            chunk_size=max(self.cfg.rollout_batch_size, 1),
+            chunk_size=self.cfg.rollout_batch_size,
             max_tags=self.cfg.max_tags,
             max_new_tokens=self.cfg.tag_max_new_tokens,
             seed=self.cfg.seed,
