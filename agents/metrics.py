@@ -40,11 +40,14 @@ class MetricsWriter:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    def truncate_after(self, step: int) -> None:
-        """Drop lines of steps > `step` (they will be redone after a resume)."""
+    def truncate_after(self, step: int, *, key: str = "step") -> None:
+        """Drop lines whose `key` (the step counter; SAI-DPO logs "iteration") is > `step`.
+
+        Why: a resumed run redoes every step after its checkpoint, so their lines go.
+        """
         if not self.path.exists():
             return
-        keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
+        keep = [r for r in read_metrics(self.path) if r.get(key, 0) <= step]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
         os.replace(tmp, self.path)

