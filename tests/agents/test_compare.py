@@ -316,7 +316,8 @@ def test_learning_efficiency_quick_pipeline_on_the_default_model(tmp_path) -> No
         ("uniform", True),
     ]
     for r in matrix["runs"]:
-        assert r["tokens_generated"] > 0 and [c["step"] for c in r["curve"]] == [0, 1, 2]
+        run = json.loads((results / "runs" / r["run"] / "summary.json").read_text())
+        assert run["tokens_generated"] > 0 and [c["step"] for c in run["curve"]] == [0, 1, 2]
     # the untrained model was evaluated once and shared by both arms
     assert len(list((root / "eval_cache").glob("initial_eval_*.json"))) == 1
     report = (results / "report.md").read_text()
