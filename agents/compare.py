@@ -212,12 +212,12 @@ def summarize_run(
 
 
 def _mean_std(xs: Sequence[float | None]) -> tuple[float | None, float | None, int]:
-    """Mean and sample std (ddof=1; 0 for one value) of the non-None values, and their count."""
+    """Mean and sample std (ddof=1; None for one value: no spread estimate) and the count."""
     v = [float(x) for x in xs if x is not None]
     if not v:
         return None, None, 0
     m = sum(v) / len(v)
-    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else None
     return m, sd, len(v)
 
 
@@ -284,8 +284,8 @@ def _fmt(m: float | None, sd: float | None, *, pct: bool = False, digits: int = 
     if m is None:
         return "–"
     if pct:
-        return f"{100 * m:.{digits}f} ± {100 * (sd or 0):.{digits}f}"
-    return f"{m:.{digits}f} ± {(sd or 0):.{digits}f}"
+        return f"{100 * m:.{digits}f}" + ("" if sd is None else f" ± {100 * sd:.{digits}f}")
+    return f"{m:.{digits}f}" + ("" if sd is None else f" ± {sd:.{digits}f}")
 
 
 def write_summary_md(
@@ -358,7 +358,7 @@ def plot_arm_curves(
             continue
         xs = [c["step" if x == "step" else "tokens"] for c in curve]
         m = [100 * c["mean"] for c in curve]
-        sd = [100 * c["std"] for c in curve]
+        sd = [100 * (c["std"] or 0.0) for c in curve]  # one seed: no band
         style = "-" if learner == "grpo" else "--"
         (line,) = ax.plot(
             xs,
