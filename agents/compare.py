@@ -339,8 +339,9 @@ def plot_arm_curves(
 ) -> Path | None:
     """Held-out accuracy per arm: mean line, band = ± std over seeds; x = step or tokens.
 
-    Incomplete runs are drawn too (the band covers the steps every drawn seed reached), so a
-    running matrix can be looked at; the table, not the figure, is restricted to complete runs.
+    An arm is drawn from its complete seeds, like the table; an arm with none yet is drawn
+    from its running seeds (up to the steps all of them reached, dotted), so a running
+    matrix can be looked at. The legend says which, and how many seeds.
     """
     import matplotlib
 
@@ -353,20 +354,23 @@ def plot_arm_curves(
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     drawn = 0
     for (strategy, learner), runs in sorted(arms.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        curve = mean_curve(runs)
+        done = [r for r in runs if r.get("complete")]
+        curve = mean_curve(done or runs)
         if not curve:
             continue
+        n = curve[-1]["n"]
+        what = f"{n} seed{'s' if n != 1 else ''}" + ("" if done else " running")
         xs = [c["step" if x == "step" else "tokens"] for c in curve]
         m = [100 * c["mean"] for c in curve]
         sd = [100 * (c["std"] or 0.0) for c in curve]  # one seed: no band
-        style = "-" if learner == "grpo" else "--"
+        style = ":" if not done else ("-" if learner == "grpo" else "--")
         (line,) = ax.plot(
             xs,
             m,
             style,
             marker="o" if len(xs) < 30 else None,
             ms=3,
-            label=f"{strategy}/{learner} (n={len(runs)})",
+            label=f"{strategy}/{learner} ({what})",
         )
         ax.fill_between(
             xs,
