@@ -177,6 +177,62 @@ def efficiency_rows(result: dict[str, Any], budget: int) -> list[dict[str, Any]]
     return rows
 
 
+def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per arm, what the strategy actually did during training (complete runs' metrics.jsonl).
+
+    Guided share and pass rates are pooled over all training rollouts of the arm's complete
+    seeds; weights are the per-batch min/max of the sample weights. These explain a verdict:
+    guidance only helps if guided rollouts pass more often than unguided ones.
+    """
+    out = []
+    arms: dict[tuple[str, str], list[str]] = {}
+    for r in result["runs"]:
+        if r["complete"]:
+            arms.setdefault((r["strategy"], r["learner"]), []).append(r["run"])
+    for (strategy, learner), names in arms.items():
+        n_roll = n_guided = guided_pass = unguided_pass = 0.0
+        w_lo, w_hi = float("inf"), float("-inf")
+        for name in names:
+            path = results / "runs" / name / "metrics.jsonl"
+            if not path.is_file():
+                continue
+            for line in path.read_text().splitlines():
+                m = json.loads(line)
+                if "prefix/guided_frac" not in m:
+                    continue  # the step-0 evaluation line
+                k = 1.0  # every step has batch_size × G rollouts
+                g = float(m["prefix/guided_frac"])
+                n_roll += k
+                n_guided += k * g
+                if m.get("rollout/guided_pass_rate") is not None:
+                    guided_pass += k * g * float(m["rollout/guided_pass_rate"])
+                if m.get("rollout/pass_rate") is not None:
+                    unguided_pass += k * (1 - g) * float(m["rollout/pass_rate"])
+                if m.get("batch/weight_min") is not None:
+                    w_lo = min(w_lo, float(m["batch/weight_min"]))
+                    w_hi = max(w_hi, float(m["batch/weight_max"]))
+        if not n_roll:
+            continue
+        out.append(
+            {
+                "strategy": strategy,
+                "learner": learner,
+                "guided_frac": n_guided / n_roll,
+                "guided_pass_rate": guided_pass / n_guided if n_guided else None,
+                "unguided_pass_rate": unguided_pass / (n_roll - n_guided)
+                if n_roll > n_guided
+                else None,
+                "weight_min": w_lo if w_lo != float("inf") else None,
+                "weight_max": w_hi if w_hi != float("-inf") else None,
+            }
+        )
+    return out
+
+
+def _arm_order(strategy: str) -> int:
+    return STRATEGIES.index(strategy) if strategy in STRATEGIES else 99
+
+
 def verdict(rows: list[dict[str, Any]], budget: int) -> list[str]:
     """One honest sentence per learner on the LPPO goal; no verdict without complete arms."""
     lines = []
@@ -292,13 +348,7 @@ def write_report(
         "steps to uniform final | tokens to uniform final | seeds | tokens generated |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(
-        rows,
-        key=lambda r: (
-            r["learner"],
-            STRATEGIES.index(r["strategy"]) if r["strategy"] in STRATEGIES else 99,
-        ),
-    ):
+    for r in sorted(rows, key=lambda r: (r["learner"], _arm_order(r["strategy"]))):
         d = r.get("delta_final_vs_uniform")
         ttt = "–" if r.get("tokens_to_target") is None else f"{r['tokens_to_target']:.0f}"
         tok = "–" if r["tokens"] is None else f"{r['tokens']:.0f}"
@@ -309,6 +359,24 @@ def write_report(
             f"{'' if r['n_complete'] == r['n_runs'] else ' (incomplete)'} | {_pct(r['initial'])} "
             f"| {_pct(r['final'], r['final_std'])} | {_pct(r['best'], r['best_std'])} "
             f"| {dd} | {stt} | {ttt} | {r.get('seeds_reached', '–')}/{r['n_complete']} | {tok} |"
+        )
+    mech = mechanics_rows(results, result)
+    lines += [
+        "",
+        "## What the strategies did during training",
+        "",
+        "Pooled over the training rollouts of each arm's complete seeds (from metrics.jsonl): "
+        "share of rollouts that started from an expert prefix, pass rate of guided and of "
+        "unguided rollouts (%), and the range of per-sample weights.",
+        "",
+        "| learner | strategy | guided rollouts | guided pass | unguided pass | weights |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted(mech, key=lambda r: (r["learner"], _arm_order(r["strategy"]))):
+        w = "–" if r["weight_min"] is None else f"{r['weight_min']:.2f}–{r['weight_max']:.2f}"
+        lines.append(
+            f"| {r['learner']} | {r['strategy']} | {_pct(r['guided_frac'])} "
+            f"| {_pct(r['guided_pass_rate'])} | {_pct(r['unguided_pass_rate'])} | {w} |"
         )
     lines += [
         "",
@@ -348,6 +416,7 @@ def write_report(
                 "runs": len(result["runs"]),
                 "verdict": verdict(rows, budget),
                 "arms": rows,
+                "mechanics": mech,
             },
             indent=2,
         )

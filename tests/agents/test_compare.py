@@ -329,3 +329,37 @@ def test_learning_efficiency_quick_pipeline_on_the_default_model(tmp_path) -> No
     before = (root / "uniform__grpo__s0" / "metrics.jsonl").read_text()
     assert le.main(argv) == 0
     assert (root / "uniform__grpo__s0" / "metrics.jsonl").read_text() == before
+
+
+def test_learning_efficiency_mechanics_pool_guided_and_unguided_rollouts(tmp_path) -> None:
+    """The report's mechanics table pools rollouts of complete seeds; running seeds are left out."""
+    le = _load_benchmark()
+    lines = {
+        "lppo__grpo__s0": [
+            {"step": 0, "eval/accuracy": 0.1},
+            {"step": 1, "prefix/guided_frac": 0.5, "rollout/guided_pass_rate": 0.0,
+             "rollout/pass_rate": 0.5, "batch/weight_min": 0.8, "batch/weight_max": 1.0},
+            {"step": 2, "prefix/guided_frac": 0.0, "rollout/guided_pass_rate": None,
+             "rollout/pass_rate": 0.25, "batch/weight_min": 1.0, "batch/weight_max": 1.3},
+        ],
+        "lppo__grpo__s1": [  # not complete: ignored
+            {"step": 1, "prefix/guided_frac": 1.0, "rollout/guided_pass_rate": 1.0,
+             "rollout/pass_rate": None, "batch/weight_min": 0.1, "batch/weight_max": 9.0},
+        ],
+    }
+    for name, rows in lines.items():
+        d = tmp_path / "runs" / name
+        d.mkdir(parents=True)
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = {
+        "runs": [
+            {"run": "lppo__grpo__s0", "strategy": "lppo", "learner": "grpo", "complete": True},
+            {"run": "lppo__grpo__s1", "strategy": "lppo", "learner": "grpo", "complete": False},
+        ]
+    }
+    (row,) = le.mechanics_rows(tmp_path, result)
+    assert row["guided_frac"] == pytest.approx(0.25)  # 2 steps, half guided then none
+    assert row["guided_pass_rate"] == pytest.approx(0.0)
+    # unguided rollouts: 0.5 of step 1 at 0.5, all of step 2 at 0.25 -> (0.25 + 0.25) / 1.5
+    assert row["unguided_pass_rate"] == pytest.approx(1 / 3)
+    assert (row["weight_min"], row["weight_max"]) == (0.8, 1.3)
