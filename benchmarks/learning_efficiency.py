@@ -229,6 +229,24 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
     return out
 
 
+def mechanics_notes(mech: list[dict[str, Any]]) -> list[str]:
+    """One generated sentence per guided arm: did expert prefixes make rollouts pass?"""
+    notes = []
+    for r in sorted(mech, key=lambda r: (r["learner"], _arm_order(r["strategy"]))):
+        gp, up = r["guided_pass_rate"], r["unguided_pass_rate"]
+        if not r["guided_frac"] or gp is None or up is None:
+            continue
+        cmp = "more" if gp > up else "less" if gp < up else "as"
+        notes.append(
+            f"- {r['strategy']}/{r['learner']}: {_pct(r['guided_frac'])}% of the training "
+            f"rollouts started from an expert prefix; they passed {_pct(gp)}% vs "
+            f"{_pct(up)}% for unguided rollouts ({cmp} often"
+            + (" than" if cmp != "as" else " as")
+            + " unguided ones)."
+        )
+    return notes
+
+
 def _arm_order(strategy: str) -> int:
     return STRATEGIES.index(strategy) if strategy in STRATEGIES else 99
 
@@ -297,6 +315,7 @@ def write_report(
     """report.md from the copied summaries (every number below comes from metrics.jsonl)."""
     budget = int(protocol["config"]["steps"])
     rows = efficiency_rows(result, budget)
+    mech = mechanics_rows(results, result)
     cfg = protocol["config"]
     lines = [
         "# Learning efficiency: LPPO vs uniform and ablations"
@@ -337,6 +356,7 @@ def write_report(
             else []
         ),
         *verdict(rows, budget),
+        *mechanics_notes(mech),
         "",
         "## Final held-out accuracy and steps to reach uniform's final accuracy",
         "",
@@ -360,7 +380,6 @@ def write_report(
             f"| {_pct(r['final'], r['final_std'])} | {_pct(r['best'], r['best_std'])} "
             f"| {dd} | {stt} | {ttt} | {r.get('seeds_reached', '–')}/{r['n_complete']} | {tok} |"
         )
-    mech = mechanics_rows(results, result)
     lines += [
         "",
         "## What the strategies did during training",
@@ -417,6 +436,7 @@ def write_report(
                 "verdict": verdict(rows, budget),
                 "arms": rows,
                 "mechanics": mech,
+                "notes": mechanics_notes(mech),
             },
             indent=2,
         )

@@ -134,6 +134,7 @@ def evidence_section() -> str:
         "std over complete seeds):",
         "",
         *d["verdict"],
+        *d.get("notes", []),
         "",
         "| learner | strategy | complete seeds | initial | final | best | steps to uniform final |",
         "|---|---|---|---|---|---|---|",

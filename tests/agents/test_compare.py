@@ -363,3 +363,6 @@ def test_learning_efficiency_mechanics_pool_guided_and_unguided_rollouts(tmp_pat
     # unguided rollouts: 0.5 of step 1 at 0.5, all of step 2 at 0.25 -> (0.25 + 0.25) / 1.5
     assert row["unguided_pass_rate"] == pytest.approx(1 / 3)
     assert (row["weight_min"], row["weight_max"]) == (0.8, 1.3)
+    (note,) = le.mechanics_notes([row])
+    assert "25.0% of the training rollouts" in note and "passed 0.0% vs 33.3%" in note
+    assert "less often than unguided" in note
