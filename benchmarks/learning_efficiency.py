@@ -460,6 +460,39 @@ def copy_results(result: dict[str, Any], runs_root: Path, results: Path) -> None
                 shutil.copy2(src / f, dst / f)
 
 
+# Fields that may differ between a committed run and the matrix that would redo it.
+_LOCAL_FIELDS = ("run_dir", "progress", "eval_cache", "resume")
+
+
+def restore_complete_runs(specs: list[Any], runs_root: Path, results: Path) -> list[str]:
+    """Seed `runs_root` with the complete runs already committed under `results/runs`.
+
+    Run directories are not committed (checkpoints are GBs), so on a fresh clone the matrix
+    would redo finished runs. A committed run is restored (metrics.jsonl, config.json,
+    summary.json) only if `runs_root` has nothing for it, it is complete, and its config
+    equals the spec's on every field but local paths; it is then skipped, not retrained.
+    """
+    from agents.compare import summarize_run
+
+    restored = []
+    for spec in specs:
+        src, dst = results / "runs" / spec.name, runs_root / spec.name
+        if (dst / "metrics.jsonl").exists() or not (src / "config.json").is_file():
+            continue
+        saved = json.loads((src / "config.json").read_text())
+        want = spec.cfg.to_dict()
+        if any(saved.get(k) != v for k, v in want.items() if k not in _LOCAL_FIELDS):
+            continue
+        if not summarize_run(src, target_steps=spec.cfg.steps)["complete"]:
+            continue
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in ("metrics.jsonl", "config.json", "summary.json"):
+            if (src / f).is_file():
+                shutil.copy2(src / f, dst / f)
+        restored.append(spec.name)
+    return restored
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run (or resume) the matrix, summarise it, copy results, write the report."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -535,6 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     protocol_path.write_text(json.dumps(protocol, indent=2) + "\n")
 
     t0 = time.time()
+    restored = restore_complete_runs(specs, runs_root, results)
+    if restored:
+        print(f"restored {len(restored)} complete run(s) from {results / 'runs'}", flush=True)
     if not args.report:
         run_matrix(
             specs,

@@ -366,3 +366,28 @@ def test_learning_efficiency_mechanics_pool_guided_and_unguided_rollouts(tmp_pat
     (note,) = le.mechanics_notes([row])
     assert "25.0% of the training rollouts" in note and "passed 0.0% vs 33.3%" in note
     assert "less often than unguided" in note
+
+
+def test_learning_efficiency_restores_committed_complete_runs(tmp_path) -> None:
+    """A fresh clone resumes the matrix from the committed results instead of retraining."""
+    le = _load_benchmark()
+    base = TrainConfig(steps=2, eval_size=4, eval_every=1, data_kwargs={"size": 40})
+    specs = build_matrix(base, ["uniform", "lppo"], ["grpo"], [0], tmp_path / "runs")
+    results = tmp_path / "results"
+    accs = {0: 0.1, 1: 0.2, 2: 0.3}
+    complete = _fake_run(results / "runs", "uniform", "grpo", 0, accs, 2)
+    (complete / "config.json").write_text(json.dumps(specs[0].cfg.to_dict()))
+    partial = _fake_run(results / "runs", "lppo", "grpo", 0, {0: 0.1, 1: 0.2}, 2)
+    (partial / "config.json").write_text(json.dumps(specs[1].cfg.to_dict()))
+
+    assert le.restore_complete_runs(specs, tmp_path / "runs", results) == ["uniform__grpo__s0"]
+    assert summarize_run(specs[0].run_dir, target_steps=2)["complete"]
+    assert not (specs[1].run_dir / "metrics.jsonl").exists()  # incomplete: trained again
+    # a run of another protocol (here: another lr) is never restored
+    other = build_matrix(TrainConfig(**{**base.to_dict(), "lr": 1.0}), ["uniform"], ["grpo"],
+                         [0], tmp_path / "runs2")
+    assert le.restore_complete_runs(other, tmp_path / "runs2", results) == []
+    # nothing is overwritten where runs_root already has the run
+    (specs[0].run_dir / "metrics.jsonl").write_text("")
+    assert le.restore_complete_runs(specs, tmp_path / "runs", results) == []
+    assert (specs[0].run_dir / "metrics.jsonl").read_text() == ""
