@@ -30,7 +30,7 @@ import numpy as np
 
 from agents.config import ConfigError, TrainConfig
 
-__all__ = ["Trainer", "StepOutput", "preflight"]
+__all__ = ["Trainer", "StepOutput", "guidance_metrics", "preflight"]
 
 log = logging.getLogger("lppo")
 
@@ -97,6 +97,32 @@ class StepOutput:
     rewards: np.ndarray
     guided: np.ndarray
     rollouts: list = field(repr=False, default_factory=list)
+
+
+def guidance_metrics(rewards: np.ndarray, guided: np.ndarray) -> dict[str, float | None]:
+    """Pass rates of unguided rollouts, guided rollouts and their paired control.
+
+    Only samples the policy is stuck on get guided, so comparing guided rollouts with all
+    unguided ones is biased against guidance. The paired control is the unguided rollouts
+    of the very groups that had a guided rollout: same samples, same step, no prefix.
+
+    Args:
+        rewards: (n, G) rollout rewards in [0, 1].
+        guided: (n, G) bool, rollouts that started from an expert prefix.
+    """
+    rewards, guided = np.asarray(rewards, np.float64), np.asarray(guided, bool)
+    unguided = ~guided
+    control = unguided & guided.any(axis=1, keepdims=True)
+
+    def mean(mask: np.ndarray) -> float | None:
+        return float(rewards[mask].mean()) if mask.any() else None
+
+    return {
+        "rollout/pass_rate": mean(unguided),
+        "rollout/guided_pass_rate": mean(guided),
+        "rollout/guided_control_pass_rate": mean(control),
+        "prefix/control_frac": float(control.mean()) if control.size else 0.0,
+    }
 
 
 def _seed_everything(seed: int) -> None:
@@ -313,14 +339,12 @@ class Trainer:
         self.step_count = step
         n_tokens = sum(len(r.response_ids) for r in rollouts)
         self.tokens_generated += n_tokens
-        unguided = ~guided
         group_std = rewards.std(axis=1)
         prefix_tokens = [len(r.prefix_ids) for r in rollouts if r.prefix_ids]
         metrics = {
             "step": step,
             "rollout/reward_mean": float(rewards.mean()),
-            "rollout/pass_rate": float(rewards[unguided].mean()) if unguided.any() else None,
-            "rollout/guided_pass_rate": float(rewards[guided].mean()) if guided.any() else None,
+            **guidance_metrics(rewards, guided),
             "rollout/frac_zero_std": float((group_std == 0).mean()),
             "rollout/response_len_mean": float(lengths.mean()),
             "rollout/truncated_frac": float(

@@ -182,7 +182,8 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
 
     Guided share and pass rates are pooled over all training rollouts of the arm's complete
     seeds; weights are the per-batch min/max of the sample weights. These explain a verdict:
-    guidance only helps if guided rollouts pass more often than unguided ones.
+    guidance only helps if guided rollouts pass more often than the unguided rollouts of the
+    same stuck samples (the paired control; runs logged before it existed have none).
     """
     out = []
     arms: dict[tuple[str, str], list[str]] = {}
@@ -190,7 +191,8 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
         if r["complete"]:
             arms.setdefault((r["strategy"], r["learner"]), []).append(r["run"])
     for (strategy, learner), names in arms.items():
-        n_roll = n_guided = guided_pass = unguided_pass = 0.0
+        n_roll = n_guided = guided_pass = unguided_pass = n_control = control_pass = 0.0
+        control_missing = False
         w_lo, w_hi = float("inf"), float("-inf")
         for name in names:
             path = results / "runs" / name / "metrics.jsonl"
@@ -206,6 +208,12 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
                 n_guided += k * g
                 if m.get("rollout/guided_pass_rate") is not None:
                     guided_pass += k * g * float(m["rollout/guided_pass_rate"])
+                if g and "prefix/control_frac" not in m:
+                    control_missing = True
+                c = float(m.get("prefix/control_frac") or 0.0)
+                n_control += k * c
+                if m.get("rollout/guided_control_pass_rate") is not None:
+                    control_pass += k * c * float(m["rollout/guided_control_pass_rate"])
                 if m.get("rollout/pass_rate") is not None:
                     unguided_pass += k * (1 - g) * float(m["rollout/pass_rate"])
                 if m.get("batch/weight_min") is not None:
@@ -222,6 +230,9 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
                 "unguided_pass_rate": unguided_pass / (n_roll - n_guided)
                 if n_roll > n_guided
                 else None,
+                "control_pass_rate": control_pass / n_control
+                if n_control and not control_missing
+                else None,
                 "weight_min": w_lo if w_lo != float("inf") else None,
                 "weight_max": w_hi if w_hi != float("-inf") else None,
             }
@@ -236,13 +247,24 @@ def mechanics_notes(mech: list[dict[str, Any]]) -> list[str]:
         gp, up = r["guided_pass_rate"], r["unguided_pass_rate"]
         if not r["guided_frac"] or gp is None or up is None:
             continue
-        cmp = "more" if gp > up else "less" if gp < up else "as"
-        notes.append(
+        head = (
             f"- {r['strategy']}/{r['learner']}: {_pct(r['guided_frac'])}% of the training "
-            f"rollouts started from an expert prefix; they passed {_pct(gp)}% vs "
-            f"{_pct(up)}% for unguided rollouts ({cmp} often"
+            f"rollouts started from an expert prefix; they passed {_pct(gp)}%"
+        )
+        cp = r.get("control_pass_rate")
+        if cp is None:
+            notes.append(
+                head + f", all unguided rollouts {_pct(up)}% (no paired control logged: "
+                "guided samples are the stuck ones, so this comparison is biased against "
+                "guidance)."
+            )
+            continue
+        cmp = "more" if gp > cp else "less" if gp < cp else "as"
+        notes.append(
+            head + f" vs {_pct(cp)}% for the unguided rollouts of the same samples at the same "
+            f"step (paired control), so the prefix made them pass {cmp} often"
             + (" than" if cmp != "as" else " as")
-            + " unguided ones)."
+            + f" without it; all unguided rollouts: {_pct(up)}%."
         )
     return notes
 
@@ -385,17 +407,20 @@ def write_report(
         "## What the strategies did during training",
         "",
         "Pooled over the training rollouts of each arm's complete seeds (from metrics.jsonl): "
-        "share of rollouts that started from an expert prefix, pass rate of guided and of "
-        "unguided rollouts (%), and the range of per-sample weights.",
+        "share of rollouts that started from an expert prefix, pass rate of guided rollouts, "
+        "of their paired control (the unguided rollouts of the same samples at the same step) "
+        "and of all unguided rollouts (%), and the range of per-sample weights.",
         "",
-        "| learner | strategy | guided rollouts | guided pass | unguided pass | weights |",
-        "|---|---|---|---|---|---|",
+        "| learner | strategy | guided rollouts | guided pass | paired control pass "
+        "| unguided pass | weights |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in sorted(mech, key=lambda r: (r["learner"], _arm_order(r["strategy"]))):
         w = "–" if r["weight_min"] is None else f"{r['weight_min']:.2f}–{r['weight_max']:.2f}"
         lines.append(
             f"| {r['learner']} | {r['strategy']} | {_pct(r['guided_frac'])} "
-            f"| {_pct(r['guided_pass_rate'])} | {_pct(r['unguided_pass_rate'])} | {w} |"
+            f"| {_pct(r['guided_pass_rate'])} | {_pct(r.get('control_pass_rate'))} "
+            f"| {_pct(r['unguided_pass_rate'])} | {w} |"
         )
     lines += [
         "",

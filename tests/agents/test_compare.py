@@ -364,8 +364,38 @@ def test_learning_efficiency_mechanics_pool_guided_and_unguided_rollouts(tmp_pat
     assert row["unguided_pass_rate"] == pytest.approx(1 / 3)
     assert (row["weight_min"], row["weight_max"]) == (0.8, 1.3)
     (note,) = le.mechanics_notes([row])
-    assert "25.0% of the training rollouts" in note and "passed 0.0% vs 33.3%" in note
-    assert "less often than unguided" in note
+    assert "25.0% of the training rollouts" in note and "passed 0.0%" in note
+    assert row["control_pass_rate"] is None  # logged before the paired control existed
+    assert "all unguided rollouts 33.3%" in note and "no paired control" in note
+
+
+def test_learning_efficiency_mechanics_compare_guided_with_their_paired_control(tmp_path) -> None:
+    """Guided rollouts are judged against the unguided rollouts of the same groups."""
+    le = _load_benchmark()
+    rows = [
+        {"step": 1, "prefix/guided_frac": 0.25, "prefix/control_frac": 0.25,
+         "rollout/guided_pass_rate": 0.5, "rollout/guided_control_pass_rate": 0.0,
+         "rollout/pass_rate": 0.6},
+        {"step": 2, "prefix/guided_frac": 0.5, "prefix/control_frac": 0.5,
+         "rollout/guided_pass_rate": 0.25, "rollout/guided_control_pass_rate": 0.5,
+         "rollout/pass_rate": 0.8},
+    ]
+    d = tmp_path / "runs" / "lppo__grpo__s0"
+    d.mkdir(parents=True)
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = {"runs": [{"run": "lppo__grpo__s0", "strategy": "lppo", "learner": "grpo",
+                        "complete": True}]}
+    (row,) = le.mechanics_rows(tmp_path, result)
+    # guided: (0.25 * 0.5 + 0.5 * 0.25) / 0.75; control: (0.25 * 0 + 0.5 * 0.5) / 0.75
+    assert row["guided_pass_rate"] == pytest.approx(1 / 3)
+    assert row["control_pass_rate"] == pytest.approx(1 / 3)
+    rows[1]["rollout/guided_control_pass_rate"] = 0.0
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (row,) = le.mechanics_rows(tmp_path, result)
+    assert row["control_pass_rate"] == pytest.approx(0.0)
+    (note,) = le.mechanics_notes([row])
+    assert "passed 33.3% vs 0.0% for the unguided rollouts of the same samples" in note
+    assert "pass more often than without it" in note
 
 
 def test_learning_efficiency_restores_committed_complete_runs(tmp_path) -> None:

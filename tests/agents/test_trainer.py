@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.numpy import load_file
 
 from agents.cli import main
 from agents.config import ConfigError, TrainConfig
-from agents.trainer import Trainer
+from agents.trainer import Trainer, guidance_metrics
 from lppo_sampling import make_strategy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,6 +74,7 @@ def test_trainer_writes_metrics_plot_and_checkpoint(tiny_dir, tmp_path) -> None:
     step = rows[1]
     for key in ("rollout/reward_mean", "rollout/tokens_total", "sampler/pool_size",
                 "batch/weight_mean", "prefix/guided_frac", "time/generate", "time/update",
+                "rollout/guided_control_pass_rate", "prefix/control_frac",
                 "loss/policy"):
         assert key in step, key
     assert rows[3]["rollout/tokens_total"] > rows[1]["rollout/tokens_total"] > 0
@@ -265,3 +268,26 @@ def test_main_job_on_the_real_default_model(tmp_path) -> None:
     assert rows[-1]["rollout/tokens_total"] > 0
     assert (run / "learning_curve.png").exists()
     assert (run / "checkpoints" / "step-000002" / "model" / "model.safetensors").exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 6).flatmap(lambda g: st.tuples(
+    st.lists(st.lists(st.sampled_from([0.0, 1.0]), min_size=g, max_size=g), min_size=1, max_size=6),
+    st.lists(st.lists(st.booleans(), min_size=g, max_size=g), min_size=1, max_size=6),
+)))
+def test_guidance_metrics_pair_guided_rollouts_with_their_own_groups(data) -> None:
+    rewards, guided = data
+    n = min(len(rewards), len(guided))
+    r, g = np.array(rewards[:n]), np.array(guided[:n])
+    m = guidance_metrics(r, g)
+    # Brute force over groups: the control is the unguided rollouts of groups with a guided one.
+    control = [r[i, j] for i in range(n) if g[i].any() for j in range(r.shape[1]) if not g[i, j]]
+    unguided = [r[i, j] for i in range(n) for j in range(r.shape[1]) if not g[i, j]]
+    guided_r = r[g].tolist()
+    for key, xs in (("rollout/guided_control_pass_rate", control),
+                    ("rollout/pass_rate", unguided), ("rollout/guided_pass_rate", guided_r)):
+        assert m[key] == (pytest.approx(np.mean(xs)) if xs else None), key
+    assert m["prefix/control_frac"] == pytest.approx(len(control) / r.size)
+    # A group with no guided rollout never enters the control, whatever its rewards.
+    if not g.any():
+        assert m["rollout/guided_control_pass_rate"] is None
