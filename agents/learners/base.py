@@ -23,8 +23,10 @@ from agents.batch import TrainBatch
 from agents.core_algos import (
     KL_ESTIMATORS,
     LOSS_AGG_MODES,
+    compute_token_level_rewards,
     get_adv_estimator_fn,
     get_policy_loss_fn,
+    kl_penalty,
 )
 from agents.learners.logprobs import micro_batches, token_logprobs
 
@@ -313,6 +315,33 @@ def no_grad_token_logprobs(
     finally:
         model.train(was_training)
     return logprobs, values
+
+
+def reference_and_token_rewards(
+    ref_model: nn.Module | None,
+    batch: TrainBatch,
+    old_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: LearnerConfig,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Reference log-probs (None without a reference model) and token-level rewards.
+
+    Why one place: every policy-gradient learner folds the per-token KL to the reference
+    into the reward the same way when `use_kl_in_reward` (REINFORCE++, classic PPO);
+    otherwise the rewards are the outcome score on the last response token.
+    """
+    ref_logprobs = None
+    if ref_model is not None:
+        ref_logprobs, _ = no_grad_token_logprobs(
+            ref_model, batch, token_budget=cfg.token_budget, temperature=cfg.temperature
+        )
+    kl_in_reward = None
+    if ref_logprobs is not None and cfg.use_kl_in_reward:
+        kl_in_reward = kl_penalty(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask
+    token_level_rewards = compute_token_level_rewards(
+        batch.rewards, mask, kl=kl_in_reward, kl_coef=cfg.kl_coef
+    )
+    return ref_logprobs, token_level_rewards
 
 
 def minibatches(n: int, num_minibatches: int, generator: torch.Generator) -> Iterator[torch.Tensor]:

@@ -27,7 +27,6 @@ import torch
 from agents.batch import TrainBatch
 from agents.core_algos import (
     agg_loss,
-    compute_token_level_rewards,
     get_adv_estimator_fn,
     get_policy_loss_fn,
     kl_penalty,
@@ -38,6 +37,7 @@ from agents.learners.base import (
     build_optimizer,
     init_policy_learner,
     no_grad_token_logprobs,
+    reference_and_token_rewards,
     register_learner,
     rollout_metrics,
     run_policy_epochs,
@@ -99,25 +99,16 @@ class GRPOLearner:
         if cfg.normalize_weights:
             weights = weights / weights.mean().clamp(min=1e-8)
 
-        # 1. log-probs under the old (= current) policy and the reference
+        # 1-2. log-probs under the old (= current) policy and the reference; token-level
+        # rewards, with the KL penalty folded in when requested
         if cfg.recompute_old_logprobs:
             old_logprobs, _ = no_grad_token_logprobs(
                 self.model, batch, token_budget=cfg.token_budget, temperature=cfg.temperature
             )
         else:
             old_logprobs = batch.old_logprobs
-        ref_logprobs = None
-        if self.ref_model is not None:
-            ref_logprobs, _ = no_grad_token_logprobs(
-                self.ref_model, batch, token_budget=cfg.token_budget, temperature=cfg.temperature
-            )
-
-        # 2. token-level rewards, with the KL penalty folded in when requested
-        kl_in_reward = None
-        if ref_logprobs is not None and cfg.use_kl_in_reward:
-            kl_in_reward = kl_penalty(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask
-        token_level_rewards = compute_token_level_rewards(
-            batch.rewards, mask, kl=kl_in_reward, kl_coef=cfg.kl_coef
+        ref_logprobs, token_level_rewards = reference_and_token_rewards(
+            self.ref_model, batch, old_logprobs, mask, cfg
         )
 
         # 3. advantages, scaled per sample by the sampler's weights

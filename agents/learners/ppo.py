@@ -28,7 +28,6 @@ from torch import nn
 from agents.batch import TrainBatch
 from agents.core_algos import (
     agg_loss,
-    compute_token_level_rewards,
     compute_value_loss,
     explained_variance,
     get_adv_estimator_fn,
@@ -41,6 +40,7 @@ from agents.learners.base import (
     build_optimizer,
     init_policy_learner,
     no_grad_token_logprobs,
+    reference_and_token_rewards,
     register_learner,
     rollout_metrics,
     run_policy_epochs,
@@ -152,7 +152,7 @@ class PPOLearner:
         if cfg.normalize_weights:
             weights = weights / weights.mean().clamp(min=1e-8)
 
-        # 1. old log-probs and values; reference log-probs
+        # 1-2. old log-probs and values; reference log-probs and token-level rewards
         logprobs_now, old_values = no_grad_token_logprobs(
             self.model,
             batch,
@@ -163,18 +163,8 @@ class PPOLearner:
         old_logprobs = logprobs_now if cfg.recompute_old_logprobs else batch.old_logprobs
         assert old_values is not None  # a value head was given
         old_values = old_values * mask
-        ref_logprobs = None
-        if self.ref_model is not None:
-            ref_logprobs, _ = no_grad_token_logprobs(
-                self.ref_model, batch, token_budget=cfg.token_budget, temperature=cfg.temperature
-            )
-
-        # 2. token-level rewards with the KL penalty
-        kl_in_reward = None
-        if ref_logprobs is not None and cfg.use_kl_in_reward:
-            kl_in_reward = kl_penalty(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask
-        token_level_rewards = compute_token_level_rewards(
-            batch.rewards, mask, kl=kl_in_reward, kl_coef=cfg.kl_coef
+        ref_logprobs, token_level_rewards = reference_and_token_rewards(
+            self.ref_model, batch, old_logprobs, mask, cfg
         )
 
         # 3. GAE advantages and returns; weights scale the policy term only
