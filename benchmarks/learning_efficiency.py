@@ -273,6 +273,33 @@ def _arm_order(strategy: str) -> int:
     return STRATEGIES.index(strategy) if strategy in STRATEGIES else 99
 
 
+def ablation_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Per learner, each non-uniform arm's final accuracy minus uniform's, with its seeds.
+
+    Why: when LPPO loses or wins, its two components run alone say which one did it.
+    Only arms with complete seeds are listed, and only next to a complete uniform arm.
+    """
+    lines = []
+    for learner in sorted({r["learner"] for r in rows}):
+        arms = sorted(
+            (r for r in rows if r["learner"] == learner and r["strategy"] != "uniform"),
+            key=lambda r: _arm_order(r["strategy"]),
+        )
+        parts = [
+            f"{r['strategy']} {100 * r['delta_final_vs_uniform']:+.1f}"
+            + (f" ± {100 * r['final_std']:.1f}" if r["final_std"] is not None else "")
+            + f" ({r['n_complete']}/{r['n_runs']} seeds)"
+            for r in arms
+            if r.get("delta_final_vs_uniform") is not None and r["n_complete"]
+        ]
+        if len(parts) > 1:  # LPPO alone is already in the verdict
+            lines.append(
+                f"- {learner}, final accuracy minus uniform's (points; ± = std of the arm over "
+                f"seeds): {'; '.join(parts)}."
+            )
+    return lines
+
+
 def verdict(rows: list[dict[str, Any]], budget: int) -> list[str]:
     """One honest sentence per learner on the LPPO goal; no verdict without complete arms."""
     lines = []
@@ -378,6 +405,7 @@ def write_report(
             else []
         ),
         *verdict(rows, budget),
+        *ablation_lines(rows),
         *mechanics_notes(mech),
         "",
         "## Final held-out accuracy and steps to reach uniform's final accuracy",
@@ -458,7 +486,7 @@ def write_report(
                 "budget_steps": budget,
                 "complete_runs": sum(r["complete"] for r in result["runs"]),
                 "runs": len(result["runs"]),
-                "verdict": verdict(rows, budget),
+                "verdict": verdict(rows, budget) + ablation_lines(rows),
                 "arms": rows,
                 "mechanics": mech,
                 "notes": mechanics_notes(mech),

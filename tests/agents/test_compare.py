@@ -331,6 +331,26 @@ def test_learning_efficiency_quick_pipeline_on_the_default_model(tmp_path) -> No
     assert (root / "uniform__grpo__s0" / "metrics.jsonl").read_text() == before
 
 
+def test_learning_efficiency_ablation_lines_list_complete_arms_against_uniform() -> None:
+    """Each component's delta to uniform is reported, in arm order, only when measured."""
+    le = _load_benchmark()
+
+    def row(strategy, learner, delta, n, std=0.01):
+        return {"strategy": strategy, "learner": learner, "n_complete": n, "n_runs": 3,
+                "final_std": std if n > 1 else None,
+                "delta_final_vs_uniform": delta if n else None}
+
+    rows = [row("uniform", "grpo", 0.0, 3), row("prefix_guidance", "grpo", -0.05, 3),
+            row("lppo", "grpo", -0.038, 3), row("lp_weighting", "grpo", -0.013, 1),
+            row("uniform", "reinforce_plus_plus", 0.0, 3),
+            row("lppo", "reinforce_plus_plus", 0.02, 3),
+            row("lp_weighting", "reinforce_plus_plus", None, 0)]
+    (line,) = le.ablation_lines(rows)  # REINFORCE++ has LPPO only: nothing beyond the verdict
+    assert line.startswith("- grpo,")
+    assert ("lppo -3.8 ± 1.0 (3/3 seeds); lp_weighting -1.3 (1/3 seeds); "
+            "prefix_guidance -5.0 ± 1.0 (3/3 seeds).") in line
+
+
 def test_learning_efficiency_mechanics_pool_guided_and_unguided_rollouts(tmp_path) -> None:
     """The report's mechanics table pools rollouts of complete seeds; running seeds are left out."""
     le = _load_benchmark()
