@@ -183,7 +183,9 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
     Guided share and pass rates are pooled over all training rollouts of the arm's complete
     seeds; weights are the per-batch min/max of the sample weights. These explain a verdict:
     guidance only helps if guided rollouts pass more often than the unguided rollouts of the
-    same stuck samples (the paired control; runs logged before it existed have none).
+    same stuck samples (the paired control). Runs logged before the control existed have
+    none, so the paired comparison pools only the steps that logged it (`paired_seeds` =
+    seeds with such steps).
     """
     out = []
     arms: dict[tuple[str, str], list[str]] = {}
@@ -191,14 +193,18 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
         if r["complete"]:
             arms.setdefault((r["strategy"], r["learner"]), []).append(r["run"])
     for (strategy, learner), names in arms.items():
-        n_roll = n_guided = guided_pass = unguided_pass = n_control = control_pass = 0.0
-        control_missing = False
+        n_roll = n_guided = guided_pass = unguided_pass = 0.0
+        n_control = control_pass = n_paired = paired_pass = 0.0
+        paired_seeds = 0
         w_lo, w_hi = float("inf"), float("-inf")
         for name in names:
             path = results / "runs" / name / "metrics.jsonl"
             if not path.is_file():
                 continue
-            for line in path.read_text().splitlines():
+            lines = path.read_text().splitlines()
+            paired = any("prefix/control_frac" in json.loads(x) for x in lines)
+            paired_seeds += paired
+            for line in lines:
                 m = json.loads(line)
                 if "prefix/guided_frac" not in m:
                     continue  # the step-0 evaluation line
@@ -208,8 +214,9 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
                 n_guided += k * g
                 if m.get("rollout/guided_pass_rate") is not None:
                     guided_pass += k * g * float(m["rollout/guided_pass_rate"])
-                if g and "prefix/control_frac" not in m:
-                    control_missing = True
+                    if "prefix/control_frac" in m:  # pair step by step
+                        n_paired += k * g
+                        paired_pass += k * g * float(m["rollout/guided_pass_rate"])
                 c = float(m.get("prefix/control_frac") or 0.0)
                 n_control += k * c
                 if m.get("rollout/guided_control_pass_rate") is not None:
@@ -225,14 +232,15 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
             {
                 "strategy": strategy,
                 "learner": learner,
+                "n_seeds": len(names),
                 "guided_frac": n_guided / n_roll,
                 "guided_pass_rate": guided_pass / n_guided if n_guided else None,
                 "unguided_pass_rate": unguided_pass / (n_roll - n_guided)
                 if n_roll > n_guided
                 else None,
-                "control_pass_rate": control_pass / n_control
-                if n_control and not control_missing
-                else None,
+                "paired_seeds": paired_seeds,
+                "paired_guided_pass_rate": paired_pass / n_paired if n_paired else None,
+                "control_pass_rate": control_pass / n_control if n_control else None,
                 "weight_min": w_lo if w_lo != float("inf") else None,
                 "weight_max": w_hi if w_hi != float("-inf") else None,
             }
@@ -251,18 +259,25 @@ def mechanics_notes(mech: list[dict[str, Any]]) -> list[str]:
             f"- {r['strategy']}/{r['learner']}: {_pct(r['guided_frac'])}% of the training "
             f"rollouts started from an expert prefix; they passed {_pct(gp)}%"
         )
-        cp = r.get("control_pass_rate")
-        if cp is None:
+        cp, pg = r.get("control_pass_rate"), r.get("paired_guided_pass_rate")
+        if cp is None or pg is None:
             notes.append(
                 head + f", all unguided rollouts {_pct(up)}% (no paired control logged: "
                 "guided samples are the stuck ones, so this comparison is biased against "
                 "guidance)."
             )
             continue
-        cmp = "more" if gp > cp else "less" if gp < cp else "as"
+        cmp = "more" if pg > cp else "less" if pg < cp else "as"
+        n_seeds = r.get("n_seeds")
+        where = (
+            ""
+            if n_seeds is not None and r["paired_seeds"] == n_seeds
+            else f" (over the {r['paired_seeds']} seed(s) that logged the paired control: "
+            f"guided {_pct(pg)}%)"
+        )
         notes.append(
-            head + f" vs {_pct(cp)}% for the unguided rollouts of the same samples at the same "
-            f"step (paired control), so the prefix made them pass {cmp} often"
+            head + where + f" vs {_pct(cp)}% for the unguided rollouts of the same samples at "
+            f"the same step (paired control), so the prefix made them pass {cmp} often"
             + (" than" if cmp != "as" else " as")
             + f" without it; all unguided rollouts: {_pct(up)}%."
         )
@@ -439,15 +454,21 @@ def write_report(
         "of their paired control (the unguided rollouts of the same samples at the same step) "
         "and of all unguided rollouts (%), and the range of per-sample weights.",
         "",
-        "| learner | strategy | guided rollouts | guided pass | paired control pass "
-        "| unguided pass | weights |",
+        "| learner | strategy | guided rollouts | guided pass | paired: guided vs control "
+        "(seeds) | unguided pass | weights |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in sorted(mech, key=lambda r: (r["learner"], _arm_order(r["strategy"]))):
         w = "–" if r["weight_min"] is None else f"{r['weight_min']:.2f}–{r['weight_max']:.2f}"
+        paired = (
+            "–"
+            if r.get("control_pass_rate") is None or r.get("paired_guided_pass_rate") is None
+            else f"{_pct(r['paired_guided_pass_rate'])} vs {_pct(r['control_pass_rate'])} "
+            f"({r['paired_seeds']}/{r['n_seeds']})"
+        )
         lines.append(
             f"| {r['learner']} | {r['strategy']} | {_pct(r['guided_frac'])} "
-            f"| {_pct(r['guided_pass_rate'])} | {_pct(r.get('control_pass_rate'))} "
+            f"| {_pct(r['guided_pass_rate'])} | {paired} "
             f"| {_pct(r['unguided_pass_rate'])} | {w} |"
         )
     lines += [

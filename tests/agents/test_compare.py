@@ -416,6 +416,21 @@ def test_learning_efficiency_mechanics_compare_guided_with_their_paired_control(
     (note,) = le.mechanics_notes([row])
     assert "passed 33.3% vs 0.0% for the unguided rollouts of the same samples" in note
     assert "pass more often than without it" in note
+    # A second seed logged before the control existed: the paired comparison keeps to seed 0.
+    old = tmp_path / "runs" / "lppo__grpo__s1"
+    old.mkdir()
+    (old / "metrics.jsonl").write_text(json.dumps(
+        {"step": 1, "prefix/guided_frac": 0.25, "rollout/guided_pass_rate": 1.0,
+         "rollout/pass_rate": 0.5}) + "\n")
+    result["runs"].append({"run": "lppo__grpo__s1", "strategy": "lppo", "learner": "grpo",
+                           "complete": True})
+    (row,) = le.mechanics_rows(tmp_path, result)
+    assert (row["paired_seeds"], row["n_seeds"]) == (1, 2)
+    assert row["guided_pass_rate"] == pytest.approx((0.125 + 0.125 + 0.25) / 1.0)  # all seeds
+    assert row["paired_guided_pass_rate"] == pytest.approx(1 / 3)
+    assert row["control_pass_rate"] == pytest.approx(0.0)
+    (note,) = le.mechanics_notes([row])
+    assert "over the 1 seed(s) that logged the paired control: guided 33.3%" in note
 
 
 def test_learning_efficiency_restores_committed_complete_runs(tmp_path) -> None:
