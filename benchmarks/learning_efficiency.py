@@ -268,16 +268,10 @@ def mechanics_notes(mech: list[dict[str, Any]]) -> list[str]:
             )
             continue
         cmp = "more" if pg > cp else "less" if pg < cp else "as"
-        n_seeds = r.get("n_seeds")
-        where = (
-            ""
-            if n_seeds is not None and r["paired_seeds"] == n_seeds
-            else f" (over the {r['paired_seeds']} seed(s) that logged the paired control: "
-            f"guided {_pct(pg)}%)"
-        )
         notes.append(
-            head + where + f" vs {_pct(cp)}% for the unguided rollouts of the same samples at "
-            f"the same step (paired control), so the prefix made them pass {cmp} often"
+            head + f"; paired with the unguided rollouts of the same samples at the same step "
+            f"(steps that logged it, {r['paired_seeds']}/{r.get('n_seeds', '?')} seeds): "
+            f"{_pct(pg)}% vs {_pct(cp)}%, so the prefix made them pass {cmp} often"
             + (" than" if cmp != "as" else " as")
             + f" without it; all unguided rollouts: {_pct(up)}%."
         )

@@ -414,7 +414,8 @@ def test_learning_efficiency_mechanics_compare_guided_with_their_paired_control(
     (row,) = le.mechanics_rows(tmp_path, result)
     assert row["control_pass_rate"] == pytest.approx(0.0)
     (note,) = le.mechanics_notes([row])
-    assert "passed 33.3% vs 0.0% for the unguided rollouts of the same samples" in note
+    assert "passed 33.3%; paired with the unguided rollouts of the same samples" in note
+    assert "(steps that logged it, 1/1 seeds): 33.3% vs 0.0%" in note
     assert "pass more often than without it" in note
     # A second seed logged before the control existed: the paired comparison keeps to seed 0.
     old = tmp_path / "runs" / "lppo__grpo__s1"
@@ -430,7 +431,7 @@ def test_learning_efficiency_mechanics_compare_guided_with_their_paired_control(
     assert row["paired_guided_pass_rate"] == pytest.approx(1 / 3)
     assert row["control_pass_rate"] == pytest.approx(0.0)
     (note,) = le.mechanics_notes([row])
-    assert "over the 1 seed(s) that logged the paired control: guided 33.3%" in note
+    assert "passed 50.0%;" in note and "(steps that logged it, 1/2 seeds): 33.3% vs 0.0%" in note
 
 
 def test_learning_efficiency_restores_committed_complete_runs(tmp_path) -> None:
