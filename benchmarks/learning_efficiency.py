@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -122,6 +123,24 @@ def hardware() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- report
+ARM_FILTERS = {"--strategies", "--learners", "--report", "--in-process"}
+
+
+def reproduce_command(argv: list[str]) -> str:
+    """Shell command that runs (or resumes) the whole matrix of `argv`, quoted for copy-paste.
+
+    Why: the matrix is often trained arm by arm (`--strategies`, `--learners`); a reader wants
+    the one command that reproduces all of it with the same budget, not the last partial call.
+    """
+    out, skip = [], False
+    for a in argv:
+        if a.startswith("--"):
+            skip = a in ARM_FILTERS
+        if not skip:
+            out.append(a)
+    return shlex.join(["python", "benchmarks/learning_efficiency.py", *out])
+
+
 def _pct(x: float | None, sd: float | None = None) -> str:
     if x is None:
         return "–"
@@ -392,8 +411,8 @@ def write_report(
         f"rollouts (temperature {cfg['temperature']}, max {cfg['max_new_tokens']} new tokens), "
         f"lr {cfg['lr']}",
         *(
-            [f"- last training command: `{protocol['train_command']}`"]
-            if protocol.get("train_command")
+            [f"- reproduce the whole matrix (resumable): `{protocol['reproduce_command']}`"]
+            if protocol.get("reproduce_command")
             else []
         ),
         f"- seeds {protocol['seeds']}; strategies {protocol['strategies']}; learners "
@@ -627,12 +646,12 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "hardware": hardware(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "train_command": None if args.report else " ".join(["python", *sys.argv]),
+        # the flags define the protocol in --report mode too, so the command is always right
+        "reproduce_command": reproduce_command(list(sys.argv[1:] if argv is None else argv)),
     }
     if protocol_path.is_file():  # keep the first start's record; a resumed matrix is the same
         old = json.loads(protocol_path.read_text())
         protocol["hardware"], protocol["started"] = old["hardware"], old["started"]
-        protocol["train_command"] = protocol["train_command"] or old.get("train_command")
     protocol_path.write_text(json.dumps(protocol, indent=2) + "\n")
 
     t0 = time.time()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 
 import pytest
@@ -329,6 +330,15 @@ def test_learning_efficiency_quick_pipeline_on_the_default_model(tmp_path) -> No
     before = (root / "uniform__grpo__s0" / "metrics.jsonl").read_text()
     assert le.main(argv) == 0
     assert (root / "uniform__grpo__s0" / "metrics.jsonl").read_text() == before
+
+
+def test_learning_efficiency_reproduce_command_drops_arm_filters_and_survives_a_shell() -> None:
+    le = _load_benchmark()
+    argv = ["--steps", "16", "--strategies", "uniform", "lppo", "--data-kwargs", '{"size":232}',
+            "--learners", "grpo", "--seeds", "0", "1", "--report"]
+    cmd = le.reproduce_command(argv)
+    assert shlex.split(cmd) == ["python", "benchmarks/learning_efficiency.py", "--steps", "16",
+                                "--data-kwargs", '{"size":232}', "--seeds", "0", "1"]
 
 
 def test_learning_efficiency_ablation_lines_list_complete_arms_against_uniform() -> None:
