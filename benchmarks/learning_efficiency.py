@@ -50,6 +50,7 @@ from agents.compare import (  # noqa: E402
     summarize_matrix,
 )
 from agents.config import TrainConfig  # noqa: E402
+from agents.metrics import read_metrics  # noqa: E402
 
 STRATEGIES = ["uniform", "lppo", "lp_weighting", "prefix_guidance"]
 LEARNERS = ["grpo", "reinforce_plus_plus"]
@@ -220,11 +221,9 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
             path = results / "runs" / name / "metrics.jsonl"
             if not path.is_file():
                 continue
-            lines = path.read_text().splitlines()
-            paired = any("prefix/control_frac" in json.loads(x) for x in lines)
-            paired_seeds += paired
-            for line in lines:
-                m = json.loads(line)
+            records = read_metrics(path)
+            paired_seeds += any("prefix/control_frac" in m for m in records)
+            for m in records:
                 if "prefix/guided_frac" not in m:
                     continue  # the step-0 evaluation line
                 k = 1.0  # every step has batch_size × G rollouts
@@ -393,6 +392,8 @@ def write_report(
     budget = int(protocol["config"]["steps"])
     rows = efficiency_rows(result, budget)
     mech = mechanics_rows(results, result)
+    verdict_lines = verdict(rows, budget) + ablation_lines(rows)
+    notes = mechanics_notes(mech)
     cfg = protocol["config"]
     lines = [
         "# Learning efficiency: LPPO vs uniform and ablations"
@@ -432,9 +433,8 @@ def write_report(
             if quick
             else []
         ),
-        *verdict(rows, budget),
-        *ablation_lines(rows),
-        *mechanics_notes(mech),
+        *verdict_lines,
+        *notes,
         "",
         "## Final held-out accuracy and steps to reach uniform's final accuracy",
         "",
@@ -520,10 +520,10 @@ def write_report(
                 "budget_steps": budget,
                 "complete_runs": sum(r["complete"] for r in result["runs"]),
                 "runs": len(result["runs"]),
-                "verdict": verdict(rows, budget) + ablation_lines(rows),
+                "verdict": verdict_lines,
                 "arms": rows,
                 "mechanics": mech,
-                "notes": mechanics_notes(mech),
+                "notes": notes,
             },
             indent=2,
         )
