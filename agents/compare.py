@@ -520,14 +520,18 @@ def run_matrix(
     from tqdm.auto import tqdm
 
     statuses = []
-    bar = tqdm(specs, desc="lppo compare", unit="run", disable=not progress)
-    for spec in bar:
-        bar.set_postfix_str(spec.name)
-        if summarize_run(spec.run_dir, target_steps=spec.cfg.steps)["complete"]:
+    complete = [summarize_run(s.run_dir, target_steps=s.cfg.steps)["complete"] for s in specs]
+    n_done = sum(complete)
+    # The bar counts only runs left to train, so its rate and ETA are not skewed by skips.
+    desc = f"lppo compare ({n_done} complete)" if n_done else "lppo compare"
+    bar = tqdm(total=len(specs) - n_done, desc=desc, unit="run", disable=not progress)
+    for spec, done_before in zip(specs, complete, strict=True):
+        if done_before:
             statuses.append({"run": spec.name, "skipped": True, "returncode": 0, "error": None})
             if prune_checkpoints:
                 shutil.rmtree(spec.run_dir / "checkpoints", ignore_errors=True)
             continue
+        bar.set_postfix_str(spec.name)
         t0 = time.time()
         st = _run_subprocess(spec, timeout) if subprocesses else _run_in_process(spec)
         st = {
@@ -542,6 +546,7 @@ def run_matrix(
         done = summarize_run(spec.run_dir, target_steps=spec.cfg.steps)["complete"]
         if prune_checkpoints and done:
             shutil.rmtree(spec.run_dir / "checkpoints", ignore_errors=True)
+        bar.update()
         if st["returncode"] == 130:  # the run was Ctrl-C'd: the user wants the matrix to stop
             break
     bar.close()
