@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import difflib
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -23,10 +24,12 @@ from agents.batch import TrainBatch
 from agents.core_algos import (
     KL_ESTIMATORS,
     LOSS_AGG_MODES,
+    agg_loss,
     compute_token_level_rewards,
     get_adv_estimator_fn,
     get_policy_loss_fn,
     kl_penalty,
+    masked_mean,
 )
 from agents.learners.logprobs import micro_batches, token_logprobs
 
@@ -387,6 +390,65 @@ MicroStep = Callable[
 sum over the minibatch's micro-batches (`{"loss/policy": ..., "loss/kl": ...}`) and
 metrics to average weighted by response tokens.
 """
+
+
+def reference_kl(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    response_mask: torch.Tensor,
+    cfg: LearnerConfig,
+    agg: dict[str, Any],
+) -> tuple[torch.Tensor | None, float]:
+    """One micro-batch's KL to the reference: the loss term (None if in the reward) and its mean.
+
+    The loss term, to be added times `kl_coef`, is None when `use_kl_in_reward` already
+    folded the KL into the reward; the mean is logged either way. Why one place: logging the
+    KL while keeping it out of the loss when it sits in the reward is easy to get subtly
+    wrong in each learner separately.
+    """
+    kl = kl_penalty(logprobs, ref_logprobs, cfg.kl_estimator)
+    logged = float(masked_mean(kl.detach(), response_mask))
+    if cfg.use_kl_in_reward:
+        return None, logged
+    return agg_loss(kl, response_mask, **agg), logged
+
+
+def optimizer_metrics(
+    optimizer: torch.optim.Optimizer, num_steps: int, num_micro: int, start: float
+) -> dict[str, float]:
+    """Learning rate and work counters every learner logs at the end of an update."""
+    return {
+        "actor/lr": float(optimizer.param_groups[0]["lr"]),
+        "perf/optimizer_steps": float(num_steps),
+        "perf/micro_batches": float(num_micro),
+        "perf/update_seconds": time.perf_counter() - start,
+    }
+
+
+def policy_update_metrics(
+    epoch_metrics: dict[str, float],
+    batch: TrainBatch,
+    advantages: torch.Tensor,
+    *,
+    kl_in_loss: bool,
+) -> dict[str, float]:
+    """The metrics shared by the PPO-clip learners after `run_policy_epochs`.
+
+    Renames the clip fractions to their logged names, drops `loss/kl` when no KL term was
+    in the loss, and adds the batch's rollout statistics and the advantages' range.
+    """
+    out = dict(epoch_metrics)
+    out["actor/clipfrac"] = out.pop("actor/pg_clipfrac", 0.0)
+    out["actor/clipfrac_lower"] = out.pop("actor/pg_clipfrac_lower", 0.0)
+    if not kl_in_loss:
+        out.pop("loss/kl", None)
+    out.update(rollout_metrics(batch))
+    response_advantages = advantages[batch.response_mask > 0]
+    empty = response_advantages.numel() == 0
+    out["advantages/mean"] = float(masked_mean(advantages, batch.response_mask))
+    out["advantages/min"] = 0.0 if empty else float(response_advantages.min())
+    out["advantages/max"] = 0.0 if empty else float(response_advantages.max())
+    return out
 
 
 def run_policy_epochs(

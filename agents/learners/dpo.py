@@ -40,6 +40,7 @@ from agents.learners.base import (
     build_optimizer,
     init_policy_learner,
     minibatches,
+    optimizer_metrics,
     register_learner,
 )
 from agents.learners.logprobs import micro_batches, token_logprobs
@@ -393,10 +394,7 @@ class DPOLearner:
                 "dpo/chosen_length_mean": float(lengths[:P].mean()),
                 "dpo/rejected_length_mean": float(lengths[P:].mean()),
                 "weights/mean": float(pairs.weights.mean()),
-                "actor/lr": float(self.optimizer.param_groups[0]["lr"]),
-                "perf/optimizer_steps": float(num_steps),
-                "perf/micro_batches": float(num_micro),
-                "perf/update_seconds": time.perf_counter() - start,
+                **optimizer_metrics(self.optimizer, num_steps, num_micro, start),
             }
         )
         return out

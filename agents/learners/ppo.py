@@ -27,12 +27,10 @@ from torch import nn
 
 from agents.batch import TrainBatch
 from agents.core_algos import (
-    agg_loss,
     compute_value_loss,
     explained_variance,
     get_adv_estimator_fn,
     get_policy_loss_fn,
-    kl_penalty,
     masked_mean,
 )
 from agents.learners.base import (
@@ -40,9 +38,11 @@ from agents.learners.base import (
     build_optimizer,
     init_policy_learner,
     no_grad_token_logprobs,
+    optimizer_metrics,
+    policy_update_metrics,
     reference_and_token_rewards,
+    reference_kl,
     register_learner,
-    rollout_metrics,
     run_policy_epochs,
 )
 from agents.learners.logprobs import token_logprobs
@@ -222,10 +222,10 @@ class PPOLearner:
             }
             micro_metrics.update(vf_metrics)
             if ref_logprobs is not None:
-                kl = kl_penalty(logprobs, ref_logprobs[rows, :width], cfg.kl_estimator)
-                micro_metrics["actor/kl_ref"] = float(masked_mean(kl.detach(), mb.response_mask))
-                if not cfg.use_kl_in_reward:
-                    kl_loss = agg_loss(kl, mb.response_mask, **agg)
+                kl_loss, micro_metrics["actor/kl_ref"] = reference_kl(
+                    logprobs, ref_logprobs[rows, :width], mb.response_mask, cfg, agg
+                )
+                if kl_loss is not None:
                     loss = loss + cfg.kl_coef * kl_loss
                     losses["loss/kl"] = float(kl_loss.detach())
             micro_metrics["actor/entropy"] = float(masked_mean(entropy, mb.response_mask))
@@ -244,23 +244,17 @@ class PPOLearner:
         )
 
         # 5. metrics
-        out["actor/clipfrac"] = out.pop("actor/pg_clipfrac", 0.0)
-        out["actor/clipfrac_lower"] = out.pop("actor/pg_clipfrac_lower", 0.0)
-        if ref_logprobs is None or cfg.use_kl_in_reward:
-            out.pop("loss/kl", None)
-        out.update(rollout_metrics(batch))
+        out = policy_update_metrics(
+            out, batch, advantages, kl_in_loss=ref_logprobs is not None and not cfg.use_kl_in_reward
+        )
         out.update(
             {
-                "advantages/mean": float(masked_mean(advantages, mask)),
                 "critic/value_mean": float(masked_mean(old_values, mask)),
                 "critic/returns_mean": float(masked_mean(returns, mask)),
                 "critic/explained_var": explained_variance(old_values, returns, mask),
-                "actor/lr": float(self.optimizer.param_groups[0]["lr"]),
-                "perf/optimizer_steps": float(num_steps),
-                "perf/micro_batches": float(num_micro),
-                "perf/update_seconds": time.perf_counter() - start,
             }
         )
+        out.update(optimizer_metrics(self.optimizer, num_steps, num_micro, start))
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -138,6 +138,23 @@ def test_update_logs_metrics_and_changes_every_trained_parameter(tiny_policy, na
 
 
 @pytest.mark.parametrize("name", LEARNERS)
+@pytest.mark.parametrize("use_kl_in_reward", [False, True])
+def test_kl_is_logged_always_and_a_loss_term_only_outside_the_reward(
+    tiny_policy, tiny_tokenizer, name, use_kl_in_reward
+):
+    ref = make_tiny_model(len(tiny_tokenizer), seed=1).requires_grad_(False)
+    cls = get_learner_class(name)
+    config = cls.config_class(kl_coef=0.5, use_kl_in_reward=use_kl_in_reward, lr=0.0)
+    metrics = cls(tiny_policy, config, ref_model=ref).update(make_batch(tiny_policy))
+    assert metrics["actor/kl_ref"] != 0  # a different reference model
+    assert ("loss/kl" in metrics) == (not use_kl_in_reward)
+    if not use_kl_in_reward:
+        assert metrics["loss/kl"] != 0
+    assert metrics["advantages/min"] <= metrics["advantages/mean"] <= metrics["advantages/max"]
+    assert metrics["actor/lr"] == 0.0 and metrics["perf/update_seconds"] > 0
+
+
+@pytest.mark.parametrize("name", LEARNERS)
 def test_prompt_and_prefix_positions_get_exactly_zero_gradient(tiny_policy, tiny_tokenizer, name):
     """The loss gradient w.r.t. logits is exactly 0 wherever the next token is not a response token.
 
