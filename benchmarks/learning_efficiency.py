@@ -573,7 +573,7 @@ def restore_complete_runs(specs: list[Any], runs_root: Path, results: Path) -> l
         if not summarize_run(src, target_steps=spec.cfg.steps)["complete"]:
             continue
         dst.mkdir(parents=True, exist_ok=True)
-        for f in ("metrics.jsonl", "config.json", "summary.json"):
+        for f in ("metrics.jsonl", "config.json", "summary.json", "compare_status.json"):
             if (src / f).is_file():
                 shutil.copy2(src / f, dst / f)
         restored.append(spec.name)
@@ -649,9 +649,13 @@ def main(argv: list[str] | None = None) -> int:
         # the flags define the protocol in --report mode too, so the command is always right
         "reproduce_command": reproduce_command(list(sys.argv[1:] if argv is None else argv)),
     }
-    if protocol_path.is_file():  # keep the first start's record; a resumed matrix is the same
-        old = json.loads(protocol_path.read_text())
-        protocol["hardware"], protocol["started"] = old["hardware"], old["started"]
+    # Keep the first start's record: a resumed matrix, or a fresh clone regenerating the
+    # report from the committed runs, is the same experiment on the hardware that trained it.
+    first = protocol_path if protocol_path.is_file() else results / "protocol.json"
+    if first.is_file():
+        old = json.loads(first.read_text())
+        if old.get("config") == protocol["config"] and old.get("quick") == protocol["quick"]:
+            protocol["hardware"], protocol["started"] = old["hardware"], old["started"]
     protocol_path.write_text(json.dumps(protocol, indent=2) + "\n")
 
     t0 = time.time()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -334,11 +335,33 @@ def test_learning_efficiency_quick_pipeline_on_the_default_model(tmp_path) -> No
 
 def test_learning_efficiency_reproduce_command_drops_arm_filters_and_survives_a_shell() -> None:
     le = _load_benchmark()
-    argv = ["--steps", "16", "--strategies", "uniform", "lppo", "--data-kwargs", '{"size":232}',
-            "--learners", "grpo", "--seeds", "0", "1", "--report"]
+    argv = [
+        "--steps",
+        "16",
+        "--strategies",
+        "uniform",
+        "lppo",
+        "--data-kwargs",
+        '{"size":232}',
+        "--learners",
+        "grpo",
+        "--seeds",
+        "0",
+        "1",
+        "--report",
+    ]
     cmd = le.reproduce_command(argv)
-    assert shlex.split(cmd) == ["python", "benchmarks/learning_efficiency.py", "--steps", "16",
-                                "--data-kwargs", '{"size":232}', "--seeds", "0", "1"]
+    assert shlex.split(cmd) == [
+        "python",
+        "benchmarks/learning_efficiency.py",
+        "--steps",
+        "16",
+        "--data-kwargs",
+        '{"size":232}',
+        "--seeds",
+        "0",
+        "1",
+    ]
 
 
 def test_learning_efficiency_ablation_lines_list_complete_arms_against_uniform() -> None:
@@ -346,19 +369,30 @@ def test_learning_efficiency_ablation_lines_list_complete_arms_against_uniform()
     le = _load_benchmark()
 
     def row(strategy, learner, delta, n, std=0.01):
-        return {"strategy": strategy, "learner": learner, "n_complete": n, "n_runs": 3,
-                "final_std": std if n > 1 else None,
-                "delta_final_vs_uniform": delta if n else None}
+        return {
+            "strategy": strategy,
+            "learner": learner,
+            "n_complete": n,
+            "n_runs": 3,
+            "final_std": std if n > 1 else None,
+            "delta_final_vs_uniform": delta if n else None,
+        }
 
-    rows = [row("uniform", "grpo", 0.0, 3), row("prefix_guidance", "grpo", -0.05, 3),
-            row("lppo", "grpo", -0.038, 3), row("lp_weighting", "grpo", -0.013, 1),
-            row("uniform", "reinforce_plus_plus", 0.0, 3),
-            row("lppo", "reinforce_plus_plus", 0.02, 3),
-            row("lp_weighting", "reinforce_plus_plus", None, 0)]
+    rows = [
+        row("uniform", "grpo", 0.0, 3),
+        row("prefix_guidance", "grpo", -0.05, 3),
+        row("lppo", "grpo", -0.038, 3),
+        row("lp_weighting", "grpo", -0.013, 1),
+        row("uniform", "reinforce_plus_plus", 0.0, 3),
+        row("lppo", "reinforce_plus_plus", 0.02, 3),
+        row("lp_weighting", "reinforce_plus_plus", None, 0),
+    ]
     (line,) = le.ablation_lines(rows)  # REINFORCE++ has LPPO only: nothing beyond the verdict
     assert line.startswith("- grpo,")
-    assert ("lppo -3.8 ± 1.0 (3/3 seeds); lp_weighting -1.3 (1/3 seeds); "
-            "prefix_guidance -5.0 ± 1.0 (3/3 seeds).") in line
+    assert (
+        "lppo -3.8 ± 1.0 (3/3 seeds); lp_weighting -1.3 (1/3 seeds); "
+        "prefix_guidance -5.0 ± 1.0 (3/3 seeds)."
+    ) in line
 
 
 def test_learning_efficiency_mechanics_pool_guided_and_unguided_rollouts(tmp_path) -> None:
@@ -367,14 +401,32 @@ def test_learning_efficiency_mechanics_pool_guided_and_unguided_rollouts(tmp_pat
     lines = {
         "lppo__grpo__s0": [
             {"step": 0, "eval/accuracy": 0.1},
-            {"step": 1, "prefix/guided_frac": 0.5, "rollout/guided_pass_rate": 0.0,
-             "rollout/pass_rate": 0.5, "batch/weight_min": 0.8, "batch/weight_max": 1.0},
-            {"step": 2, "prefix/guided_frac": 0.0, "rollout/guided_pass_rate": None,
-             "rollout/pass_rate": 0.25, "batch/weight_min": 1.0, "batch/weight_max": 1.3},
+            {
+                "step": 1,
+                "prefix/guided_frac": 0.5,
+                "rollout/guided_pass_rate": 0.0,
+                "rollout/pass_rate": 0.5,
+                "batch/weight_min": 0.8,
+                "batch/weight_max": 1.0,
+            },
+            {
+                "step": 2,
+                "prefix/guided_frac": 0.0,
+                "rollout/guided_pass_rate": None,
+                "rollout/pass_rate": 0.25,
+                "batch/weight_min": 1.0,
+                "batch/weight_max": 1.3,
+            },
         ],
         "lppo__grpo__s1": [  # not complete: ignored
-            {"step": 1, "prefix/guided_frac": 1.0, "rollout/guided_pass_rate": 1.0,
-             "rollout/pass_rate": None, "batch/weight_min": 0.1, "batch/weight_max": 9.0},
+            {
+                "step": 1,
+                "prefix/guided_frac": 1.0,
+                "rollout/guided_pass_rate": 1.0,
+                "rollout/pass_rate": None,
+                "batch/weight_min": 0.1,
+                "batch/weight_max": 9.0,
+            },
         ],
     }
     for name, rows in lines.items():
@@ -403,18 +455,29 @@ def test_learning_efficiency_mechanics_compare_guided_with_their_paired_control(
     """Guided rollouts are judged against the unguided rollouts of the same groups."""
     le = _load_benchmark()
     rows = [
-        {"step": 1, "prefix/guided_frac": 0.25, "prefix/control_frac": 0.25,
-         "rollout/guided_pass_rate": 0.5, "rollout/guided_control_pass_rate": 0.0,
-         "rollout/pass_rate": 0.6},
-        {"step": 2, "prefix/guided_frac": 0.5, "prefix/control_frac": 0.5,
-         "rollout/guided_pass_rate": 0.25, "rollout/guided_control_pass_rate": 0.5,
-         "rollout/pass_rate": 0.8},
+        {
+            "step": 1,
+            "prefix/guided_frac": 0.25,
+            "prefix/control_frac": 0.25,
+            "rollout/guided_pass_rate": 0.5,
+            "rollout/guided_control_pass_rate": 0.0,
+            "rollout/pass_rate": 0.6,
+        },
+        {
+            "step": 2,
+            "prefix/guided_frac": 0.5,
+            "prefix/control_frac": 0.5,
+            "rollout/guided_pass_rate": 0.25,
+            "rollout/guided_control_pass_rate": 0.5,
+            "rollout/pass_rate": 0.8,
+        },
     ]
     d = tmp_path / "runs" / "lppo__grpo__s0"
     d.mkdir(parents=True)
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = {"runs": [{"run": "lppo__grpo__s0", "strategy": "lppo", "learner": "grpo",
-                        "complete": True}]}
+    result = {
+        "runs": [{"run": "lppo__grpo__s0", "strategy": "lppo", "learner": "grpo", "complete": True}]
+    }
     (row,) = le.mechanics_rows(tmp_path, result)
     # guided: (0.25 * 0.5 + 0.5 * 0.25) / 0.75; control: (0.25 * 0 + 0.5 * 0.5) / 0.75
     assert row["guided_pass_rate"] == pytest.approx(1 / 3)
@@ -430,11 +493,20 @@ def test_learning_efficiency_mechanics_compare_guided_with_their_paired_control(
     # A second seed logged before the control existed: the paired comparison keeps to seed 0.
     old = tmp_path / "runs" / "lppo__grpo__s1"
     old.mkdir()
-    (old / "metrics.jsonl").write_text(json.dumps(
-        {"step": 1, "prefix/guided_frac": 0.25, "rollout/guided_pass_rate": 1.0,
-         "rollout/pass_rate": 0.5}) + "\n")
-    result["runs"].append({"run": "lppo__grpo__s1", "strategy": "lppo", "learner": "grpo",
-                           "complete": True})
+    (old / "metrics.jsonl").write_text(
+        json.dumps(
+            {
+                "step": 1,
+                "prefix/guided_frac": 0.25,
+                "rollout/guided_pass_rate": 1.0,
+                "rollout/pass_rate": 0.5,
+            }
+        )
+        + "\n"
+    )
+    result["runs"].append(
+        {"run": "lppo__grpo__s1", "strategy": "lppo", "learner": "grpo", "complete": True}
+    )
     (row,) = le.mechanics_rows(tmp_path, result)
     assert (row["paired_seeds"], row["n_seeds"]) == (1, 2)
     assert row["guided_pass_rate"] == pytest.approx((0.125 + 0.125 + 0.25) / 1.0)  # all seeds
@@ -460,10 +532,43 @@ def test_learning_efficiency_restores_committed_complete_runs(tmp_path) -> None:
     assert summarize_run(specs[0].run_dir, target_steps=2)["complete"]
     assert not (specs[1].run_dir / "metrics.jsonl").exists()  # incomplete: trained again
     # a run of another protocol (here: another lr) is never restored
-    other = build_matrix(TrainConfig(**{**base.to_dict(), "lr": 1.0}), ["uniform"], ["grpo"],
-                         [0], tmp_path / "runs2")
+    other = build_matrix(
+        TrainConfig(**{**base.to_dict(), "lr": 1.0}), ["uniform"], ["grpo"], [0], tmp_path / "runs2"
+    )
     assert le.restore_complete_runs(other, tmp_path / "runs2", results) == []
     # nothing is overwritten where runs_root already has the run
     (specs[0].run_dir / "metrics.jsonl").write_text("")
     assert le.restore_complete_runs(specs, tmp_path / "runs", results) == []
     assert (specs[0].run_dir / "metrics.jsonl").read_text() == ""
+
+
+def test_learning_efficiency_report_from_committed_runs_keeps_their_hardware_and_status(
+    tmp_path,
+) -> None:
+    """Regenerating the report in a fresh clone changes nothing the committed runs recorded."""
+    le = _load_benchmark()
+    results = tmp_path / "results"
+    flags = ["--steps", "2", "--eval-every", "1", "--eval-size", "4", "--strategies", "uniform"]
+    flags += ["--learners", "grpo", "--seeds", "0", "--results", str(results), "--report"]
+    le.main([*flags, "--runs-root", str(tmp_path / "trained_here")])
+    protocol = json.loads((results / "protocol.json").read_text())
+    protocol["hardware"]["cpu_model"] = "the training machine"
+    (results / "protocol.json").write_text(json.dumps(protocol))
+    shutil.rmtree(results / "runs")  # the untrained run's summary; now a committed, complete one
+    run = _fake_run(results / "runs", "uniform", "grpo", 0, {0: 0.1, 1: 0.2, 2: 0.3}, 2)
+    config = {**protocol["config"], "strategy": "uniform", "learner": "grpo", "seed": 0}
+    (run / "config.json").write_text(json.dumps(config))
+    status = {"run": run.name, "skipped": False, "wall_s": 12.0, "returncode": 0, "error": None}
+    (run / "compare_status.json").write_text(json.dumps(status))
+
+    le.main([*flags, "--runs-root", str(tmp_path / "fresh_clone")])
+    assert (tmp_path / "fresh_clone" / run.name / "compare_status.json").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["complete"] and summary["last_attempt"]["wall_s"] == 12.0
+    kept = json.loads((results / "protocol.json").read_text())
+    assert kept["hardware"]["cpu_model"] == "the training machine"
+    # another protocol (here: more steps) is another experiment: it records its own hardware
+    le.main([*flags, "--runs-root", str(tmp_path / "other"), "--steps", "3"])
+    assert json.loads((results / "protocol.json").read_text())["hardware"]["cpu_model"] != (
+        "the training machine"
+    )
