@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -327,8 +328,12 @@ def ablation_lines(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def verdict(rows: list[dict[str, Any]], budget: int) -> list[str]:
-    """One honest sentence per learner on the LPPO goal; no verdict without complete arms."""
+def verdict(rows: list[dict[str, Any]], budget: int, eval_size: int | None = None) -> list[str]:
+    """One honest sentence per learner on the LPPO goal; no verdict without complete arms.
+
+    With `eval_size`, it also states the binomial standard error of one held-out evaluation
+    at uniform's final accuracy: the floor under any difference the matrix can resolve.
+    """
     lines = []
     for learner in sorted({r["learner"] for r in rows}):
         lp = next((r for r in rows if r["strategy"] == "lppo" and r["learner"] == learner), None)
@@ -370,6 +375,13 @@ def verdict(rows: list[dict[str, Any]], budget: int) -> list[str]:
                 else ""
             )
             + (
+                f" One evaluation on {eval_size} held-out problems has a binomial standard error "
+                f"of {100 * math.sqrt(un['final'] * (1 - un['final']) / eval_size):.1f} points "
+                "at uniform's final accuracy."
+                if eval_size
+                else ""
+            )
+            + (
                 " Uniform did not improve on its initial accuracy, so reaching its final "
                 "accuracy is trivial here (step 0)."
                 if un["initial"] is not None and un["final"] <= un["initial"]
@@ -392,7 +404,8 @@ def write_report(
     budget = int(protocol["config"]["steps"])
     rows = efficiency_rows(result, budget)
     mech = mechanics_rows(results, result)
-    verdict_lines = verdict(rows, budget) + ablation_lines(rows)
+    eval_size = protocol["config"].get("eval_size")
+    verdict_lines = verdict(rows, budget, eval_size) + ablation_lines(rows)
     notes = mechanics_notes(mech)
     cfg = protocol["config"]
     lines = [

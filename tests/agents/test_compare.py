@@ -291,6 +291,10 @@ def test_learning_efficiency_verdict_on_synthetic_runs(tmp_path, lppo_final, met
     assert rows["lppo"]["steps_to_target"] == 8 and rows["lppo"]["seeds_reached"] == 2
     assert rows["uniform"]["steps_to_target"] == 16
     (line,) = le.verdict(list(rows.values()), 16)
+    (with_se,) = le.verdict(list(rows.values()), 16, eval_size=100)
+    assert with_se.startswith(line[:-1])  # the same verdict, one sentence more
+    # sqrt(0.15 * 0.85 / 100) = 3.57 points at uniform's final accuracy of 15%
+    assert "100 held-out problems has a binomial standard error of 3.6 points" in with_se
     assert ("**goal met**" in line) == met and "step 8 (50% of the 16-step budget)" in line
     protocol = {
         "config": TrainConfig().to_dict() | {"steps": 16},
@@ -300,9 +304,10 @@ def test_learning_efficiency_verdict_on_synthetic_runs(tmp_path, lppo_final, met
         "hardware": {"cpu_count": 2, "torch": "x", "cuda": None},
     }
     report = le.write_report(tmp_path, result, protocol, quick=False).read_text()
-    assert "| grpo | lppo | 2/2 |" in report and line in report
+    (reported,) = le.verdict(list(rows.values()), 16, eval_size=protocol["config"]["eval_size"])
+    assert "| grpo | lppo | 2/2 |" in report and reported in report
     eff = json.loads((tmp_path / "efficiency.json").read_text())  # what the README table reads
-    assert eff["verdict"] == [line] and eff["complete_runs"] == eff["runs"] == 4
+    assert eff["verdict"] == [reported] and eff["complete_runs"] == eff["runs"] == 4
     assert {a["strategy"]: a["steps_to_target"] for a in eff["arms"]} == {"uniform": 16, "lppo": 8}
 
 
