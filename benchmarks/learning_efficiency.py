@@ -267,6 +267,12 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
     return out
 
 
+def _paired(r: dict[str, Any]) -> tuple[float, float] | None:
+    """(guided, control) pass rates of a mechanics row, or None if no step logged the control."""
+    pg, cp = r.get("paired_guided_pass_rate"), r.get("control_pass_rate")
+    return None if pg is None or cp is None else (pg, cp)
+
+
 def mechanics_notes(mech: list[dict[str, Any]]) -> list[str]:
     """One generated sentence per guided arm: did expert prefixes make rollouts pass?"""
     notes = []
@@ -278,18 +284,19 @@ def mechanics_notes(mech: list[dict[str, Any]]) -> list[str]:
             f"- {r['strategy']}/{r['learner']}: {_pct(r['guided_frac'])}% of the training "
             f"rollouts started from an expert prefix; they passed {_pct(gp)}%"
         )
-        cp, pg = r.get("control_pass_rate"), r.get("paired_guided_pass_rate")
-        if cp is None or pg is None:
+        paired = _paired(r)
+        if paired is None:
             notes.append(
                 head + f", all unguided rollouts {_pct(up)}% (no paired control logged: "
                 "guided samples are the stuck ones, so this comparison is biased against "
                 "guidance)."
             )
             continue
+        pg, cp = paired
         cmp = "more" if pg > cp else "less" if pg < cp else "as"
         notes.append(
             head + f"; paired with the unguided rollouts of the same samples at the same step "
-            f"(steps that logged it, {r['paired_seeds']}/{r.get('n_seeds', '?')} seeds): "
+            f"(steps that logged it, {r['paired_seeds']}/{r['n_seeds']} seeds): "
             f"{_pct(pg)}% vs {_pct(cp)}%, so the prefix made them pass {cmp} often"
             + (" than" if cmp != "as" else " as")
             + f" without it; all unguided rollouts: {_pct(up)}%."
@@ -404,10 +411,9 @@ def write_report(
     budget = int(protocol["config"]["steps"])
     rows = efficiency_rows(result, budget)
     mech = mechanics_rows(results, result)
-    eval_size = protocol["config"].get("eval_size")
-    verdict_lines = verdict(rows, budget, eval_size) + ablation_lines(rows)
-    notes = mechanics_notes(mech)
     cfg = protocol["config"]
+    verdict_lines = verdict(rows, budget, cfg.get("eval_size")) + ablation_lines(rows)
+    notes = mechanics_notes(mech)
     lines = [
         "# Learning efficiency: LPPO vs uniform and ablations"
         + (" (QUICK: no claims)" if quick else ""),
@@ -486,11 +492,11 @@ def write_report(
     ]
     for r in sorted(mech, key=lambda r: (r["learner"], _arm_order(r["strategy"]))):
         w = "–" if r["weight_min"] is None else f"{r['weight_min']:.2f}–{r['weight_max']:.2f}"
+        pair = _paired(r)
         paired = (
             "–"
-            if r.get("control_pass_rate") is None or r.get("paired_guided_pass_rate") is None
-            else f"{_pct(r['paired_guided_pass_rate'])} vs {_pct(r['control_pass_rate'])} "
-            f"({r['paired_seeds']}/{r['n_seeds']})"
+            if pair is None
+            else f"{_pct(pair[0])} vs {_pct(pair[1])} ({r['paired_seeds']}/{r['n_seeds']})"
         )
         lines.append(
             f"| {r['learner']} | {r['strategy']} | {_pct(r['guided_frac'])} "

@@ -429,19 +429,15 @@ def policy_update_metrics(
     epoch_metrics: dict[str, float],
     batch: TrainBatch,
     advantages: torch.Tensor,
-    *,
-    kl_in_loss: bool,
 ) -> dict[str, float]:
     """The metrics shared by the PPO-clip learners after `run_policy_epochs`.
 
-    Renames the clip fractions to their logged names, drops `loss/kl` when no KL term was
-    in the loss, and adds the batch's rollout statistics and the advantages' range.
+    Renames the clip fractions to their logged names and adds the batch's rollout statistics
+    and the advantages' range (`loss/kl` is there exactly when a KL term was in the loss).
     """
     out = dict(epoch_metrics)
     out["actor/clipfrac"] = out.pop("actor/pg_clipfrac", 0.0)
     out["actor/clipfrac_lower"] = out.pop("actor/pg_clipfrac_lower", 0.0)
-    if not kl_in_loss:
-        out.pop("loss/kl", None)
     out.update(rollout_metrics(batch))
     response_advantages = advantages[batch.response_mask > 0]
     empty = response_advantages.numel() == 0

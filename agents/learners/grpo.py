@@ -148,7 +148,7 @@ class GRPOLearner:
                 **agg,
             )
             loss = pg_loss
-            losses = {"loss/policy": float(pg_loss.detach()), "loss/kl": 0.0}
+            losses = {"loss/policy": float(pg_loss.detach())}
             micro_metrics = dict(pg_metrics)
             if ref_logprobs is not None:
                 kl_loss, micro_metrics["actor/kl_ref"] = reference_kl(
@@ -172,9 +172,7 @@ class GRPOLearner:
         )
 
         # 5. metrics
-        out = policy_update_metrics(
-            out, batch, advantages, kl_in_loss=ref_logprobs is not None and not cfg.use_kl_in_reward
-        )
+        out = policy_update_metrics(out, batch, advantages)
         out.update(optimizer_metrics(self.optimizer, num_steps, num_micro, start))
         return out
 

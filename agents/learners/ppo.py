@@ -218,7 +218,6 @@ class PPOLearner:
             losses = {
                 "loss/policy": float(pg_loss.detach()),
                 "loss/value": float(vf_loss.detach()),
-                "loss/kl": 0.0,
             }
             micro_metrics.update(vf_metrics)
             if ref_logprobs is not None:
@@ -244,9 +243,7 @@ class PPOLearner:
         )
 
         # 5. metrics
-        out = policy_update_metrics(
-            out, batch, advantages, kl_in_loss=ref_logprobs is not None and not cfg.use_kl_in_reward
-        )
+        out = policy_update_metrics(out, batch, advantages)
         out.update(
             {
                 "critic/value_mean": float(masked_mean(old_values, mask)),
