@@ -1,0 +1,89 @@
+"""Load-average gate shared by every benchmark in benchmarks/.
+
+Why: this machine has few cores and is often shared; a timing taken while other work runs
+measures the other work. Every benchmark records the load average before and after each
+measurement, and a measurement that *starts* above ``MAX_START_LOAD`` (1-minute average) is
+marked invalid instead of being published.
+
+Usage::
+
+    from benchmarks._load import LoadGate            # or: from _load import LoadGate
+    with LoadGate() as gate:
+        ...  # the measurement
+    record.update(gate.record())   # {"load_before": [...], "load_after": [...], "valid": ..}
+
+or the functional form ``before = load_now(); ...; record.update(load_record(before))``.
+"""
+
+from __future__ import annotations
+
+import os
+
+MAX_START_LOAD = 1.5
+"""A measurement whose 1-minute load average at start exceeds this is invalid."""
+
+
+def load_now() -> list[float]:
+    """1/5/15-minute load averages, rounded to 2 decimals (``[nan]*3`` where unsupported)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        return [float("nan")] * 3
+
+
+def is_valid_start(before: list[float], max_start_load: float = MAX_START_LOAD) -> bool:
+    """True when the 1-minute load at the start of a measurement is at most the limit."""
+    return bool(before) and before[0] == before[0] and before[0] <= max_start_load
+
+
+def load_record(
+    before: list[float], after: list[float] | None = None, max_start_load: float = MAX_START_LOAD
+) -> dict:
+    """The fields every benchmark figure carries: load before/after, validity and why."""
+    after = load_now() if after is None else after
+    valid = is_valid_start(before, max_start_load)
+    rec = {
+        "load_before": before,
+        "load_after": after,
+        "max_start_load": max_start_load,
+        "valid": valid,
+    }
+    if not valid:
+        rec["invalid_reason"] = (
+            f"1-minute load average {before[0] if before else 'unknown'} at start "
+            f"> {max_start_load}: the machine was busy, the figure measures other work"
+        )
+    return rec
+
+
+def all_valid(records: list[dict]) -> bool:
+    """A result built from several measurements is valid only if every one of them is."""
+    return bool(records) and all(r.get("valid", False) for r in records)
+
+
+class LoadGate:
+    """Context manager recording the load around one measurement.
+
+    ``gate.record()`` after the block gives :func:`load_record`'s fields.
+    """
+
+    def __init__(self, max_start_load: float = MAX_START_LOAD) -> None:
+        self.max_start_load = max_start_load
+        self.before: list[float] = []
+        self.after: list[float] | None = None
+
+    def __enter__(self) -> LoadGate:
+        self.before = load_now()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.after = load_now()
+
+    @property
+    def valid(self) -> bool:
+        """Whether the measurement started on a quiet enough machine."""
+        return is_valid_start(self.before, self.max_start_load)
+
+    def record(self) -> dict:
+        """Load before/after, the limit, ``valid`` and (if invalid) the reason."""
+        return load_record(self.before, self.after or load_now(), self.max_start_load)
