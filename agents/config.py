@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.args import load_mapping
+from agents.fields import ConfigError, coerce_fields, from_mapping
+
 __all__ = ["TrainConfig", "ConfigError", "load_config"]
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and the fix."""
 
 
 @dataclass
@@ -87,6 +86,7 @@ class TrainConfig:
     """progress: show a progress bar."""
 
     def __post_init__(self) -> None:
+        coerce_fields(self)  # "1e-5" from YAML -> 1e-5; "false", null, 123 for a str refused
         positive = ("max_new_tokens", "group_size", "batch_size", "steps", "save_every",
                     "keep_checkpoints")
         for name in positive:
@@ -122,16 +122,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, source: str = "config") -> TrainConfig:
         """Build from a mapping; unknown keys are an error naming the key and the source."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            import difflib
-
-            hints = [difflib.get_close_matches(u, names, n=1) for u in unknown]
-            sugg = "; ".join(f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
-                             for u, h in zip(unknown, hints, strict=True))
-            raise ConfigError(f"{source}: unknown field(s) {sugg}")
-        return cls(**d)
+        return from_mapping(cls, d, source=source)
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (YAML-compatible)."""
@@ -142,19 +133,6 @@ def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
     """Defaults ← YAML/JSON file ← overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        import yaml
-
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from e
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of fields, got {type(loaded).__name__}")
-        data.update(loaded)
+    data: dict[str, Any] = load_mapping(path) if path is not None else {}
     data.update(overrides or {})
     return TrainConfig.from_dict(data, source=str(path) if path else "command line")

@@ -31,6 +31,7 @@ from agents.core_algos import (
     kl_penalty,
     masked_mean,
 )
+from agents.fields import coerce_fields
 from agents.learners.logprobs import micro_batches, token_logprobs
 
 __all__ = [
@@ -125,6 +126,7 @@ class LearnerConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        coerce_fields(self)  # "1e-5" from YAML -> 1e-5; a string for a bool is refused
         name = type(self).__name__
         checks = [
             ("lr", self.lr >= 0, ">= 0"),
