@@ -7,6 +7,11 @@ chain sums with 2-3 one-digit terms. reasoning-gym gives no worked solution for 
 so one is built: one partial sum per line, then "The answer is \boxed{N}.", which
 gives the prefix builder real steps to cut.
 
+`"chain_long"` is the task for prefix guidance: 4-6 terms of two digits, a worked
+solution in which every line computes one partial sum (no restatement of the
+question), and the tag `prefix_cut:mid`, so `make_prefix` cuts inside a step
+("... 37 - 18 =") and the model is always left a computation to finish.
+
 Everything is deterministic for a seed: reasoning-gym seeds each item from
 `seed + index`, and duplicates are removed in generation order. Ids are derived from
 the content (the expression, or a hash of the question), so a problem keeps its id
@@ -28,6 +33,7 @@ __all__ = [
     "arithmetic_config",
     "arithmetic_solution",
     "arithmetic_problems",
+    "chain_long_problems",
     "default_problems",
     "gsm_symbolic_problems",
 ]
@@ -54,8 +60,13 @@ def arithmetic_config(difficulty: int) -> dict[str, int]:
     }
 
 
-def arithmetic_solution(expression: str) -> tuple[str, int]:
+def arithmetic_solution(expression: str, restate: bool = True) -> tuple[str, int]:
     r"""Worked left-to-right solution of a `+`/`-` chain such as "4 - 1 + 7".
+
+    Args:
+        expression: the chain, terms and operators separated by spaces.
+        restate: start with "We compute ... from left to right." (the default data's
+            format); False gives a solution whose every line computes something.
 
     Returns:
         (solution text, value). The text has one partial sum per line and ends with
@@ -66,7 +77,7 @@ def arithmetic_solution(expression: str) -> tuple[str, int]:
         raise ValueError(f"arithmetic_solution expects 'a op b [op c ...]', got {expression!r}")
     try:
         total = int(tokens[0])
-        lines = [f"We compute {expression} from left to right."]
+        lines = [f"We compute {expression} from left to right."] if restate else []
         for op, term in zip(tokens[1::2], tokens[2::2], strict=True):
             value = int(term)
             if op == "+":
@@ -152,6 +163,41 @@ def arithmetic_problems(
     return tuple(problems)
 
 
+CHAIN_LONG_CONFIG = {"min_terms": 4, "max_terms": 6, "min_digits": 2, "max_digits": 2}
+"""reasoning-gym `chain_sum` settings of `"chain_long"`: 4-6 terms of two digits."""
+
+
+def chain_long_problems(size: int = 2000, seed: int = 0) -> tuple[MathProblem, ...]:
+    """Long chain sums (4-6 two-digit terms) whose solution computes on every line.
+
+    Why: prefix guidance needs solutions with content. Each step is one partial sum
+    ("37 - 18 = 19."), there are 3-5 of them, and the problems carry the tag
+    `prefix_cut:mid` so prefixes end inside a step, just before its result.
+    """
+    _check_size(size)
+    problems = []
+    for expression, item in _unique_items(
+        "chain_sum", size, seed, CHAIN_LONG_CONFIG, key=lambda it: it["metadata"]["expression"]
+    ):
+        solution, value = arithmetic_solution(expression, restate=False)
+        if str(value) != str(item["answer"]).strip():
+            raise DataError(
+                f"expected reasoning-gym answer {value} for {expression!r}, got {item['answer']!r}",
+                file="chain_sum", field="answer",
+            )
+        problems.append(MathProblem(
+            id="chain:" + expression.replace(" ", ""),
+            question=item["question"],
+            answer=str(value),
+            solution=solution,
+            steps=split_steps(solution),
+            source="reasoning_gym/chain_sum",
+            tags=("arithmetic", "chain_long", f"terms:{item['metadata']['num_terms']}",
+                  "prefix_cut:mid"),
+        ))
+    return tuple(problems)
+
+
 def default_problems(size: int = 2000, seed: int = 0) -> tuple[MathProblem, ...]:
     """The default dataset: `arithmetic_problems(size, seed, difficulty=1)`."""
     return arithmetic_problems(size=size, seed=seed, difficulty=1)
@@ -190,4 +236,5 @@ DATASETS: dict[str, Callable[..., tuple[MathProblem, ...]]] = {
     "default": default_problems,
     "arithmetic": arithmetic_problems,
     "gsm_symbolic": gsm_symbolic_problems,
+    "chain_long": chain_long_problems,
 }

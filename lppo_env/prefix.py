@@ -1,9 +1,13 @@
-"""Expert-solution prefixes for PG-sampling (LPPO): split into steps, cut at a step boundary.
+"""Expert-solution prefixes for PG-sampling (LPPO): split into steps, cut where a step begins
+or just before a step's result.
 
-Why step boundaries: a prefix that ends mid-equation teaches the model to continue
-an arbitrary token stream; a prefix that ends after a whole step is a hint a tutor
-could give. Why the leak guard: a prefix that states the final answer turns a guided
-rollout into copying, and its reward says nothing about the policy.
+Two cuts: at a step boundary (`"step"`, prose solutions: a prefix a tutor could give), or
+inside a step, just after its `=` (`"mid"`, for solutions whose every step computes a
+value, such as the `"chain_long"` data: "37 - 18 = 19." is cut to "37 - 18 ="). The mid
+cut always leaves the model a computation to finish; a prefix that ends on a partial sum
+instead invites the model to answer with that partial sum. A problem chooses the mid cut
+with the tag `prefix_cut:mid`. Why the leak guard: a prefix that states the final answer
+turns a guided rollout into copying, and its reward says nothing about the policy.
 """
 
 from __future__ import annotations
@@ -16,7 +20,20 @@ from typing import Protocol
 from lppo_env.answers import contains_answer
 from lppo_env.problems import MathProblem
 
-__all__ = ["Prefix", "TokenCounter", "split_steps", "make_prefix", "count_tokens"]
+__all__ = [
+    "MID_CUT_TAG",
+    "Prefix",
+    "can_guide",
+    "TokenCounter",
+    "count_tokens",
+    "cut_mode",
+    "make_prefix",
+    "split_steps",
+    "step_head",
+]
+
+MID_CUT_TAG = "prefix_cut:mid"
+"""A problem with this tag gets prefixes cut inside a step (see `make_prefix`)."""
 
 _FINAL_LINE_RE = re.compile(r"^\s*####|\\boxed|\\fbox")
 _BULLET_ONLY_RE = re.compile(r"^[\s•*\-\d.)]*$")
@@ -35,9 +52,10 @@ class Prefix:
     """An expert prefix that starts the assistant turn.
 
     Attributes:
-        text: the prefix text ("" = unguided); ends with a newline when non-empty so
-            the model starts the next step on a fresh line.
-        n_steps: whole solution steps in the prefix.
+        text: the prefix text ("" = unguided). A step cut ends with a newline so the
+            model starts the next step on a fresh line; a mid cut ends with "=" so the
+            model's first tokens are that step's result.
+        n_steps: whole solution steps in the prefix (a mid cut's partial step excluded).
         total_steps: steps in the solution (the denominator of the ratio).
         ratio: the requested ratio in [0, 1].
         n_tokens: prefix length in tokens when a tokenizer was given, else None.
@@ -48,6 +66,7 @@ class Prefix:
     total_steps: int
     ratio: float
     n_tokens: int | None = None
+    partial: bool = False
 
     @property
     def guided(self) -> bool:
@@ -110,8 +129,45 @@ def count_tokens(text: str, tokenizer: TokenCounter) -> int:
     return len(tokenizer.encode(text, add_special_tokens=False))
 
 
+def step_head(step: str) -> str | None:
+    """The step up to and including its first `=` ("37 - 18 = 19." -> "37 - 18 ="), or None.
+
+    None when the step has no `=` with something before it: no computation to leave open.
+    """
+    i = step.find("=")
+    if i <= 0 or not step[:i].strip():
+        return None
+    return step[: i + 1]
+
+
+def cut_mode(problem: MathProblem) -> str:
+    """`"mid"` for problems tagged `MID_CUT_TAG`, else `"step"`."""
+    return "mid" if MID_CUT_TAG in problem.tags else "step"
+
+
+def _mid_prefix(steps: tuple[str, ...], ratio: float, answer: str) -> tuple[str, int]:
+    """Mid cut: `floor(ratio * total)` whole steps (at most total - 1) + the next step's head.
+
+    The leak guard moves the cut back one step at a time; when a step has no `=`, the cut
+    falls back to the boundary before it.
+    """
+    total = len(steps)
+    whole = min(math.floor(ratio * total), total - 1)
+    while whole >= 0:
+        head = step_head(steps[whole])
+        parts = [*steps[:whole], head] if head is not None else list(steps[:whole])
+        text = "\n".join(parts) + ("" if head is not None else "\n")
+        if parts and not contains_answer(text, answer):
+            return text, whole
+        whole -= 1
+    return "", 0
+
+
 def make_prefix(
-    problem: MathProblem, ratio: float, tokenizer: TokenCounter | None = None
+    problem: MathProblem,
+    ratio: float,
+    tokenizer: TokenCounter | None = None,
+    cut: str | None = None,
 ) -> Prefix:
     """Build the expert prefix of `problem` covering about `ratio` of its steps.
 
@@ -120,18 +176,32 @@ def make_prefix(
     final answer (see `contains_answer`); the guard stops at the *first* step that
     leaks, so the prefix is always a contiguous head of the solution.
 
+    With `cut="mid"` (the default for problems tagged `MID_CUT_TAG`) the prefix is
+    `floor(ratio * total_steps)` whole steps (at most total - 1) followed by the head of
+    the next step up to its `=` (see `step_head`); any ratio > 0 then gives a prefix
+    unless even the first step's head would leak the answer.
+
     Args:
         problem: the problem; without steps the prefix is always empty.
         ratio: fraction of the steps to reveal, in [0, 1]; 0 gives no prefix.
         tokenizer: optional; when given, `n_tokens` is filled.
+        cut: `"step"` or `"mid"`; None picks by the problem's tags (`cut_mode`).
 
     Returns:
         A `Prefix`; its `text` never contains the final answer.
     """
     if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0.0 <= ratio <= 1.0:
         raise ValueError(f"make_prefix expects ratio in [0, 1], got {ratio!r}")
+    mode = cut_mode(problem) if cut is None else cut
+    if mode not in ("step", "mid"):
+        raise ValueError(f"make_prefix expects cut 'step' or 'mid', got {cut!r}")
     steps = problem.steps
     total = len(steps)
+    if mode == "mid":
+        text, k = _mid_prefix(steps, ratio, problem.answer) if ratio > 0 and total else ("", 0)
+        n_tokens = None if tokenizer is None else (count_tokens(text, tokenizer) if text else 0)
+        return Prefix(text=text, n_steps=k, total_steps=total, ratio=float(ratio),
+                      n_tokens=n_tokens, partial=text.endswith("="))
     want = min(math.floor(ratio * total + 0.5), max(total - 1, 0))
     k = 0
     while k < want and not contains_answer("\n".join(steps[: k + 1]), problem.answer):
@@ -139,3 +209,16 @@ def make_prefix(
     text = "\n".join(steps[:k]) + "\n" if k else ""
     n_tokens = None if tokenizer is None else (count_tokens(text, tokenizer) if text else 0)
     return Prefix(text=text, n_steps=k, total_steps=total, ratio=float(ratio), n_tokens=n_tokens)
+
+
+def can_guide(problem: MathProblem) -> bool:
+    """Whether some ratio > 0 gives `problem` a non-empty prefix.
+
+    A guide plans guided slots only for such problems (register `has_solution` with it):
+    a planned guided slot without a usable prefix would silently run unguided. With the
+    mid cut, the leak guard backs off to the first step's head, so one check decides for
+    every ratio > 0; with the step cut, the longest prefix decides.
+    """
+    if cut_mode(problem) == "mid":
+        return make_prefix(problem, 1e-9).guided
+    return make_prefix(problem, 1.0).guided

@@ -115,3 +115,49 @@ def test_split_is_disjoint_deterministic_and_order_free(
     assert {p.id for p in held_other} != {p.id for p in held}
     with pytest.raises(ValueError, match="expects 0 <= n_eval <= 2000, got 2001"):
         split_problems(default, 2001)
+
+
+@pytest.fixture(scope="module")
+def chain_long() -> tuple[MathProblem, ...]:
+    return load_problems("chain_long", size=300)
+
+
+def test_chain_long_is_4_to_6_two_digit_terms(chain_long: tuple[MathProblem, ...]) -> None:
+    assert len({p.id for p in chain_long}) == 300
+    n_terms = set()
+    for p in chain_long:
+        expression = p.question.rsplit(":", 1)[1].removesuffix("=").strip()
+        terms = expression.replace("-", "+").split("+")
+        n_terms.add(len(terms))
+        assert all(len(t.strip()) == 2 for t in terms)
+        assert p.answer == str(left_to_right(expression))
+        assert extract_final_answer(p.solution) == p.answer
+        assert "prefix_cut:mid" in p.tags
+    assert n_terms == {4, 5, 6}
+
+
+def test_chain_long_every_step_computes(chain_long: tuple[MathProblem, ...]) -> None:
+    for p in chain_long:
+        expression = p.question.rsplit(":", 1)[1].removesuffix("=").strip()
+        assert len(p.steps) == len(expression.split()) // 2  # one partial sum per operator
+        total = int(expression.split()[0])
+        for step in p.steps:  # "a op b = c." with a the running total, c the next one
+            lhs, rhs = step.removesuffix(".").split(" = ")
+            a, op, b = lhs.rsplit(" ", 2)
+            assert int(a) == total
+            total = total + int(b) if op == "+" else total - int(b)
+            assert int(rhs) == total
+        assert str(total) == p.answer
+
+
+def test_arithmetic_solution_without_restatement() -> None:
+    text, value = arithmetic_solution("40 - 15 + 17", restate=False)
+    assert value == 42
+    assert text.splitlines() == ["40 - 15 = 25.", "25 + 17 = 42.", "The answer is \\boxed{42}."]
+
+
+def test_chain_long_is_deterministic() -> None:
+    assert load_problems("chain_long", size=40, seed=2) == load_problems("chain_long", size=40,
+                                                                         seed=2)
+    assert load_problems("chain_long", size=40, seed=2) != load_problems("chain_long", size=40,
+                                                                         seed=3)

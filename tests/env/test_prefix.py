@@ -106,3 +106,62 @@ def test_prefix_properties(steps: list[str], answer: str, ratio: float) -> None:
                            if prefix.n_steps else "")
     # monotone: a larger ratio never gives a shorter prefix
     assert make_prefix(problem, min(1.0, ratio + 0.25)).n_steps >= prefix.n_steps
+
+
+def test_mid_cut_leaves_a_computation() -> None:
+    from lppo_env.prefix import can_guide
+
+    problem = MathProblem(id="p", question="q", answer="-114", tags=("prefix_cut:mid",),
+                          steps=("15 - 43 = -28.", "-28 - 75 = -103.", "-103 - 72 = -175.",
+                                 "-175 + 61 = -114."))
+    assert make_prefix(problem, 0.1).text == "15 - 43 ="
+    assert make_prefix(problem, 0.5).text == "15 - 43 = -28.\n-28 - 75 = -103.\n-103 - 72 ="
+    # the longest cut still leaves the last step's result to the model
+    assert make_prefix(problem, 1.0).text.endswith("-175 + 61 =")
+    assert make_prefix(problem, 1.0).partial and make_prefix(problem, 1.0).n_steps == 3
+    assert make_prefix(problem, 0.0).text == ""
+    assert make_prefix(problem, 0.5, cut="step").text == "15 - 43 = -28.\n-28 - 75 = -103.\n"
+    assert can_guide(problem)
+    leaky = MathProblem(id="q", question="q", answer="15", tags=("prefix_cut:mid",),
+                        steps=("15 - 43 = -28.", "-28 + 43 = 15."))
+    assert make_prefix(leaky, 0.9).text == "" and not can_guide(leaky)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    terms=st.lists(st.integers(10, 99), min_size=4, max_size=6),
+    ops=st.lists(st.sampled_from("+-"), min_size=5, max_size=5),
+    ratio=st.floats(1e-6, 1.0),
+)
+def test_mid_cut_properties(terms: list[int], ops: list[str], ratio: float) -> None:
+    from lppo_env.default_data import arithmetic_solution
+    from lppo_env.prefix import can_guide
+
+    expression = " ".join([str(terms[0])] + [f"{o} {t}" for o, t in zip(ops, terms[1:],
+                                                                          strict=False)])
+    solution, value = arithmetic_solution(expression, restate=False)
+    problem = MathProblem(id="p", question="q", answer=str(value), solution=solution,
+                          steps=split_steps(solution), tags=("prefix_cut:mid",))
+    prefix = make_prefix(problem, ratio)
+    assert not contains_answer(prefix.text, problem.answer)
+    # a usable problem gets a prefix at every ratio > 0, and it ends with an open "="
+    assert prefix.guided == can_guide(problem)
+    if prefix.guided:
+        assert prefix.text.endswith("=") and prefix.partial
+        assert prefix.n_steps < len(problem.steps)
+        assert prefix.text.startswith("\n".join(problem.steps[: prefix.n_steps]))
+    # monotone in the ratio
+    assert len(make_prefix(problem, min(1.0, ratio + 0.25)).text) >= len(prefix.text)
+
+
+def test_chain_long_prefixes_are_usable_and_never_leak() -> None:
+    from lppo_env.prefix import can_guide
+
+    problems = load_problems("chain_long", size=300)
+    usable = [p for p in problems if can_guide(p)]
+    assert len(usable) > 0.97 * len(problems)
+    for problem in problems:
+        for ratio in RATIOS[1:]:
+            prefix = make_prefix(problem, ratio)
+            assert not contains_answer(prefix.text, problem.answer)
+            assert prefix.guided == can_guide(problem)
