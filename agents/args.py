@@ -52,7 +52,7 @@ def _json_arg(text: str) -> Any:
 
 
 def _converter(tp: Any, name: str) -> Any:
-    """argparse `type=`: the string coerced to `tp` by the config rules."""
+    """Argparse `type=`: the string coerced to `tp` by the config rules."""
 
     def convert(text: str) -> Any:
         try:
@@ -138,9 +138,7 @@ def add_dataclass_arguments(
                 **kw,
             )
         else:
-            parser.add_argument(
-                flag, type=_converter(tp, f.name), metavar=f.name.upper(), **kw
-            )
+            parser.add_argument(flag, type=_converter(tp, f.name), metavar=f.name.upper(), **kw)
     return parser
 
 

@@ -8,102 +8,98 @@
     lppo compare --strategies uniform lppo --learners grpo --seeds 0 1 2 --out runs/cmp
     lppo saidpo --iterations 2            # iterative SAI-DPO: probe -> select -> DPO
 
-Every `TrainConfig` field is a flag (`--group-size 8`); mappings take JSON
-(`--strategy-kwargs '{"kappa": 4}'`). Configuration errors exit with status 2 and one
-message before any work starts.
+Each subcommand is a config dataclass (`TrainConfig`, `EvalConfig`, `CompareConfig`,
+`SAIDPOConfig`) whose fields are its flags, with the field docs as `--help`
+(`agents.args`); mappings take JSON (`--strategy-kwargs '{"kappa": 4}'`). A user error
+(a bad value, a missing file, an output that cannot be written) is one line naming the
+setting and exit status 2, before any model is loaded.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
-import inspect
 import json
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
-from agents.config import ConfigError, TrainConfig, load_config
+from agents.args import ArgumentParser, add_dataclass_arguments, dataclass_from_args
+from agents.config import ConfigError, TrainConfig
+from agents.fields import coerce_fields, from_mapping
+from agents.paths import check_model, check_output_dir, check_output_file
 
-__all__ = ["main", "build_parser"]
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """Field docstrings (the string literal under each field) for --help."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for a, b in zip(body, body[1:], strict=False):  # pairwise: one shorter
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(
-            getattr(b, "value", None), ast.Constant
-        ):
-            text = str(b.value.value)
-            docs[a.target.id] = text.split(":", 1)[1].strip() if ":" in text else text  # type: ignore[attr-defined]
-    return docs
+__all__ = ["EvalConfig", "build_parser", "main"]
 
 
-def _json_arg(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"expected JSON, got {text!r} ({e})") from e
+@dataclass
+class EvalConfig:
+    """Configuration of `lppo eval` (every field is a `--flag`)."""
 
+    model: str = "default"
+    """model name, HF directory or checkpoint model directory."""
+    data: str = "default"
+    """dataset name or JSONL/Parquet file."""
+    data_kwargs: dict = field(default_factory=dict)
+    """options for lppo_env.load_problems (JSON), e.g. {"size": 64}."""
+    split: Literal["heldout", "all"] = "heldout"
+    """heldout: the fixed held-out split a run with this --split-seed/--eval-size uses."""
+    split_seed: int = 0
+    """the run's split_seed."""
+    eval_size: int = 48
+    """held-out problems (the run's eval_size)."""
+    limit: int | None = None
+    """evaluate only the first N problems."""
+    n_samples: int = 1
+    """samples per problem (1 = greedy)."""
+    k: list[int] = field(default_factory=lambda: [1])
+    """report pass@k for these k (each <= n_samples)."""
+    temperature: float | None = None
+    """sampling temperature; default 0 if n_samples = 1 else 1.0."""
+    max_new_tokens: int = 96
+    """cap on generated tokens per answer."""
+    seed: int = 0
+    """sampling seed."""
+    out: str | None = None
+    """also write the result as JSON to this file."""
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    docs = _field_docs(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_ = f"{docs.get(f.name, '')} (default: {default!r})"
-        kind = str(f.type)
-        if kind == "bool":
-            p.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_
-            )
-        elif kind.startswith("dict"):
-            p.add_argument(
-                flag, dest=f.name, type=_json_arg, default=None, help=help_, metavar="JSON"
-            )
-        elif kind == "int":
-            p.add_argument(flag, dest=f.name, type=int, default=None, help=help_)
-        elif kind == "float":
-            p.add_argument(flag, dest=f.name, type=float, default=None, help=help_)
-        else:
-            p.add_argument(flag, dest=f.name, type=str, default=None, help=help_)
+    def __post_init__(self) -> None:
+        coerce_fields(self)
+        checks = [
+            ("eval_size", self.eval_size >= 1 or self.split == "all", ">= 1 with split heldout"),
+            ("limit", self.limit is None or self.limit >= 1, ">= 1"),
+            ("n_samples", self.n_samples >= 1, ">= 1"),
+            (
+                "k",
+                bool(self.k) and all(1 <= k <= self.n_samples for k in self.k),
+                f"values in [1, n_samples={self.n_samples}]",
+            ),
+            ("temperature", self.temperature is None or self.temperature >= 0, ">= 0"),
+            ("max_new_tokens", self.max_new_tokens >= 1, ">= 1"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                got = getattr(self, name)
+                raise ConfigError(f"EvalConfig expects {name} {expected}, got {got!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `lppo` argument parser."""
-    ap = argparse.ArgumentParser(prog="lppo", description=__doc__.split("\n")[0])
+    """The `lppo` argument parser (one subparser per command, flags from the dataclasses)."""
+    from agents.compare.cli import add_compare_parser
+    from agents.saidpo.cli import add_saidpo_parser
+
+    ap = ArgumentParser(prog="lppo", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
     tr = sub.add_parser("train", help="train a policy (defaults: the embedded default job)")
     tr.add_argument(
         "--config", type=Path, default=None, help="YAML/JSON file of TrainConfig fields"
     )
-    _add_config_flags(tr)
+    add_dataclass_arguments(tr, TrainConfig, defaults=False)  # unset flags keep --config's
 
     ev = sub.add_parser("eval", help="pass@1 / pass@k of a model or checkpoint on a dataset")
-    ev.add_argument("--model", default="default", help="model name, HF dir or checkpoint model dir")
-    ev.add_argument("--data", default="default", help="dataset name or file")
-    ev.add_argument("--data-kwargs", type=_json_arg, default={}, metavar="JSON")
-    ev.add_argument(
-        "--split",
-        choices=["heldout", "all"],
-        default="heldout",
-        help="heldout: the fixed held-out split a run with this --split-seed/--eval-size uses",
-    )
-    ev.add_argument("--split-seed", type=int, default=0, help="the run's split_seed")
-    ev.add_argument("--eval-size", type=int, default=48)
-    ev.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
-    ev.add_argument("--n-samples", type=int, default=1, help="samples per problem (1 = greedy)")
-    ev.add_argument("--k", type=int, nargs="+", default=[1], help="report pass@k for these k")
-    ev.add_argument("--temperature", type=float, default=None, help="default 0 if n=1 else 1.0")
-    ev.add_argument("--max-new-tokens", type=int, default=96)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
+    add_dataclass_arguments(ev, EvalConfig)
 
     pl = sub.add_parser("plot", help="curves of one or several runs on one figure")
     pl.add_argument("runs", nargs="+", type=Path, help="run directories (or metrics.jsonl files)")
@@ -111,67 +107,97 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--labels", nargs="*", default=None)
     pl.add_argument("--x", default="step", help="x axis: step or rollout/tokens_total")
 
-    from agents.compare import add_compare_parser
-    from agents.saidpo import add_saidpo_parser
-
     add_compare_parser(sub)
     add_saidpo_parser(sub)
     return ap
 
 
 def _train(args: argparse.Namespace) -> int:
+    cfg = dataclass_from_args(TrainConfig, args, config_file=args.config)
+    check_output_dir(cfg.run_dir, "--run-dir")
+    if cfg.eval_cache:
+        check_output_dir(cfg.eval_cache, "--eval-cache")
+    check_model(cfg.model, "--model")
+
     from agents.trainer import Trainer
 
-    overrides = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(TrainConfig)
-        if getattr(args, f.name) is not None
-    }
-    cfg = load_config(args.config, overrides)
     summary = Trainer(cfg).run()
     print(json.dumps(summary, indent=2))
-    return 130 if summary["interrupted"] else 0
+    from agents.stopping import exit_status
+
+    return exit_status(summary["stopped_by"])  # 130 after SIGINT, 143 after SIGTERM
 
 
 def _eval(args: argparse.Namespace) -> int:
+    cfg = from_mapping(EvalConfig, {k: getattr(args, k) for k in EvalConfig.__dataclass_fields__})
+    if cfg.out:
+        check_output_file(cfg.out, "--out")
+    check_model(cfg.model, "--model")
+
     from agents.evaluation import evaluate
     from agents.policy import load_policy
     from agents.rollout.hf import HFBackend
     from lppo_env import MathReasoningEnv, default_verifier, load_problems, split_problems
 
-    problems = load_problems(args.data, **args.data_kwargs)
-    if args.split == "heldout":
-        _, problems = split_problems(problems, args.eval_size, seed=args.split_seed)
-    if args.limit:
-        problems = problems[: args.limit]
-    policy = load_policy(args.model)
+    problems = load_problems(cfg.data, **cfg.data_kwargs)
+    if cfg.split == "heldout":
+        _, problems = split_problems(problems, cfg.eval_size, seed=cfg.split_seed)
+    if cfg.limit:
+        problems = problems[: cfg.limit]
+    policy = load_policy(cfg.model)
     env = MathReasoningEnv(list(problems), tokenizer=policy.tokenizer)
     temperature = (
-        args.temperature if args.temperature is not None else (0.0 if args.n_samples == 1 else 1.0)
+        cfg.temperature if cfg.temperature is not None else (0.0 if cfg.n_samples == 1 else 1.0)
     )
     out = evaluate(
-        HFBackend(policy, batch_size=64), problems, env.messages, default_verifier(),
-        n_samples=args.n_samples, ks=args.k, temperature=temperature,
-        max_new_tokens=args.max_new_tokens, seed=args.seed,
+        HFBackend(policy, batch_size=64),
+        problems,
+        env.messages,
+        default_verifier(),
+        n_samples=cfg.n_samples,
+        ks=cfg.k,
+        temperature=temperature,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=cfg.seed,
     )
-    out = {"model": args.model, "data": args.data, "split": args.split, **out}
+    out = {"model": cfg.model, "data": cfg.data, "split": cfg.split, **out}
     print(json.dumps(out, indent=2))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=2) + "\n")
+    if cfg.out:
+        path = Path(cfg.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
     from agents.metrics import plot_runs
 
+    check_output_file(args.out, "--out")
     out = plot_runs(args.runs, args.out, labels=args.labels, x=args.x)
     print(out)
     return 0
 
 
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        return _train(args)
+    if args.command == "eval":
+        return _eval(args)
+    if args.command == "plot":
+        return _plot(args)
+    if args.command == "compare":
+        from agents.compare.cli import run_compare
+
+        return run_compare(args)
+    if args.command == "saidpo":
+        from agents.saidpo.cli import run_saidpo
+
+        return run_saidpo(args)
+    raise AssertionError(f"unhandled command {args.command!r}")  # argparse restricts choices
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `lppo` console script."""
+    """Entry point of the `lppo` console script; user errors: one line, exit status 2."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -181,27 +207,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "train":
-            return _train(args)
-        if args.command == "eval":
-            return _eval(args)
-        if args.command == "plot":
-            return _plot(args)
-        if args.command == "compare":
-            from agents.compare import run_compare
-
-            return run_compare(args)
-        if args.command == "saidpo":
-            from agents.saidpo import run_saidpo
-
-            return run_saidpo(args)
+        return _dispatch(args)
     except ConfigError as e:
-        print(f"lppo {args.command}: configuration error: {e}", file=sys.stderr)
-        return 2
+        print(f"lppo {args.command}: configuration error: {_one_line(e)}", file=sys.stderr)
     except (FileNotFoundError, ValueError) as e:
-        print(f"lppo {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    return 1
+        print(f"lppo {args.command}: error: {_one_line(e)}", file=sys.stderr)
+    return 2
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 if __name__ == "__main__":
