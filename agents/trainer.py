@@ -58,6 +58,12 @@ def preflight(cfg: TrainConfig) -> None:
             f"learner: unknown learner {cfg.learner!r}.{hint} Available: "
             f"{', '.join(available_learners())}"
         )
+    if cfg.learner_kwargs.get("temperature", cfg.temperature) != cfg.temperature:
+        raise ConfigError(
+            f"learner_kwargs: temperature {cfg.learner_kwargs['temperature']!r} differs from "
+            f"temperature {cfg.temperature!r}; the learner computes log-probs at the sampling "
+            "temperature, so set only --temperature"
+        )
     from lppo_env import dataset_names
 
     if cfg.data not in dataset_names() and not Path(cfg.data).exists():
@@ -182,7 +188,11 @@ class Trainer:
             self.train_problems, tokenizer=self.policy.tokenizer, verifier=self.verifier
         )
         self.backend = self._make_backend()
-        self.learner = make_learner(cfg.learner, self.policy, lr=cfg.lr, **cfg.learner_kwargs)
+        # log-probs at the sampling temperature, so the first-epoch ratio is 1
+        self.learner = make_learner(
+            cfg.learner, self.policy, **{**cfg.learner_kwargs, "lr": cfg.lr,
+                                         "temperature": cfg.temperature}
+        )
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
         self.step_count = 0
         self.tokens_generated = 0

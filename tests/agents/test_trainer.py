@@ -291,3 +291,34 @@ def test_guidance_metrics_pair_guided_rollouts_with_their_own_groups(data) -> No
     # A group with no guided rollout never enters the control, whatever its rewards.
     if not g.any():
         assert m["rollout/guided_control_pass_rate"] is None
+
+
+def test_learner_logprobs_use_the_sampling_temperature(tiny_dir, tmp_path) -> None:
+    """At T = 0.7 the first-epoch ratio against the sampler's own log-probs is exactly 1."""
+    import torch
+
+    from agents.learners.logprobs import token_logprobs
+
+    t = Trainer(_cfg(tiny_dir, tmp_path / "run", steps=1, eval_size=0, temperature=0.7,
+                     learner_kwargs={"recompute_old_logprobs": False}))
+    seen: dict[str, float] = {}
+    update = t.learner.update
+
+    def checked_update(batch):
+        with torch.no_grad():
+            lp, _, _ = token_logprobs(t.policy.model, batch.input_ids, batch.attention_mask,
+                                      temperature=t.learner.config.temperature)
+        mask = batch.response_mask > 0
+        seen["max_dev"] = float((lp[mask] - batch.old_logprobs[mask]).exp().sub(1).abs().max())
+        return update(batch)
+
+    t.learner.update = checked_update
+    m = t.step().metrics
+    assert seen["max_dev"] < 1e-4  # ratio pi_theta / pi_sampler is 1 before any update
+    assert abs(m["actor/ppo_kl"]) < 1e-5 and m["actor/clipfrac"] == 0.0
+
+
+def test_learner_temperature_cannot_contradict_the_sampling_temperature(tiny_dir, tmp_path):
+    with pytest.raises(ConfigError, match="temperature 0.5 differs from temperature 0.7"):
+        Trainer(_cfg(tiny_dir, tmp_path / "run", temperature=0.7,
+                     learner_kwargs={"temperature": 0.5}))
