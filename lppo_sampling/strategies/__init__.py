@@ -14,7 +14,16 @@ functions in `rules_peer`; fast batch sampling over large pools lives in `sampli
 | `cures`           | `posterior` | CurESSelector · none · keep all · 1 (+ `allocate_rollouts`)|
 | `hint_length`     | `hint`      | uniform · AdaptiveHintGuide · keep all · 1                |
 | `hint_lppo`       | `hint`      | uniform · AdaptiveHintGuide · keep all · LPWeighter       |
+| `self_prefix`     | `self_prefix`| uniform · SelfPrefixGuide · keep all · 1                 |
+| `lppo_self`       | `self_prefix`| uniform · SelfPrefixGuide · keep all · LPWeighter        |
 | `saidpo`          | `saidpo`    | SAIDPOSelector · none · DAPO filter · 1 (+ `probe_keys`)  |
 """
 
-from lppo_sampling.strategies import arms, filters, hint, posterior, saidpo  # noqa: F401
+from lppo_sampling.strategies import (  # noqa: F401
+    arms,
+    filters,
+    hint,
+    posterior,
+    saidpo,
+    self_prefix,
+)
