@@ -29,7 +29,9 @@ def test_cut_is_before_the_answer_and_mid_step() -> None:
     assert head == "First, 15 - 43 = -28.\nThen -28 - 75 = -103.\nFinally -103 + 9 = "
     assert cut_self_prefix(head, 0.1) == "First, 15 - 43 ="
     assert cut_self_prefix(head, 0.5) == "First, 15 - 43 = -28.\nThen -28 - 75 ="
-    assert cut_self_prefix(head, 1.0) == "First, 15 - 43 = -28.\nThen -28 - 75 = -103.\nFinally -103 + 9 ="
+    assert cut_self_prefix(head, 1.0) == (
+        "First, 15 - 43 = -28.\nThen -28 - 75 = -103.\nFinally -103 + 9 ="
+    )
     # "14" is not found inside "140", and an answer stated at once leaves nothing to replay
     assert replayable_head("140 - 126 = 14", "14") == "140 - 126 = "
     assert cut_points(replayable_head("The answer is 5", "5")) == []
