@@ -1,39 +1,31 @@
-"""verl adapter: a stateful strategy-driven sampler, reward feedback and weighted estimators.
+"""verl adapter: strategy-driven sampling, prefix guidance, weights and reward feedback.
 
-verl 0.8 removed `AbstractCurriculumSampler` and `data.sampler.class_path`; the
-current release (0.9.1) takes a sampler only through `RayPPOTrainer(train_sampler=...)`
-and never calls back into it. This module therefore ships the pieces separately and
-one config-only way to wire them:
+Covered: verl 0.9.1, legacy trainer (`trainer.use_v1=False`, `main_ppo_v0` /
+`RayPPOTrainer`). verl 0.9's default V1 trainer (TransferQueue, replay buffer) is
+refused at start-up with a message naming `trainer.use_v1` (see `install`).
 
-* `LPPOSampler` — a lazy torch `Sampler[int]` that draws each batch from
-  `strategy.select` and is torchdata-`Stateful` (strategy state incl. RNG, epoch,
-  in-epoch position and the undelivered rest of the current batch), so verl's
-  `StatefulDataLoader` checkpoint (`data.pt`) resumes the exact stream.
-  `update(batch: DataProto)` feeds a step's rewards back (`token_level_scores`
-  summed per response, keyed by `non_tensor_batch["index"]` = `extra_info.index`).
-* `lppo_grpo` — a verl advantage estimator registered in `ADV_ESTIMATOR_REGISTRY`:
-  verl's GRPO advantages times `strategy.weights × strategy.keep`. verl passes
-  registered estimators only `token_level_rewards`, `response_mask`, `config` and
-  `index` (= the per-prompt `uid`), never dataset ids; so `LPPORayPPOTrainer` tags
-  each `uid` with its sample key (`tag_uids`) right after verl creates it, and the
-  estimator reads the keys back from the uids. The estimator also observes the
-  rewards (it is the one driver-side call between reward and update that sees every
-  group), which is what LPPO's weights need: Δ of *this* batch.
-* `LPPORayPPOTrainer` — `RayPPOTrainer` subclass: binds the sampler for the
-  estimator, tags uids in `_get_gen_batch`, and calls `sampler.update(batch)` before
-  each actor update (for estimators other than `lppo_*`; uids the estimator already
-  observed are skipped, so nothing is counted twice).
-* `LPPODataset` — an `RLHFDataset` for `data.custom_cls` whose construction installs
-  the two hooks into `verl.trainer.main_ppo_v0` (the legacy `TaskRunner`, in its own
-  Ray process), so `main_ppo` with `trainer.use_v1=False` needs only config lines.
-* `LPPOCurriculumSampler` — on verl <= 0.7 only, the `AbstractCurriculumSampler`
-  subclass for `data.sampler.class_path`; verl calls its `update` after each step.
+Config-only wiring: `data.custom_cls` = `LPPODataset`, whose construction (in verl's
+TaskRunner process, after `main` has parsed the config) installs two replacements in
+`verl.trainer.main_ppo_v0`: `create_rl_sampler` builds an `LPPOSampler` and
+`RayPPOTrainer` is `LPPORayPPOTrainer`. Settings live under `data.lppo`:
+`strategy`, `kwargs`, `reward_range`, `prefix_fn.{path,name}`.
+
+* `LPPOSampler` — a lazy torch `Sampler[int]` whose batches come from
+  `strategy.select`; torchdata-`Stateful` (strategy state incl. RNG, epoch, in-epoch
+  position, undelivered rest of the batch), so verl's `data.pt` resumes the stream.
+* `LPPORayPPOTrainer` — tags each prompt's `uid` with its sample key (`tag_uids`,
+  in `_get_gen_batch`, the one place where verl still has `index`): the tagged uid is
+  the one key verl carries through every path (rule reward or reward model, any
+  balancing); writes each (sample, slot)'s expert prefix into the generation batch
+  (`lppo_prefix`, run by `LPPOPrefixAgentLoop`); observes every step's rewards and
+  multiplies the advantages by `strategy.weights × strategy.keep` in `_update_actor`
+  (the last driver-side method before the update that sees each response's key,
+  reward and guided flag); and saves/restores the sampler next to verl's own
+  checkpoint (`lppo_sampler.pt`), because verl skips `data.pt` at epoch boundaries.
+* `lppo_grpo` / `lppo_rloo` — registered estimators (base advantages × weights) for
+  trainers driven by hand; `LPPORayPPOTrainer` refuses them (it weights itself).
 * `to_verl_parquet(problems, path)` — verl's RL parquet layout with a stable
-  `extra_info.index`.
-
-Prefix guidance is not wired for verl (it needs a custom agent loop): samples are
-registered without solutions, so guided strategies behave as unguided ones here.
-The V1 trainer (`trainer.use_v1=True`) builds its own sampler and is not supported.
+  `extra_info.index` and a `data_source` verl's default scorer accepts.
 
 Tested with verl 0.9.1 (torch 2.13 CPU, tensordict 0.10, torchdata 0.11).
 """
@@ -48,37 +40,35 @@ import numpy as np
 
 from lppo_sampling.batch import GroupResults
 from lppo_sampling.integrations._common import require, unit_rewards
+from lppo_sampling.roles import NoGuide
 from lppo_sampling.strategy import Strategy, make_strategy
 
-VERL_VERSION = require("verl", "0.5", purpose="the verl sampler and estimators")
+VERL_VERSION = require("verl", "0.9", below="0.10", purpose="the verl sampler and trainer hooks")
 
 import torch  # noqa: E402
 from torch.utils.data import Sampler  # noqa: E402
 from verl import DataProto  # noqa: E402
 from verl.trainer.ppo import core_algos  # noqa: E402
 
-try:  # verl <= 0.7.1
-    from verl.experimental.dataset.sampler import AbstractCurriculumSampler
-except ImportError:  # verl >= 0.8 removed the curriculum hook
-    AbstractCurriculumSampler = None
+from lppo_sampling.integrations.verl_agent_loop import AGENT_NAME, PREFIX_COLUMN  # noqa: E402
 
 __all__ = [
     "LPPOSampler",
     "LPPORayPPOTrainer",
     "LPPODataset",
-    "LPPOCurriculumSampler",
     "register_weighted_estimator",
     "tag_uids",
     "keys_from_uids",
+    "batch_keys",
+    "dataset_keys",
     "install",
     "to_verl_parquet",
-    "HAS_CURRICULUM_SAMPLER",
     "VERL_VERSION",
 ]
 
-HAS_CURRICULUM_SAMPLER = AbstractCurriculumSampler is not None
 _UID_SEP = "|lppo|"
 _ACTIVE: list[LPPOSampler] = []  # the sampler the estimators use (one per driver process)
+PREFIX_FIELD = "prefix"  # the agent loop's extra field: the prefix a rollout really started from
 
 
 def _norm_key(k: Any) -> int | str:
@@ -93,12 +83,19 @@ def _norm_key(k: Any) -> int | str:
     raise ValueError(f"sample keys must be int or str, got {type(k).__name__} {k!r}")
 
 
+def _key_array(keys: Sequence[Any]) -> np.ndarray:
+    k = [_norm_key(x) for x in keys]
+    if all(isinstance(x, int) for x in k):
+        return np.asarray(k, dtype=np.int64)
+    return np.asarray(k, dtype=object)
+
+
 def dataset_keys(data_source: Any) -> list[int | str]:
     """Stable keys of a verl `RLHFDataset`, in row order: its rows' `extra_info.index`.
 
-    verl hands batches back keyed by `non_tensor_batch["index"]`, which is
-    `extra_info["index"]` (0 when missing), not the position the sampler yielded —
-    rows may have been filtered — so the key → position map is built here, once.
+    verl keys a row by `extra_info["index"]` (0 when missing), not by the position the
+    sampler yielded (rows may have been filtered), so the key → position map is built
+    here, once, and a missing index is refused at start-up.
 
     Raises:
         ValueError: the dataset has no `dataframe`, or a row lacks `extra_info.index`.
@@ -109,15 +106,29 @@ def dataset_keys(data_source: Any) -> list[int | str]:
             f"{type(data_source).__name__} has no .dataframe; pass keys= explicitly or use verl's "
             "RLHFDataset"
         )
+    if "extra_info" not in df.column_names:
+        raise ValueError(
+            "data.train_files: the dataset has no extra_info column, so its rows have no stable "
+            "key; write extra_info.index per row (lppo_sampling.integrations.verl.to_verl_parquet)"
+        )
     keys = []
     for pos, info in enumerate(df["extra_info"]):
         if not isinstance(info, Mapping) or info.get("index") is None:
             raise ValueError(
-                f"dataset row {pos} has no extra_info.index; verl would key it as 0, so write a "
-                "unique extra_info.index per row (see to_verl_parquet)"
+                f"data.train_files: row {pos} has no extra_info.index; verl would key it as 0, so "
+                "write a unique extra_info.index per row (see to_verl_parquet)"
             )
         keys.append(_norm_key(info["index"]))
     return keys
+
+
+def _has_solution(data_source: Any) -> np.ndarray | None:
+    """Rows with a non-empty `extra_info.solution` (only those can be guided)."""
+    df = getattr(data_source, "dataframe", None)
+    if df is None or "extra_info" not in df.column_names:
+        return None
+    return np.array([isinstance(i, Mapping) and bool(str(i.get("solution") or "").strip())
+                     for i in df["extra_info"]], dtype=bool)
 
 
 def _cfg_get(cfg: Any, name: str, default: Any = None) -> Any:
@@ -128,19 +139,56 @@ def _cfg_get(cfg: Any, name: str, default: Any = None) -> Any:
     return getattr(cfg, name, default)
 
 
-def _strategy_from_config(data_config: Any) -> Strategy:
-    """`data.lppo` (or `data.sampler.lppo` on verl <= 0.7): {strategy: name, kwargs: {...}}."""
+def _lppo_node(data_config: Any) -> Any:
     node = _cfg_get(data_config, "lppo")
     if node is None:
-        node = _cfg_get(_cfg_get(data_config, "sampler"), "lppo")
-    if node is None:
         raise ValueError(
-            "no strategy given: pass strategy= or set +data.lppo.strategy=<name> "
-            "(+data.lppo.kwargs.<arg>=... for its arguments)"
+            "no strategy given: set +data.lppo.strategy=<name> (+data.lppo.kwargs.<arg>=... for "
+            "its arguments) or pass strategy="
         )
+    return node
+
+
+def _strategy_from_config(data_config: Any) -> Strategy:
+    """`data.lppo`: {strategy: name, kwargs: {...}}; errors name the setting."""
+    node = _lppo_node(data_config)
     name = _cfg_get(node, "strategy", "lppo")
     kwargs = _cfg_get(node, "kwargs", {}) or {}
-    return make_strategy(str(name), **{str(k): v for k, v in dict(kwargs).items()})
+    try:
+        return make_strategy(str(name), **{str(k): v for k, v in dict(kwargs).items()})
+    except ValueError as e:
+        raise ValueError(f"data.lppo.strategy / data.lppo.kwargs: {e}") from None
+
+
+def _reward_range_from_config(data_config: Any) -> tuple[float, float] | None:
+    node = _cfg_get(data_config, "lppo")
+    rr = _cfg_get(node, "reward_range")
+    if rr is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in rr)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"data.lppo.reward_range must be [low, high], got {rr!r}") from None
+    if not hi > lo:
+        raise ValueError(f"data.lppo.reward_range must be [low, high] with high > low, got {rr!r}")
+    return lo, hi
+
+
+def _prefix_fn_from_config(data_config: Any) -> Any:
+    node = _cfg_get(_cfg_get(data_config, "lppo"), "prefix_fn")
+    path, name = _cfg_get(node, "path"), _cfg_get(node, "name")
+    if not path:
+        return None
+    from verl.utils.import_utils import load_extern_object
+
+    try:
+        fn = load_extern_object(str(path), str(name or "expert_prefix"))
+    except (ImportError, AttributeError, FileNotFoundError) as e:
+        raise ValueError(f"data.lppo.prefix_fn.path={path} name={name}: {e}") from None
+    if not callable(fn):
+        raise ValueError(f"data.lppo.prefix_fn: {path}:{name} is not callable")
+    return fn
 
 
 class LPPOSampler(Sampler[int]):
@@ -149,19 +197,24 @@ class LPPOSampler(Sampler[int]):
     Args:
         data_source: the training dataset (verl `RLHFDataset`, or anything when `keys`
             is given); positions yielded index into it.
-        data_config: verl's `config.data` (optional): gives the batch size
-            (`gen_batch_size` or `train_batch_size`), `dataloader_num_workers` (must be 0)
-            and, without `strategy`, the strategy from `data.lppo`.
-        strategy: the strategy; built from `data_config` when None.
+        data_config: verl's `config.data` (optional): batch size (`gen_batch_size` or
+            `train_batch_size`), `dataloader_num_workers` (must be 0) and `data.lppo`
+            (strategy, kwargs, reward_range, prefix_fn) for whatever is not passed here.
+        strategy: the strategy; built from `data.lppo` when None.
         batch_size: draw granularity; defaults to the dataloader batch size so every
             training batch is one `select` call.
         keys: sample key of each dataset row (default: `extra_info.index` of each row).
-        reward_range: (low, high) of verl's sequence scores, mapped onto [0, 1].
-        apply_keep: multiply estimator weights by `strategy.keep` (a Filter's decision).
+        reward_range: (low, high) of verl's sequence scores, mapped onto [0, 1]
+            (default `data.lppo.reward_range`, else (0, 1)).
+        prefix_fn: `f(row, ratio) -> str`, the expert prefix for a planned ratio, where
+            `row` holds the generation batch's columns for that prompt (`extra_info`,
+            `reward_model`, ...). Required when the strategy guides.
+        apply_keep: multiply advantage weights by `strategy.keep` (a Filter's decision).
 
     Raises:
         ValueError: no batch size, workers > 0 (they would prefetch indices before the
-            strategy sees the rewards), duplicate keys, or an empty dataset.
+            strategy sees the rewards), duplicate keys, an empty dataset, or a guiding
+            strategy without `prefix_fn` — each naming the setting.
     """
 
     def __init__(
@@ -172,7 +225,8 @@ class LPPOSampler(Sampler[int]):
         strategy: Strategy | None = None,
         batch_size: int | None = None,
         keys: Sequence[Any] | None = None,
-        reward_range: tuple[float, float] = (0.0, 1.0),
+        reward_range: tuple[float, float] | None = None,
+        prefix_fn: Any = None,
         apply_keep: bool = True,
     ) -> None:
         workers = _cfg_get(data_config, "dataloader_num_workers", 0)
@@ -189,29 +243,45 @@ class LPPOSampler(Sampler[int]):
                 f"batch_size must be an int >= 1 (or come from data.train_batch_size), "
                 f"got {batch_size!r}"
             )
+        if reward_range is None:
+            reward_range = _reward_range_from_config(data_config) or (0.0, 1.0)
         unit_rewards([], reward_range, "reward_range")
         self.strategy = strategy if strategy is not None else _strategy_from_config(data_config)
         if not isinstance(self.strategy, Strategy):
             raise ValueError(
                 "strategy must be an lppo_sampling Strategy, got "
                 f"{type(self.strategy).__name__}")
+        self.prefix_fn = prefix_fn if prefix_fn is not None else _prefix_fn_from_config(data_config)
+        if self.guides and self.prefix_fn is None:
+            raise ValueError(
+                f"strategy {self.strategy.name!r} guides rollouts with expert prefixes: set "
+                "data.lppo.prefix_fn.path/name (e.g. examples/verl/lppo_prefix.py, expert_prefix) "
+                "or pick a strategy without guidance (lp_weighting, uniform, ...)"
+            )
         raw = dataset_keys(data_source) if keys is None else [_norm_key(k) for k in keys]
         if not raw:
-            raise ValueError("the dataset is empty")
+            raise ValueError("data.train_files: the dataset is empty")
         self.positions: dict[int | str, int] = {}
         for pos, k in enumerate(raw):
             if k in self.positions:
-                raise ValueError(f"duplicate sample key {k!r} (rows {self.positions[k]} and {pos})")
+                raise ValueError(
+                    f"data.train_files: duplicate sample key extra_info.index={k!r} (rows "
+                    f"{self.positions[k]} and {pos}); keys must be unique")
             self.positions[k] = pos
         self.batch_size = int(batch_size)
-        self.reward_range = tuple(reward_range)
+        self.reward_range = tuple(float(x) for x in reward_range)
         self.apply_keep = bool(apply_keep)
-        self.strategy.add_samples(np.asarray(raw, dtype=object) if isinstance(raw[0], str)
-                                  else np.asarray(raw))
+        solution = _has_solution(data_source) if keys is None else None
+        self.strategy.add_samples(_key_array(raw), has_solution=solution)
         self.epoch = 0
         self._pos = 0                      # indices yielded in this epoch
         self._pending: list[int] = []      # drawn positions not yet yielded
         self._observed_uids: set[str] = set()
+
+    @property
+    def guides(self) -> bool:
+        """Whether the strategy's plans can contain guided slots."""
+        return not isinstance(self.strategy.guide, NoGuide)
 
     # ---------------------------------------------------------------- sampling
     def __len__(self) -> int:
@@ -237,9 +307,69 @@ class LPPOSampler(Sampler[int]):
         self._pos = 0
         self.epoch += 1
 
+    # -------------------------------------------------------------- guidance
+    def attach_prefixes(self, gen_batch: DataProto) -> np.ndarray:
+        """Write each (sample, slot)'s expert prefix into `gen_batch` (in place).
+
+        `gen_batch` is verl's generation batch after `repeat(rollout.n, interleave=True)`:
+        one row per rollout, rows of a prompt sharing its tagged `uid`. The k-th row of
+        a uid is slot k of `strategy.plan(keys)`; its prefix goes to the `lppo_prefix`
+        column and its `agent_name` becomes `LPPOPrefixAgentLoop`'s.
+
+        Returns:
+            (rows,) the planned prefix ratio of each row (0 = unguided).
+        """
+        ntb = gen_batch.non_tensor_batch
+        if "uid" not in ntb:
+            raise ValueError("the generation batch has no uid column")
+        uids = [str(u) for u in ntb["uid"]]
+        order: dict[str, int] = {}
+        group = np.fromiter((order.setdefault(u, len(order)) for u in uids), np.int64, len(uids))
+        counts = np.bincount(group, minlength=len(order))
+        g = self.strategy.group_size
+        if (counts != g).any():
+            raise ValueError(
+                f"actor_rollout_ref.rollout.n gives {int(counts.max())} rollouts per prompt, but "
+                f"the strategy plans group_size={g}: set data.lppo.kwargs.group_size to rollout.n"
+            )
+        first = {}
+        for i, u in enumerate(uids):
+            first.setdefault(u, i)
+        plan = self.strategy.plan(_key_array(keys_from_uids([uids[first[u]] for u in order])))
+        slot = np.zeros(len(uids), np.int64)
+        seen = np.zeros(len(order), np.int64)
+        for i, gi in enumerate(group):
+            slot[i], seen[gi] = seen[gi], seen[gi] + 1
+        ratios = plan.prefix_ratios[group, slot]
+        texts = np.empty(len(uids), dtype=object)
+        texts[:] = ""
+        if (ratios > 0).any():
+            if self.prefix_fn is None:
+                raise ValueError("the strategy guided a rollout but no prefix_fn is set "
+                                 "(data.lppo.prefix_fn)")
+            for i in np.flatnonzero(ratios > 0):
+                row = {k: v[i] for k, v in ntb.items()}
+                text = self.prefix_fn(row, float(ratios[i]))
+                if not isinstance(text, str):
+                    raise ValueError(f"data.lppo.prefix_fn returned {type(text).__name__}, "
+                                     "expected the prefix text (str)")
+                texts[i] = text
+        names = ntb.get("agent_name")
+        if names is not None:
+            other = [str(n) for n, t in zip(names, texts, strict=True) if t and n != AGENT_NAME]
+            if other:
+                raise ValueError(
+                    f"a guided row asks for agent loop {other[0]!r}; expert prefixes need "
+                    f"{AGENT_NAME!r} (drop the dataset's agent_name column or use unguided "
+                    "strategies)")
+        else:
+            ntb["agent_name"] = np.array([AGENT_NAME] * len(uids), dtype=object)
+        ntb[PREFIX_COLUMN] = texts
+        return ratios
+
     # ---------------------------------------------------------------- feedback
     def observe(self, keys: Sequence[Any], scores: Any, *, uids: Sequence[str] | None = None,
-                lengths: Any = None, record: bool = False) -> None:
+                guided: Any = None, lengths: Any = None, record: bool = False) -> None:
         """Feed per-response scores (one row per response) to the strategy.
 
         Args:
@@ -247,50 +377,54 @@ class LPPOSampler(Sampler[int]):
             scores: sequence score of each response (in `reward_range`).
             uids: verl group uids; responses whose uid an `lppo_*` estimator already
                 observed are skipped.
+            guided: (rows,) bool, responses that started from an expert prefix.
             lengths: response lengths in tokens (optional).
             record: remember `uids` as observed (the estimator does; `update` does not).
         """
-        k = np.asarray([_norm_key(x) for x in keys], dtype=object)
+        k = _key_array(keys)
         s = np.asarray(scores.detach().float().cpu().numpy() if torch.is_tensor(scores) else scores,
                        dtype=np.float64).reshape(-1)
         if k.size != s.size:
             raise ValueError(f"{k.size} keys but {s.size} scores")
+        gd = None if guided is None else np.asarray(guided, dtype=bool).reshape(-1)
+        lens = None if lengths is None else np.asarray(
+            lengths.detach().cpu().numpy() if torch.is_tensor(lengths) else lengths, np.float64)
         if uids is not None:
             u = np.asarray([str(x) for x in uids])
             fresh = np.array([x not in self._observed_uids for x in u], bool)
             k, s = k[fresh], s[fresh]
-            lengths = None if lengths is None else np.asarray(lengths)[fresh]
+            gd = None if gd is None else gd[fresh]
+            lens = None if lens is None else lens[fresh]
             if record:
                 self._observed_uids = set(u.tolist())
         if k.size == 0:
             return
-        if all(isinstance(x, int) for x in k):
-            k = k.astype(np.int64)
-        r = unit_rewards(s, self.reward_range, "LPPOSampler")
-        lens = None if lengths is None else np.asarray(
-            lengths.detach().cpu().numpy() if torch.is_tensor(lengths) else lengths, np.float64)
-        self.strategy.observe(GroupResults.from_flat(k, r, lengths=lens))
+        try:
+            r = unit_rewards(s, self.reward_range, "LPPOSampler")
+        except ValueError as e:
+            raise ValueError(
+                f"{e}. For verl: set data.lppo.reward_range=[low,high] to your reward function's "
+                "range (e.g. [-1,1] for verl's math_dapo scorer)") from None
+        self.strategy.observe(GroupResults.from_flat(k, r, guided=gd, lengths=lens))
 
     def update(self, batch: DataProto) -> None:
-        """Observe a finished step: `token_level_scores` summed per response, keyed by index.
+        """Observe a finished step: `token_level_scores` summed per response.
 
-        Responses whose `uid` the `lppo_*` estimator already observed this step are
-        skipped, so calling both never double counts.
+        Keys come from `batch_keys` (the tagged uid first: verl keeps it on every path);
+        a response is guided when the agent loop reported a non-empty `prefix`.
+        Responses whose `uid` an `lppo_*` estimator already observed are skipped.
         """
         if "token_level_scores" not in batch.batch.keys():
             raise ValueError("batch has no token_level_scores; call update after the reward step")
         ntb = batch.non_tensor_batch
-        if "index" not in ntb:
-            raise ValueError("batch has no non_tensor_batch['index'] (extra_info.index)")
         mask = batch.batch["response_mask"] if "response_mask" in batch.batch.keys() else None
-        self.observe(ntb["index"], batch.batch["token_level_scores"].sum(-1),
-                     uids=ntb.get("uid"), lengths=None if mask is None else mask.sum(-1))
+        self.observe(batch_keys(batch), batch.batch["token_level_scores"].sum(-1),
+                     uids=ntb.get("uid"), guided=guided_rows(batch),
+                     lengths=None if mask is None else mask.sum(-1))
 
     def advantage_factor(self, keys: Sequence[Any]) -> np.ndarray:
         """Per-response multiplier: `strategy.weights(keys)` (× `keep`, if enabled)."""
-        k = np.asarray([_norm_key(x) for x in keys], dtype=object)
-        if all(isinstance(x, int) for x in k):
-            k = k.astype(np.int64)
+        k = _key_array(keys)
         f = self.strategy.weights(k)
         if self.apply_keep:
             f = f * self.strategy.keep(k)
@@ -308,18 +442,30 @@ class LPPOSampler(Sampler[int]):
                 "pending": list(self._pending), "batch_size": self.batch_size}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore `state_dict`; a fresh `iter()` then continues the saved stream exactly."""
+        """Restore `state_dict`; a fresh `iter()` then continues the saved stream exactly.
+
+        Raises:
+            ValueError: the state is not an `LPPOSampler` state, or was saved with another
+                batch size or another strategy (naming the setting to change).
+        """
+        if not isinstance(state, Mapping) or "strategy" not in state:
+            raise ValueError("the checkpoint holds no LPPOSampler state (was it written by an LPPO "
+                             "run?); set trainer.resume_mode=disable to start fresh")
         try:
             if int(state["batch_size"]) != self.batch_size:
                 raise ValueError(
                     f"sampler state has batch_size {state['batch_size']}, this sampler "
                     f"{self.batch_size}: resume with the same data.train_batch_size"
                 )
-            self.strategy.load_state_dict(state["strategy"])
+            try:
+                self.strategy.load_state_dict(state["strategy"])
+            except ValueError as e:
+                raise ValueError(f"the checkpoint's sampler state does not fit data.lppo.strategy/"
+                                 f"kwargs: {e}") from None
             self.epoch, self._pos = int(state["epoch"]), int(state["pos"])
             self._pending = [int(p) for p in state["pending"]]
         except KeyError as e:
-            raise ValueError(f"not an LPPOSampler state: missing {e}") from e
+            raise ValueError(f"not an LPPOSampler state: missing {e}") from None
 
 
 # --------------------------------------------------------------- uid tagging
@@ -330,17 +476,31 @@ def _encode_key(k: int | str) -> str:
 def tag_uids(batch: DataProto) -> DataProto:
     """Append each row's sample key to its `uid`, in place (idempotent).
 
-    verl's estimators see only `uid` (a fresh uuid per prompt and step), not the
-    dataset id; appending the key keeps uids unique per group, so GRPO grouping is
-    unchanged, while `keys_from_uids` can recover the key.
+    verl gives each prompt a fresh uuid per step and keeps `uid` on every path (the
+    generation batch, the reward step, the update), while `index` is moved into the
+    generation batch and comes back only on some paths. Appending the key keeps uids
+    unique per group, so GRPO grouping is unchanged, and `keys_from_uids` recovers it.
     """
     ntb = batch.non_tensor_batch
-    if "uid" not in ntb or "index" not in ntb:
-        raise ValueError("tag_uids needs non_tensor_batch['uid'] and ['index']")
+    if "uid" not in ntb:
+        raise ValueError("tag_uids needs non_tensor_batch['uid']")
+    keys = _row_index(ntb)
     ntb["uid"] = np.array(
         [u if _UID_SEP in str(u) else f"{u}{_UID_SEP}{_encode_key(_norm_key(k))}"
-         for u, k in zip(ntb["uid"], ntb["index"], strict=True)], dtype=object)
+         for u, k in zip(ntb["uid"], keys, strict=True)], dtype=object)
     return batch
+
+
+def _row_index(ntb: Mapping[str, np.ndarray]) -> Sequence[Any]:
+    """Per-row `extra_info.index` (or verl's `index` column, which is the same value)."""
+    if "extra_info" in ntb:
+        infos = ntb["extra_info"]
+        if all(isinstance(i, Mapping) and i.get("index") is not None for i in infos):
+            return [i["index"] for i in infos]
+    if "index" in ntb:
+        return list(ntb["index"])
+    raise ValueError("batch rows carry no sample key: no extra_info.index and no index column "
+                     "(write extra_info.index per row, see to_verl_parquet)")
 
 
 def keys_from_uids(uids: Iterable[Any]) -> list[int | str]:
@@ -350,7 +510,7 @@ def keys_from_uids(uids: Iterable[Any]) -> list[int | str]:
         s = str(u)
         if _UID_SEP not in s:
             raise ValueError(
-                f"uid {s!r} carries no sample key: lppo_* estimators need LPPORayPPOTrainer (or "
+                f"uid {s!r} carries no sample key: lppo needs LPPORayPPOTrainer (or "
                 "tag_uids(batch) right after verl assigns uids)"
             )
         code = s.rsplit(_UID_SEP, 1)[1]
@@ -358,18 +518,39 @@ def keys_from_uids(uids: Iterable[Any]) -> list[int | str]:
     return out
 
 
+def batch_keys(batch: DataProto) -> list[int | str]:
+    """Sample key of every row: from the tagged `uid`, else `extra_info.index` / `index`."""
+    ntb = batch.non_tensor_batch
+    uids = ntb.get("uid")
+    if uids is not None and len(uids) and all(_UID_SEP in str(u) for u in uids):
+        return keys_from_uids(uids)
+    return [_norm_key(k) for k in _row_index(ntb)]
+
+
+def guided_rows(batch: DataProto) -> np.ndarray:
+    """(rows,) bool: the agent loop reported a non-empty expert prefix for the row."""
+    col = batch.non_tensor_batch.get(PREFIX_FIELD)
+    if col is None:
+        return np.zeros(len(batch), dtype=bool)
+    return np.array([isinstance(p, str) and bool(p) for p in col], dtype=bool)
+
+
 # ---------------------------------------------------------------- estimators
 def _active() -> LPPOSampler:
     if not _ACTIVE:
         raise ValueError(
-            "no LPPOSampler is bound in this process: lppo_* estimators need LPPORayPPOTrainer "
-            "(or sampler.bind()) in the process that runs fit()"
+            "no LPPOSampler is bound in this process: lppo_* estimators need sampler.bind() in "
+            "the process that computes advantages"
         )
     return _ACTIVE[0]
 
 
 def register_weighted_estimator(name: str, base: str = "grpo", *, observe: bool = True) -> Any:
     """Register `name` in verl's estimator registry: `base` advantages × strategy weights.
+
+    For trainers driven by hand (the estimator sees only uids, so rows must carry
+    tagged uids and no guided rollouts: it cannot tell them apart).
+    `LPPORayPPOTrainer` does not need it and refuses it.
 
     Args:
         name: registry name (use it as `algorithm.adv_estimator`).
@@ -426,14 +607,57 @@ compute_lppo_rloo_advantage = register_weighted_estimator("lppo_rloo", "rloo")
 # ------------------------------------------------------------------ trainer
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer  # noqa: E402
 
-for _hook in ("_get_gen_batch", "_update_actor"):
+for _hook in ("_get_gen_batch", "_update_actor", "init_workers", "_save_checkpoint",
+              "_load_checkpoint"):
     if not hasattr(RayPPOTrainer, _hook):
         raise ImportError(
             f"verl {VERL_VERSION}: RayPPOTrainer has no {_hook}; tested with verl 0.9.1")
 
+SAMPLER_FILE = "lppo_sampler.pt"
+
+# data_source values verl's default scorer (verl.utils.reward_score.default_compute_score)
+# accepts, with the range of its scores; anything else needs reward.custom_reward_function.
+_DEFAULT_SCORER_RANGES: dict[str, tuple[float, float]] = {
+    "openai/gsm8k": (0.0, 1.0),
+    "lighteval/MATH": (0.0, 1.0),
+    "DigitalLearningGmbH/MATH-lighteval": (0.0, 1.0),
+    "HuggingFaceH4/MATH-500": (0.0, 1.0),
+    "math_dapo": (-1.0, 1.0),
+    "math": (-1.0, 1.0),
+    "math_dapo_reasoning": (-1.0, 1.0),
+}
+
+
+def _default_scorer_range(data_source: str) -> tuple[float, float] | None:
+    if data_source in _DEFAULT_SCORER_RANGES:
+        return _DEFAULT_SCORER_RANGES[data_source]
+    if data_source.startswith("aime"):
+        return (-1.0, 1.0)
+    return None
+
+
+class _GuidedRollout:
+    """verl's rollout manager, with each training batch's prefixes planned first."""
+
+    def __init__(self, inner: Any, sampler: LPPOSampler) -> None:
+        self.inner, self.sampler = inner, sampler
+
+    def generate_sequences(self, batch: DataProto) -> DataProto:
+        if not batch.meta_info.get("validate", False):  # validation is never guided
+            self.sampler.attach_prefixes(batch)
+        return self.inner.generate_sequences(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
 
 class LPPORayPPOTrainer(RayPPOTrainer):
-    """`RayPPOTrainer` that samples from an `LPPOSampler` and feeds its rewards back.
+    """`RayPPOTrainer` whose batches, prefixes, advantage weights and resume follow a strategy.
+
+    Start-up checks (each error names the setting): `rollout.n` equals the strategy's
+    group size; the estimator is not an `lppo_*` one (this trainer weights itself)
+    nor REMAX; without `reward.custom_reward_function`, every `data_source` is one
+    verl's default scorer accepts and its score range lies in `data.lppo.reward_range`.
 
     Args:
         *args: passed to `RayPPOTrainer`.
@@ -449,6 +673,47 @@ class LPPORayPPOTrainer(RayPPOTrainer):
             )
         self.lppo_sampler = train_sampler.bind()
         super().__init__(*args, train_sampler=train_sampler, **kwargs)
+        self._check_config()
+
+    def _check_config(self) -> None:
+        cfg, sampler = self.config, self.lppo_sampler
+        n = int(cfg.actor_rollout_ref.rollout.n)
+        if n != sampler.strategy.group_size:
+            raise ValueError(
+                f"actor_rollout_ref.rollout.n={n} but the strategy plans group_size="
+                f"{sampler.strategy.group_size}: set data.lppo.kwargs.group_size={n}")
+        est = str(cfg.algorithm.adv_estimator)
+        if est.startswith("lppo_"):
+            raise ValueError(
+                f"algorithm.adv_estimator={est}: LPPORayPPOTrainer weights the advantages itself; "
+                "use the base estimator (e.g. grpo)")
+        if est == "remax":
+            raise ValueError("algorithm.adv_estimator=remax is not supported with LPPO (its greedy "
+                             "baseline rollouts share the prompts' uids)")
+        custom = _cfg_get(_cfg_get(_cfg_get(cfg, "reward"), "custom_reward_function"), "path")
+        if custom:
+            return
+        df = getattr(self.train_dataset, "dataframe", None)
+        if df is None or "data_source" not in df.column_names:
+            return
+        lo, hi = sampler.reward_range
+        for src in sorted(set(map(str, df["data_source"]))):
+            rng = _default_scorer_range(src)
+            if rng is None:
+                raise ValueError(
+                    f"data_source {src!r} has no scorer in verl's default reward function: set "
+                    "reward.custom_reward_function.path=pkg://lppo_env.verify "
+                    "reward.custom_reward_function.name=compute_score")
+            if rng[0] < lo or rng[1] > hi:
+                raise ValueError(
+                    f"data_source {src!r} is scored in [{rng[0]:g}, {rng[1]:g}] by verl's default "
+                    f"scorer, outside data.lppo.reward_range=[{lo:g}, {hi:g}]: set "
+                    f"+data.lppo.reward_range=[{rng[0]:g},{rng[1]:g}]")
+
+    def init_workers(self) -> None:
+        """Verl's workers; the rollout manager then plans prefixes for training batches."""
+        super().init_workers()
+        self.async_rollout_manager = _GuidedRollout(self.async_rollout_manager, self.lppo_sampler)
 
     def _get_gen_batch(self, batch: DataProto) -> DataProto:
         """Tag the fresh uids with sample keys before verl splits off the generation batch."""
@@ -456,22 +721,71 @@ class LPPORayPPOTrainer(RayPPOTrainer):
         return super()._get_gen_batch(batch)
 
     def _update_actor(self, batch: DataProto) -> Any:
-        """Observe the step (unless an lppo_* estimator already did) before the actor update."""
+        """Observe the step's rewards, weight the advantages, then run verl's actor update."""
         self.lppo_sampler.update(batch)
+        factor = self.lppo_sampler.advantage_factor(batch_keys(batch))
+        adv = batch.batch["advantages"]
+        batch.batch["advantages"] = adv * torch.as_tensor(
+            factor, dtype=adv.dtype, device=adv.device).unsqueeze(-1)
         return super()._update_actor(batch)
+
+    def _step_folder(self) -> str:
+        import os
+
+        return os.path.join(self.config.trainer.default_local_dir,
+                            f"global_step_{self.global_steps}")
+
+    def _save_checkpoint(self) -> None:
+        """Verl's checkpoint, plus the sampler state next to it (read back by resume)."""
+        import os
+
+        super()._save_checkpoint()
+        torch.save(self.lppo_sampler.state_dict(), os.path.join(self._step_folder(), SAMPLER_FILE))
+
+    def _load_checkpoint(self) -> Any:
+        """Verl's resume, then the sampler state of the same step (verl may skip `data.pt`)."""
+        import os
+
+        out = super()._load_checkpoint()
+        if getattr(self, "global_steps", 0) <= 0:
+            return out
+        folder = self._step_folder()
+        if self.config.trainer.resume_mode == "resume_path":
+            folder = str(self.config.trainer.resume_from_path)
+        path = os.path.join(folder, SAMPLER_FILE)
+        if not os.path.exists(path):
+            raise ValueError(
+                f"resuming from {folder}, which has no {SAMPLER_FILE} (not an LPPO checkpoint): "
+                "set trainer.resume_mode=disable or point trainer.resume_from_path at an LPPO run")
+        self.lppo_sampler.load_state_dict(torch.load(path, weights_only=False))
+        return out
 
 
 # ---------------------------------------------------- config-only installation
+def _refuse_v1(data_config: Any, dataset: Any) -> Any:
+    raise ValueError(
+        "lppo_sampling's verl adapter supports the legacy trainer only: set trainer.use_v1=False "
+        "(verl 0.9's default V1 trainer has no hook for the sampler's rewards and prefixes)")
+
+
 def install() -> None:
     """Make verl's legacy `TaskRunner` build `LPPOSampler` and `LPPORayPPOTrainer`.
 
     `verl.trainer.main_ppo_v0.TaskRunner.run` looks up `create_rl_sampler` and
     `RayPPOTrainer` as module globals at call time, in its own Ray process, after it
     has built the datasets; `LPPODataset` calls this from its constructor, so the
-    replacement happens in exactly that process and only when a user opted in.
+    replacement happens in exactly that process and only when a user opted in. The
+    V1 trainer's `create_rl_sampler` is replaced by a start-up error (it would
+    otherwise sample uniformly, silently).
     """
     import verl.trainer.main_ppo_v0 as v0
 
+    try:
+        import verl.trainer.ppo.v1.trainer_base as v1
+    except ImportError:  # V1 needs transfer_queue; without it the V1 trainer cannot start
+        v1 = None
+    if v1 is not None and v1.create_rl_sampler is not _refuse_v1:
+        v1.create_rl_sampler = _refuse_v1
     if getattr(v0.create_rl_sampler, "_lppo", False):
         return
 
@@ -498,33 +812,8 @@ class LPPODataset(RLHFDataset):
         install()
 
 
-if HAS_CURRICULUM_SAMPLER:
-
-    class LPPOCurriculumSampler(AbstractCurriculumSampler, LPPOSampler):  # type: ignore[misc,valid-type]
-        """verl <= 0.7 curriculum hook around `LPPOSampler`.
-
-        Config: `data.sampler.class_path=pkg://lppo_sampling.integrations.verl`,
-        `data.sampler.class_name=LPPOCurriculumSampler`; verl calls `update` each step.
-        """
-
-        def __init__(self, data_source: Any, data_config: Any) -> None:
-            LPPOSampler.__init__(self, data_source, data_config)
-
-        def __iter__(self) -> Iterator[int]:
-            return LPPOSampler.__iter__(self)
-
-        def __len__(self) -> int:
-            return LPPOSampler.__len__(self)
-
-        def update(self, batch: DataProto) -> None:
-            """Called by verl's trainer at the end of every step."""
-            LPPOSampler.update(self, batch)
-else:
-    LPPOCurriculumSampler = None  # verl >= 0.8: use LPPODataset / LPPORayPPOTrainer
-
-
 # ------------------------------------------------------------------- parquet
-def to_verl_parquet(problems: Iterable[Any], path: str | Path, *, data_source: str = "lppo",
+def to_verl_parquet(problems: Iterable[Any], path: str | Path, *, data_source: str = "openai/gsm8k",
                     ability: str = "math", split: str = "train",
                     instruction: str = "") -> Path:
     """Write problems in verl's RL parquet layout with a stable `extra_info.index`.
@@ -534,6 +823,9 @@ def to_verl_parquet(problems: Iterable[Any], path: str | Path, *, data_source: s
     message: question + `instruction`), `ability`, `reward_model` ({style: rule,
     ground_truth}), `extra_info` ({split, index, sample_id, question, solution}). The
     index is the row's ordinal, so keys are unique; `sample_id` keeps the original id.
+
+    `data_source` defaults to "openai/gsm8k", which verl's default scorer accepts (it
+    expects a "#### <answer>" line); lppo_env's `compute_score` accepts any value.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq

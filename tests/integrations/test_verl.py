@@ -1,9 +1,16 @@
-"""verl adapter against the real verl package (0.9.1): sampler, DataProto feedback, estimator."""
+"""verl adapter against the real verl 0.9.1: a legacy-trainer run through verl's own code.
+
+The run tests drive `RayPPOTrainer.fit()` itself (see the harness below); the unit tests
+cover the sampler, the estimators and the parquet helper on verl's dataset and loader.
+"""
 
 from __future__ import annotations
 
-import io
-import uuid
+import asyncio
+import os
+import pickle
+import types
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -14,17 +21,11 @@ pytest.importorskip("torchdata")
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-from torchdata.stateful_dataloader import StatefulDataLoader  # noqa: E402
 from verl import DataProto  # noqa: E402
 from verl.trainer.ppo import core_algos  # noqa: E402
-from verl.trainer.ppo.ray_trainer import compute_advantage  # noqa: E402
-from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn  # noqa: E402
 
 from lppo_sampling import GroupResults, make_strategy  # noqa: E402
 from lppo_sampling.integrations import verl as lv  # noqa: E402
-from lppo_sampling.roles import KeepAll, LPWeighter, NoGuide, Selector  # noqa: E402
-from lppo_sampling.strategy import Strategy  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -33,182 +34,316 @@ DATA_CFG = {"filter_overlong_prompts": False, "prompt_key": "prompt", "train_bat
             "dataloader_num_workers": 0, "max_prompt_length": 64}
 
 
-class LowestPassFirst(Selector):
-    """Unseen samples first, then the lowest EMA pass rate (deterministic; for tests)."""
-
-    def select(self, stats, n, rng):
-        score = np.where(stats.seen(), stats["ema"][: len(stats)], -1.0)
-        return np.argsort(score, kind="stable")[:n].astype(np.int64)
-
-
-def curriculum() -> Strategy:
-    return Strategy(selector=LowestPassFirst(), guide=NoGuide(), filter=KeepAll(),
-                    weighter=LPWeighter(), group_size=2, seed=0)
-
-
-@pytest.fixture()
-def parquet(tmp_path):
-    """verl-style rows whose extra_info.index (10*i) differs from their position."""
-    rows = [{"data_source": "t", "prompt": [{"role": "user", "content": f"What is {i}+{i}?"}],
-             "ability": "math", "reward_model": {"style": "rule", "ground_truth": str(2 * i)},
-             "extra_info": {"split": "train", "index": 10 * i}} for i in range(N)]
-    path = tmp_path / "train.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    return str(path)
-
-
-@pytest.fixture()
-def dataset(parquet, tiny_tokenizer, tmp_path):
-    cfg = OmegaConf.create({**DATA_CFG, "cache_dir": str(tmp_path / "cache")})
-    return RLHFDataset(data_files=parquet, tokenizer=tiny_tokenizer, config=cfg)
-
-
-def loader(ds, sampler):
-    return StatefulDataLoader(ds, batch_size=4, sampler=sampler, collate_fn=collate_fn,
-                              drop_last=True, num_workers=0)
-
-
-def step_batch(batch_dict, n, passed: set) -> DataProto:
-    """What verl's fit() builds: uid per prompt, n responses each, scores on the last token."""
-    b = DataProto.from_single_dict(batch_dict)
-    b.non_tensor_batch["uid"] = np.array([str(uuid.uuid4()) for _ in range(len(b))], dtype=object)
-    b = b.repeat(n, interleave=True)
-    scores = torch.zeros(len(b), 5)
-    scores[:, -1] = torch.tensor([float(int(k) in passed) for k in b.non_tensor_batch["index"]])
-    b.batch["token_level_scores"] = scores
-    b.batch["response_mask"] = torch.ones(len(b), 5)
-    return b
-
-
-def test_sampler_follows_strategy_after_update(dataset) -> None:
-    strat = curriculum()
-    sampler = lv.LPPOSampler(dataset, OmegaConf.create(DATA_CFG), strategy=strat)
-    assert sorted(sampler.positions) == [10 * i for i in range(N)]
-    it = iter(loader(dataset, sampler))
-    first = next(it)
-    keys1 = [int(k) for k in first["index"]]
-    assert keys1 == [0, 10, 20, 30]                     # unseen first, in key order
-    sampler.update(step_batch(first, 2, passed={0, 10}))
-    second = next(it)
-    keys2 = [int(k) for k in second["index"]]
-    assert keys2 == [40, 50, 60, 70]                    # the rest are still unseen
-    sampler.update(step_batch(second, 2, passed={40, 50, 60}))
-    third = next(iter(loader(dataset, sampler)))        # next epoch: lowest pass rate first
-    assert [int(k) for k in third["index"]][:3] == [20, 30, 70]
-    # the strategy saw exactly the fed rewards
-    rows = strat.stats.rows(np.array([0, 20]))
-    assert strat.stats["reward_sum"][rows].tolist() == [2.0, 0.0]
-    assert strat.stats["n_rollouts"][rows].tolist() == [2, 2]
-
-
-def test_stateful_resume_continues_stream(dataset) -> None:
-    def make():
-        s = lv.LPPOSampler(dataset, OmegaConf.create(DATA_CFG),
-                           strategy=make_strategy("lppo", group_size=2, seed=3))
-        return s, loader(dataset, s)
-
-    s1, dl1 = make()
-    it = iter(dl1)
-    b = next(it)
-    s1.update(step_batch(b, 2, passed={10}))
-    buf = io.BytesIO()
-    torch.save(dl1.state_dict(), buf)                   # what verl writes to data.pt
-    want = [[int(k) for k in nb["index"]] for nb, _ in zip(it, range(1), strict=False)]
-    want += [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl1), range(2), strict=False)]
-    s2, dl2 = make()
-    buf.seek(0)
-    dl2.load_state_dict(torch.load(buf, weights_only=False))
-    got = [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl2), range(1), strict=False)]
-    got += [[int(k) for k in nb["index"]] for nb, _ in zip(iter(dl2), range(2), strict=False)]
-    assert got == want
-    assert s2.strategy.state_checksum() != make()[0].strategy.state_checksum()
-
-
-def test_weighted_estimator_through_verl_dispatch(dataset) -> None:
-    assert core_algos.get_adv_estimator_fn("lppo_grpo") is lv.compute_lppo_grpo_advantage
-    strat = make_strategy("lp_weighting", group_size=4, seed=0)
-    sampler = lv.LPPOSampler(dataset, OmegaConf.create(DATA_CFG), strategy=strat).bind()
-    keys = np.array([10 * i for i in range(N)])
-    strat.observe(GroupResults.build(keys, np.full((N, 4), 0.5)))   # seen: next Δ ≠ 0
-    batch_dict = next(iter(loader(dataset, sampler)))
-    batch = step_batch(batch_dict, 4, passed=set())
-    rng = np.random.default_rng(0)
-    batch.batch["token_level_scores"][:, -1] = torch.tensor(rng.integers(0, 2, len(batch)),
-                                                            dtype=torch.float32)
-    batch.batch["token_level_rewards"] = batch.batch["token_level_scores"].clone()
-    lv.tag_uids(batch)
-    step0 = strat.stats.step
-    cfg = OmegaConf.create({"norm_adv_by_std_in_grpo": True, "use_kl_in_reward": False})
-    out = compute_advantage(batch, adv_estimator="lppo_grpo", config=cfg)
-    assert strat.stats.step == step0 + 1                # the estimator observed the rewards
-    base, _ = core_algos.compute_grpo_outcome_advantage(
-        batch.batch["token_level_rewards"], batch.batch["response_mask"],
-        batch.non_tensor_batch["uid"])
-    w = strat.weights(batch.non_tensor_batch["index"].astype(np.int64))
-    assert not np.allclose(w, 1.0)
-    torch.testing.assert_close(out.batch["advantages"],
-                               base * torch.as_tensor(w, dtype=base.dtype)[:, None])
-    sampler.update(out)                                 # same uids: not counted twice
-    assert strat.stats.step == step0 + 1
-    untagged = step_batch(batch_dict, 4, passed=set())
-    untagged.batch["token_level_rewards"] = untagged.batch["token_level_scores"]
-    with pytest.raises(ValueError, match="carries no sample key"):
-        compute_advantage(untagged, adv_estimator="lppo_grpo", config=cfg)
-    with pytest.raises(ValueError, match="use_kl_in_reward"):
-        compute_advantage(batch, adv_estimator="lppo_grpo",
-                          config=OmegaConf.create({"use_kl_in_reward": True}))
-
-
-def test_trainer_hooks_and_config_only_install(dataset, parquet, tiny_tokenizer, tmp_path,
-                                               monkeypatch) -> None:
+@pytest.fixture(autouse=True)
+def _restore_verl_globals(monkeypatch):
+    """`install()` replaces module globals of verl's trainers; undo it after each test."""
     import verl.trainer.main_ppo_v0 as v0
 
     monkeypatch.setattr(v0, "create_rl_sampler", v0.create_rl_sampler)
     monkeypatch.setattr(v0, "RayPPOTrainer", v0.RayPPOTrainer)
-    cfg = OmegaConf.create({**DATA_CFG, "cache_dir": str(tmp_path / "c"),
-                            "lppo": {"strategy": "lp_weighting", "kwargs": {"group_size": 2}}})
-    ds = lv.LPPODataset(data_files=parquet, tokenizer=tiny_tokenizer, config=cfg)
-    assert v0.RayPPOTrainer is lv.LPPORayPPOTrainer
-    sampler = v0.create_rl_sampler(cfg, ds)
-    assert isinstance(sampler, lv.LPPOSampler) and sampler.strategy.name == "lp_weighting"
-    # _get_gen_batch tags uids with keys (the trainer is not started: no GPU workers here)
-    trainer = object.__new__(lv.LPPORayPPOTrainer)
-    batch = DataProto.from_single_dict(next(iter(loader(ds, sampler))))
-    batch.non_tensor_batch["uid"] = np.array(["a", "b", "c", "d"], dtype=object)
-    gen = trainer._get_gen_batch(batch)  # verl moves "index" into the generation batch
-    assert lv.keys_from_uids(batch.non_tensor_batch["uid"]) == [
-        int(k) for k in gen.non_tensor_batch["index"]]
-    assert list(gen.non_tensor_batch["uid"]) == list(batch.non_tensor_batch["uid"])
-    with pytest.raises(ValueError, match="train_sampler"):
-        lv.LPPORayPPOTrainer(config=None, tokenizer=None, role_worker_mapping={},
-                             resource_pool_manager=None)
+    try:
+        import verl.trainer.ppo.v1.trainer_base as v1
+    except ImportError:
+        return
+    monkeypatch.setattr(v1, "create_rl_sampler", v1.create_rl_sampler)
 
 
-def test_validation_and_parquet_helper(dataset, tmp_path, tiny_tokenizer) -> None:
-    with pytest.raises(ValueError, match="dataloader_num_workers"):
-        lv.LPPOSampler(dataset, OmegaConf.create({**DATA_CFG, "dataloader_num_workers": 2}),
-                       strategy=curriculum())
-    with pytest.raises(ValueError, match="strategy"):
-        lv.LPPOSampler(dataset, OmegaConf.create(DATA_CFG))
-    with pytest.raises(ValueError, match="duplicate"):
-        lv.LPPOSampler(dataset, batch_size=2, strategy=curriculum(), keys=[1] * N)
-    path = lv.to_verl_parquet(
-        [{"id": "a", "question": "1+1?", "answer": "2"}, {"id": "b", "question": "2+2?",
-                                                           "answer": "4", "solution": "2+2=4"}],
-        tmp_path / "p.parquet")
-    ds = RLHFDataset(data_files=str(path), tokenizer=tiny_tokenizer,
-                     config=OmegaConf.create({**DATA_CFG, "cache_dir": str(tmp_path / "c2")}))
-    assert lv.dataset_keys(ds) == [0, 1]
-    row = ds[1]
-    assert row["index"] == 1 and row["extra_info"]["sample_id"] == "b"
-    assert row["reward_model"]["ground_truth"] == "4"
+# ------------------------------------------------------------ a verl run on CPU
+# Everything below is verl's own code path (hydra config, LPPODataset through
+# create_rl_dataset, main_ppo_v0's create_rl_sampler and RayPPOTrainer globals, fit(),
+# _get_gen_batch, the real AgentLoopWorker with the registered agent loops, verl's
+# RewardLoopWorker with a custom reward function, compute_advantage, checkpoint save and
+# resume). Only what needs GPUs/Ray actors is replaced: the LLM server (FakeLLM), the
+# actor worker group (log-probs and the update are recorded, not computed), the weight
+# sync, and Ray's actor handles (called in-process).
+
+SCORER = '''
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw):
+    text = (extra_info or {}).get("prefix", "") + solution_str
+    ok = text.strip().endswith("The answer is " + str(ground_truth) + ".")
+    return {"score": HIGH if ok else LOW, "acc": ok}
+'''
 
 
-@pytest.mark.skipif(
-    not lv.HAS_CURRICULUM_SAMPLER, reason="verl >= 0.8 has no AbstractCurriculumSampler"
-)
-def test_curriculum_sampler_on_old_verl(dataset) -> None:  # pragma: no cover - verl <= 0.7 only
-    cfg = OmegaConf.create({**DATA_CFG, "sampler": {"lppo": {"strategy": "uniform",
-                                                             "kwargs": {"group_size": 2}}}})
-    s = lv.LPPOCurriculumSampler(data_source=dataset, data_config=cfg)
-    assert len(list(iter(s))) == len(s)
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_tokenizer):
+    """A model directory verl's HFModelConfig accepts: tiny tokenizer and config, no weights."""
+    transformers = pytest.importorskip("transformers")
+    d = tmp_path_factory.mktemp("model")
+    tiny_tokenizer.save_pretrained(d)
+    transformers.LlamaConfig(
+        vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, pad_token_id=tiny_tokenizer.pad_token_id,
+        eos_token_id=tiny_tokenizer.eos_token_id, architectures=["LlamaForCausalLM"],
+    ).save_pretrained(d)
+    return str(d)
+
+
+def problems_parquet(path, n=N, data_source="lppo-test"):
+    """Problems 'What is i+i?' with solutions; extra_info.index = 10*i (not the row position)."""
+    rows = [{"data_source": data_source,
+             "prompt": [{"role": "user", "content": f"What is {i}+{i}?"}],
+             "ability": "math", "reward_model": {"style": "rule", "ground_truth": str(2 * i)},
+             "extra_info": {"split": "train", "index": 10 * i, "question": f"What is {i}+{i}?",
+                            "solution": f"Step 1: add {i} and {i}.\n"
+                                        f"Step 2: The answer is {2 * i}."}}
+            for i in range(n)]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return str(path)
+
+
+def compose(model_dir, tmp_path, *overrides, strategy="lppo", reward_range=(0, 1)):
+    """verl's own ppo_trainer.yaml, composed by hydra, with the run's overrides."""
+    import verl
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    train = problems_parquet(tmp_path / "train.parquet")
+    scorer = tmp_path / "scorer.py"
+    lo, hi = reward_range
+    scorer.write_text(f"HIGH, LOW = {float(hi)}, {float(lo)}\n" + SCORER)
+    prefix_fn = tmp_path / "prefix.py"
+    prefix_fn.write_text(
+        "def expert_prefix(row, ratio):\n"
+        "    steps = row['extra_info']['solution'].split('\\n')\n"
+        "    return steps[0] + '\\n'\n")
+    base = [
+        f"actor_rollout_ref.model.path={model_dir}", "actor_rollout_ref.rollout.name=vllm",
+        "actor_rollout_ref.rollout.n=2", "actor_rollout_ref.rollout.prompt_length=96",
+        "actor_rollout_ref.rollout.response_length=24",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+        f"data.train_files={train}", f"data.val_files={train}", "data.train_batch_size=4",
+        "data.max_prompt_length=64", "data.filter_overlong_prompts=False",
+        "data.dataloader_num_workers=0", f"+data.cache_dir={tmp_path / 'cache'}",
+        "data.custom_cls.path=pkg://lppo_sampling.integrations.verl",
+        "data.custom_cls.name=LPPODataset",
+        f"+data.lppo.strategy={strategy}", "+data.lppo.kwargs.group_size=2",
+        f"+data.lppo.reward_range=[{lo},{hi}]",
+        f"+data.lppo.prefix_fn.path={prefix_fn}", "+data.lppo.prefix_fn.name=expert_prefix",
+        f"reward.custom_reward_function.path={scorer}",
+        "reward.custom_reward_function.name=compute_score",
+        "algorithm.adv_estimator=grpo",
+        "trainer.use_v1=False", "trainer.device=cpu", "trainer.total_training_steps=3",
+        "trainer.val_before_train=False", "trainer.test_freq=-1", "trainer.save_freq=1",
+        f"trainer.default_local_dir={tmp_path / 'ckpt'}", "trainer.logger=[console]",
+        "trainer.balance_batch=True",
+    ]
+    with initialize_config_dir(config_dir=os.path.join(os.path.dirname(verl.__file__), "trainer",
+                                                       "config"), version_base=None):
+        return hydra_compose("ppo_trainer", overrides=base + list(overrides))
+
+
+# verl's agent-loop and reward workers bind the event loop current at construction (a Ray
+# actor has one for life); the in-process stand-ins share this one.
+LOOP = asyncio.new_event_loop()
+
+
+class FakeLLM:
+    """The LLM server. 'What is i+i?' is answered right for even i; for odd i only on its
+    4th, 8th, ... unguided request (groups go [0, 0], then [0, 1]: learning progress), and
+    always when the prompt ends in the expert prefix. Records every prompt."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.prompts, self.calls = tokenizer, [], {}
+
+    async def generate(self, *, request_id, prompt_ids, sampling_params, **kwargs):
+        from verl.workers.rollout.replica import TokenOutput
+
+        self.prompts.append(list(prompt_ids))
+        text = self.tokenizer.decode(prompt_ids)
+        i = int(text.split("What is ")[-1].split("+")[0])
+        guided = text.rstrip().endswith(f"add {i} and {i}.")
+        c = self.calls[i] = self.calls.get(i, -1) + (0 if guided else 1)
+        answer = 2 * i if (guided or i % 2 == 0 or c % 4 == 3) else 2 * i + 1
+        ids = self.tokenizer.encode(f" The answer is {answer}.", add_special_tokens=False)
+        ids.append(self.tokenizer.eos_token_id)
+        return TokenOutput(token_ids=ids, log_probs=[-0.5] * len(ids), stop_reason="completed")
+
+
+class InProcessHandle:
+    """A Ray actor handle stand-in: `.method.remote(x)` calls the object in this process,
+    on a pickled copy of the arguments (as Ray would send them)."""
+
+    def __init__(self, obj):
+        self._obj = obj
+
+    def __getattr__(self, name):
+        fn = getattr(self._obj, name)
+        return types.SimpleNamespace(remote=lambda *a, **k: fn(*pickle.loads(pickle.dumps(a)),
+                                                                 **pickle.loads(pickle.dumps(k))))
+
+
+class RolloutManager:
+    """AgentLoopManager without Ray: one real AgentLoopWorker, verl's own output layout."""
+
+    def __init__(self, config, llm, reward_handles):
+        from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
+
+        self.worker = AgentLoopWorker(config, llm_client=llm,
+                                      reward_loop_worker_handles=reward_handles)
+
+    def generate_sequences(self, prompts):
+        if "priority" not in prompts.non_tensor_batch:
+            prompts.non_tensor_batch["priority"] = np.arange(len(prompts), dtype=np.int64)
+        out = LOOP.run_until_complete(
+            self.worker.generate_sequences(pickle.loads(pickle.dumps(prompts))))
+        out.meta_info.pop("metrics", None)
+        out.meta_info = {"timing": {}, **out.meta_info}
+        return out
+
+
+class ActorWG:
+    """The actor worker group: old log-probs are zeros; updates are recorded."""
+
+    def __init__(self):
+        self._dispatch_info = {"actor": [0, 1]}   # two data-parallel ranks (balance_batch)
+        self.updates, self.saved, self.loaded = [], [], []
+
+    def compute_log_prob(self, td):
+        from verl.utils import tensordict_utils as tu
+
+        nnz = td["input_ids"].values().numel() if td["input_ids"].is_nested else td[
+            "input_ids"].numel()
+        return tu.get_tensordict({"log_probs": torch.zeros(nnz), "entropy": torch.zeros(nnz)},
+                                 non_tensor_dict={"metrics": {"mfu": 0.0}})
+
+    def update_actor(self, td):
+        from verl.utils import tensordict_utils as tu
+
+        self.updates.append(td)
+        return tu.get_tensordict({}, non_tensor_dict={"metrics": {"mfu": 0.0}})
+
+    def save_checkpoint(self, path, *a, **k):
+        self.saved.append(path)
+
+    def load_checkpoint(self, path, *a, **k):
+        self.loaded.append(path)
+
+
+class ColocatedRM:
+    """verl's RewardLoopManager.compute_rm_score for a colocated reward model, scoring with
+    the same RewardLoopWorker (the model itself is what cannot run here)."""
+
+    def __init__(self, worker):
+        from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
+
+        self.worker, self.assemble = worker, NaiveRewardManager.assemble_rm_scores
+        self.calls = 0
+
+    def compute_rm_score(self, data):
+        self.calls += 1
+        out = LOOP.run_until_complete(
+            self.worker.compute_score_batch(pickle.loads(pickle.dumps(data))))
+        rm = self.assemble(data, [o["reward_score"] for o in out])
+        return DataProto.from_dict({"rm_scores": rm})
+
+
+def start_run(config, *, use_rm=False):
+    """What main_ppo_v0.TaskRunner.run does, with init_workers' GPU parts replaced."""
+    import verl.trainer.main_ppo_v0 as v0
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+    from verl.trainer.ppo import ray_trainer
+    from verl.trainer.ppo.utils import Role, create_rl_dataset
+    from verl.utils.config import omega_conf_to_dataclass
+    from verl.utils.dataset.rl_dataset import collate_fn as verl_collate
+
+    tokenizer = omega_conf_to_dataclass(config.actor_rollout_ref.model).tokenizer
+    train = create_rl_dataset(config.data.train_files, config.data, tokenizer, None, is_train=True)
+    val = create_rl_dataset(config.data.val_files, config.data, tokenizer, None, is_train=False)
+    sampler = v0.create_rl_sampler(config.data, train)
+    trainer = v0.RayPPOTrainer(
+        config=config, tokenizer=tokenizer, role_worker_mapping={Role.ActorRollout: object},
+        resource_pool_manager=types.SimpleNamespace(get_n_gpus=lambda: 1),
+        train_dataset=train, val_dataset=val, collate_fn=verl_collate, train_sampler=sampler)
+    asyncio.set_event_loop(LOOP)
+    llm = FakeLLM(tokenizer)
+    reward_worker = RewardLoopWorker(config)
+
+    def init_workers():
+        trainer.actor_rollout_wg = ActorWG()
+        trainer.checkpoint_manager = types.SimpleNamespace(update_weights=lambda *a: None,
+                                                           sleep_replicas=lambda: None)
+        trainer.reward_loop_manager = ColocatedRM(reward_worker) if use_rm else None
+        handles = None if use_rm else [InProcessHandle(reward_worker)]
+        trainer.async_rollout_manager = RolloutManager(config, llm, handles)
+
+    # RayPPOTrainer.init_workers builds Ray worker groups; LPPORayPPOTrainer.init_workers
+    # wraps the rollout manager afterwards, so only the base method is replaced here.
+    with mock.patch.object(ray_trainer.RayPPOTrainer, "init_workers", lambda self: init_workers()):
+        trainer.init_workers()
+    return trainer, llm
+
+
+def update_rows(td):
+    """Per-row view of what reached the actor update: keys, rewards, prefixes, advantages."""
+    from verl.utils import tensordict_utils as tu
+
+    uids = [str(u) for u in tu.get(td, "uid")]
+    prefix = tu.get(td, "prefix")
+    return {"uid": uids, "keys": lv.keys_from_uids(uids),
+            "scores": td["token_level_scores"].sum(-1).numpy(),
+            "prefix": ["" if p is None else p for p in prefix],
+            "adv": td["advantages"], "rewards": td["token_level_rewards"],
+            "response_mask": td["response_mask"]}
+
+
+def replay_and_check(updates, strategy_name, group_size=2, reward_range=(0.0, 1.0)):
+    """Replay the run's observations into a fresh strategy; check every update's advantages
+    are verl's GRPO advantages times that strategy's weights (× keep), row by row."""
+    replay = make_strategy(strategy_name, group_size=group_size, seed=0)
+    replay.add_samples(np.arange(N) * 10, has_solution=np.ones(N, bool))
+    factors = []
+    for td in updates:
+        rows = update_rows(td)
+        keys = np.asarray(rows["keys"], np.int64)
+        lo, hi = reward_range
+        guided = np.array([bool(p) for p in rows["prefix"]])
+        replay.observe(GroupResults.from_flat(keys, (rows["scores"] - lo) / (hi - lo),
+                                              guided=guided))
+        w = replay.weights(keys) * replay.keep(keys)
+        mask = rows["response_mask"].to_padded_tensor(0) if rows["response_mask"].is_nested \
+            else rows["response_mask"]
+        rewards = rows["rewards"].to_padded_tensor(0) if rows["rewards"].is_nested \
+            else rows["rewards"]
+        base, _ = core_algos.compute_grpo_outcome_advantage(
+            rewards, mask, np.asarray(rows["uid"], dtype=object))
+        adv = rows["adv"].to_padded_tensor(0) if rows["adv"].is_nested else rows["adv"]
+        torch.testing.assert_close(adv, base * torch.as_tensor(w, dtype=base.dtype)[:, None])
+        factors.append(w)
+    return replay, factors
+
+
+def assert_same_stats(a, b):
+    """The two strategies hold the same per-sample statistics (RNG use aside)."""
+    keys = np.arange(N) * 10
+    for col in ("n_rollouts", "reward_sum", "ema", "guided_rollouts", "guided_reward_sum"):
+        np.testing.assert_allclose(a.stats[col][a.stats.rows(keys)],
+                                   b.stats[col][b.stats.rows(keys)], err_msg=col)
+
+
+def test_legacy_fit_rule_reward_without_reward_model(model_dir, tmp_path) -> None:
+    """The usual RLVR run: rule reward computed in the agent loop, no reward model.
+
+    verl's `_get_gen_batch` moves `index` into the generation batch and the agent loop
+    does not copy it back on this path; the trainer must still key, observe and weight
+    every response (before the fix this raised "batch has no non_tensor_batch['index']").
+    """
+    config = compose(model_dir, tmp_path, strategy="lp_weighting")
+    trainer, llm = start_run(config)
+    assert isinstance(trainer, lv.LPPORayPPOTrainer)
+    trainer.fit()
+    updates = trainer.actor_rollout_wg.updates
+    assert len(updates) == 3 and len(llm.prompts) == 3 * 4 * 2
+    replay, factors = replay_and_check(updates, "lp_weighting")
+    assert any(not np.allclose(f, 1.0) for f in factors)       # LP-weights took effect
+    # every rollout was observed exactly once, under the key it was generated for
+    strat = trainer.lppo_sampler.strategy
+    assert_same_stats(strat, replay)
+    asked = [int(llm.tokenizer.decode(p).split("What is ")[-1].split("+")[0]) * 10
+             for p in llm.prompts]
+    keys, counts = np.unique(asked, return_counts=True)
+    assert strat.stats["n_rollouts"][strat.stats.rows(keys)].tolist() == counts.tolist()
+    # verl's own checkpoint save wrote the sampler next to data.pt at every step
+    for step in (1, 2, 3):
+        folder = tmp_path / "ckpt" / f"global_step_{step}"
+        assert (folder / "data.pt").exists() and (folder / lv.SAMPLER_FILE).exists()
