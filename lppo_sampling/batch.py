@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lppo_sampling.keys import as_key_array
+from lppo_sampling.checks import bool_array
+from lppo_sampling.keys import as_key_array, validate_keys
 
 __all__ = ["RolloutPlan", "GroupResults"]
 
@@ -29,6 +30,19 @@ class RolloutPlan:
     keys: np.ndarray
     prefix_ratios: np.ndarray
 
+    def __post_init__(self) -> None:
+        """Validate: 1-D keys, (n, G ≥ 1) finite ratios in [0, 1]."""
+        keys = validate_keys(self.keys, "keys")
+        ratios = _numeric("prefix_ratios", self.prefix_ratios)
+        if ratios.ndim != 2 or ratios.shape[0] != keys.shape[0] or ratios.shape[1] == 0:
+            raise ValueError(
+                f"prefix_ratios must have shape (n={keys.shape[0]}, G>=1), got {ratios.shape}"
+            )
+        if not np.isfinite(ratios).all() or (ratios < 0).any() or (ratios > 1).any():
+            raise ValueError("prefix_ratios must be finite and lie in [0, 1]")
+        object.__setattr__(self, "keys", keys)
+        object.__setattr__(self, "prefix_ratios", ratios)
+
     @property
     def group_size(self) -> int:
         """G, rollouts per sample."""
@@ -43,8 +57,16 @@ class RolloutPlan:
         return int(self.keys.shape[0])
 
 
-def _matrix(x: object, shape: tuple[int, int], name: str, dtype: type) -> np.ndarray:
-    arr = np.asarray(x, dtype=dtype)
+def _numeric(name: str, x: object) -> np.ndarray:
+    """`x` as a float64 array; strings and objects are refused (numpy would parse "1")."""
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return arr.astype(np.float64, copy=False)
+
+
+def _matrix(x: object, shape: tuple[int, int], name: str) -> np.ndarray:
+    arr = _numeric(name, x)
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape {shape} (like rewards), got {arr.shape}")
     return arr
@@ -70,6 +92,55 @@ class GroupResults:
     lengths: np.ndarray | None = None
     steps: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        """Validate every field, however the results were built; `ValueError` naming it.
+
+        Rewards must be finite and lie in [0, 1] in valid slots; padding (mask False) is
+        zeroed, and guided slots outside the mask are cleared, so no padding value can
+        reach the statistics.
+        """
+        keys = validate_keys(self.keys, "keys")
+        n = keys.shape[0]
+        if n == 0:
+            raise ValueError("keys is empty: observe needs at least one sample")
+        r = _numeric("rewards", self.rewards)
+        if r.ndim != 2 or r.shape[0] != n or r.shape[1] == 0:
+            raise ValueError(f"rewards must have shape (n={n}, G>=1), got {r.shape}")
+        shape = r.shape
+        m = np.asarray(bool_array("mask", self.mask, shape), dtype=bool)
+        g = np.asarray(bool_array("guided", self.guided, shape), dtype=bool)
+        rows_ok = m.any(axis=1)
+        if not rows_ok.all():
+            bad = int(np.flatnonzero(~rows_ok)[0])
+            raise ValueError(f"mask row {bad} (key {keys[bad]!r}) has no valid rollout")
+        padded = not m.all()
+        valid = r[m] if padded else r
+        if not np.isfinite(valid).all():
+            raise ValueError("rewards contain NaN or inf in valid slots")
+        if (valid < 0).any() or (valid > 1).any():
+            raise ValueError(
+                "rewards must lie in [0, 1] (pass indicator or partial credit), got values in "
+                f"[{valid.min()}, {valid.max()}]; rescale rewards before observe"
+            )
+        if padded:
+            r = np.where(m, r, 0.0)
+            g = g & m
+        extras: dict[str, np.ndarray | None] = {}
+        for name in ("lengths", "steps"):
+            val = getattr(self, name)
+            if val is None:
+                extras[name] = None
+                continue
+            arr = _matrix(val, shape, name)
+            v = arr[m] if padded else arr
+            if not np.isfinite(v).all() or (v < 0).any():
+                raise ValueError(f"{name} must be finite and >= 0 in valid slots")
+            extras[name] = np.where(m, arr, 0.0) if padded else arr
+        for name, value in (("keys", keys), ("rewards", r), ("guided", g), ("mask", m)):
+            object.__setattr__(self, name, value)
+        for name, value in extras.items():
+            object.__setattr__(self, name, value)
+
     @classmethod
     def build(
         cls,
@@ -81,43 +152,24 @@ class GroupResults:
         lengths: object | None = None,
         steps: object | None = None,
     ) -> GroupResults:
-        """Validate and assemble results; raise `ValueError` naming the bad argument."""
-        keys_arr = as_key_array(keys)
-        if keys_arr.ndim != 1:
-            raise ValueError(f"keys must be 1-D, got shape {keys_arr.shape}")
-        if keys_arr.shape[0] == 0:
-            raise ValueError("keys is empty: observe needs at least one sample")
-        r = np.asarray(rewards, dtype=np.float64)
+        """Assemble results with defaults (all valid, none guided; 1-D rewards = G of 1).
+
+        Validation is `__post_init__`'s: `ValueError` naming the bad argument.
+        """
+        keys_arr = validate_keys(keys, "keys")
+        r = _numeric("rewards", rewards)
         if r.ndim == 1:
             r = r[:, None]
         if r.ndim != 2 or r.shape[0] != keys_arr.shape[0] or r.shape[1] == 0:
+            if keys_arr.shape[0] == 0:
+                raise ValueError("keys is empty: observe needs at least one sample")
             raise ValueError(
                 f"rewards must have shape (n={keys_arr.shape[0]}, G>=1), got {np.shape(rewards)}"
             )
         shape = r.shape
-        m = np.ones(shape, bool) if mask is None else _matrix(mask, shape, "mask", bool)
-        if not m.any(axis=1).all():
-            bad = int(np.flatnonzero(~m.any(axis=1))[0])
-            raise ValueError(f"mask row {bad} (key {keys_arr[bad]!r}) has no valid rollout")
-        valid = r[m]
-        if not np.isfinite(valid).all():
-            raise ValueError("rewards contain NaN or inf in valid slots")
-        if (valid < 0).any() or (valid > 1).any():
-            raise ValueError(
-                "rewards must lie in [0, 1] (pass indicator or partial credit), got values in "
-                f"[{valid.min()}, {valid.max()}]; rescale rewards before observe"
-            )
-        g = np.zeros(shape, bool) if guided is None else _matrix(guided, shape, "guided", bool)
-        extras = {}
-        for name, val in (("lengths", lengths), ("steps", steps)):
-            if val is None:
-                extras[name] = None
-                continue
-            arr = _matrix(val, shape, name, np.float64)
-            if not np.isfinite(arr[m]).all() or (arr[m] < 0).any():
-                raise ValueError(f"{name} must be finite and >= 0 in valid slots")
-            extras[name] = arr
-        return cls(keys_arr, r, g & m, m, extras["lengths"], extras["steps"])
+        m = np.ones(shape, bool) if mask is None else mask
+        g = np.zeros(shape, bool) if guided is None else guided
+        return cls(keys_arr, r, g, m, lengths, steps)
 
     @classmethod
     def from_plan(
@@ -153,12 +205,13 @@ class GroupResults:
         n = k.shape[0] if k.ndim == 1 else -1
         if n <= 0:
             raise ValueError(f"keys must be a non-empty 1-D sequence, got shape {k.shape}")
+        k = validate_keys(k, "keys")
         cols = {"rewards": rewards, "guided": guided, "lengths": lengths, "steps": steps}
         flat = {}
         for name, v in cols.items():
             if v is None:
                 continue
-            a = np.asarray(v)
+            a = bool_array(name, v, (n,)) if name == "guided" else _numeric(name, v)
             if a.shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},) like keys, got {a.shape}")
             flat[name] = a

@@ -7,18 +7,23 @@ position in a shuffled list, because frameworks reorder, filter and shard data (
 
 The common case — integer keys 0..N-1 registered in order — needs no dictionary at all
 ("identity mode"): the key *is* the row. That keeps a million-sample pool at a few bytes
-of index per sample; any other key set switches to a dict once.
+of index per sample; any other key set switches to a dict once (plus an object array for
+row → key, so a batch of keys is one fancy index). On disk the keys are numpy arrays
+(an int64 array, or a UTF-8 blob with per-key byte lengths), never JSON: a million
+15-character keys cost ~16 bytes each.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 
 import numpy as np
 
-__all__ = ["KeyIndex", "as_key_array"]
+__all__ = ["KeyIndex", "as_key_array", "validate_keys"]
 
 Key = int | str
+_PLAIN = frozenset({int, str})  # key types that need no normalisation
 
 
 def _as_key(k: object) -> Key:
@@ -31,15 +36,29 @@ def _as_key(k: object) -> Key:
     raise ValueError(f"sample keys must be int or str, got {type(k).__name__} {k!r}")
 
 
-def as_key_array(keys: object) -> np.ndarray:
+def as_key_array(keys: object, name: str = "keys") -> np.ndarray:
     """Keys as a numpy array without numpy's silent coercion of mixed lists.
 
     `np.asarray(["x", 1])` would turn the int 1 into the string "1" — a different key.
-    Mixed int/str sequences become object arrays instead.
+    Mixed int/str sequences become object arrays instead. A bare string is refused: it
+    is one key, not a sequence of one-character keys.
     """
     if isinstance(keys, np.ndarray):
         return keys
-    seq = list(keys) if not isinstance(keys, (list, tuple)) else keys
+    if isinstance(keys, (str, bytes)):
+        raise ValueError(
+            f"{name} must be a sequence of sample keys, got a single {type(keys).__name__} "
+            f"{keys!r}; pass [{keys!r}] for one key"
+        )
+    if isinstance(keys, (list, tuple)):
+        seq = keys
+    else:
+        try:
+            seq = list(keys)  # type: ignore[call-overload]
+        except TypeError:
+            raise ValueError(
+                f"{name} must be a sequence of int or str sample keys, got {type(keys).__name__}"
+            ) from None
     if seq and any(isinstance(k, (str, np.str_)) for k in seq) and not all(
         isinstance(k, (str, np.str_)) for k in seq
     ):
@@ -49,6 +68,30 @@ def as_key_array(keys: object) -> np.ndarray:
     return np.asarray(seq)
 
 
+def validate_keys(keys: object, name: str = "keys") -> np.ndarray:
+    """`keys` as a 1-D int, str or object array of plain int/str keys; `ValueError` otherwise.
+
+    Object arrays holding numpy scalars are normalised to Python ints and strs, so that
+    every key has one spelling in the index.
+    """
+    arr = as_key_array(keys, name)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        return arr.astype(np.int64)  # emptiness is the caller's to judge
+    kind = arr.dtype.kind
+    if kind in "iuU":
+        return arr
+    if kind != "O":
+        raise ValueError(f"{name} must hold int or str sample keys, got dtype {arr.dtype}")
+    items = arr.tolist()
+    if set(map(type, items)) <= _PLAIN:
+        return arr
+    out = np.empty(len(items), dtype=object)
+    out[:] = [_as_key(k) for k in items]
+    return out
+
+
 class KeyIndex:
     """Bidirectional map between sample keys and dense rows 0..len-1."""
 
@@ -56,7 +99,7 @@ class KeyIndex:
         self._n = 0
         self._identity = True
         self._row_of: dict[Key, int] | None = None
-        self._keys: list[Key] | None = None
+        self._keys: np.ndarray | None = None  # object array, row → key (dict mode)
 
     def __len__(self) -> int:
         return self._n
@@ -68,34 +111,28 @@ class KeyIndex:
 
     # ------------------------------------------------------------------ lookup
     def lookup(self, keys: Sequence[object] | np.ndarray) -> np.ndarray:
-        """Rows of `keys`, -1 where a key is unknown. Never modifies the index."""
+        """Rows of `keys` (validated with `validate_keys`), -1 where a key is unknown.
+
+        Never modifies the index.
+        """
         arr = np.asarray(keys)
         if self._identity and arr.dtype.kind in "iu":
             rows = arr.astype(np.int64, copy=True).reshape(-1)
             rows[(rows < 0) | (rows >= self._n)] = -1
             return rows
+        items = arr.reshape(-1).tolist()
         if self._identity:
-            out = np.full(arr.size, -1, dtype=np.int64)
-            for i, k in enumerate(arr.reshape(-1).tolist()):
-                if isinstance(k, int) and not isinstance(k, bool) and 0 <= k < self._n:
+            out = np.full(len(items), -1, dtype=np.int64)
+            for i, k in enumerate(items):
+                if type(k) is int and 0 <= k < self._n:
                     out[i] = k
             return out
         get = self._row_of.get  # type: ignore[union-attr]
-        return np.fromiter((get(k, -1) for k in arr.reshape(-1).tolist()), np.int64, arr.size)
+        return np.fromiter(map(get, items, repeat(-1)), np.int64, len(items))
 
     def validate(self, keys: Sequence[object] | np.ndarray, name: str = "keys") -> np.ndarray:
         """Return `keys` as a 1-D array after checking every key is an int or str."""
-        arr = as_key_array(keys)
-        if arr.ndim != 1:
-            raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-        if arr.size == 0:
-            return arr.astype(np.int64)  # emptiness is the caller's to judge
-        if arr.dtype.kind not in "iuUO":
-            raise ValueError(f"{name} must hold int or str sample keys, got dtype {arr.dtype}")
-        if arr.dtype.kind == "O":
-            for k in arr.tolist():
-                _as_key(k)
-        return arr
+        return validate_keys(keys, name)
 
     # ------------------------------------------------------------ registration
     def add(self, keys: Iterable[object]) -> np.ndarray:
@@ -103,30 +140,48 @@ class KeyIndex:
 
         Known keys keep their row; a key repeated within `keys` gets one row.
         """
-        arr = as_key_array(keys)
+        arr = validate_keys(keys)
         rows = self.lookup(arr)
         missing = rows < 0
         if not missing.any():
             return rows
-        new = list(dict.fromkeys(_as_key(k) for k in arr[missing].tolist()))
-        if self._identity and all(isinstance(k, int) for k in new) and (
-            new == list(range(self._n, self._n + len(new)))
+        new = list(dict.fromkeys(arr[missing].tolist()))
+        n0 = self._n
+        if (
+            self._identity
+            and set(map(type, new)) == {int}
+            and new == list(range(n0, n0 + len(new)))
         ):
             self._n += len(new)
         else:
             self._to_dict_mode()
-            for k in new:
-                self._row_of[k] = self._n  # type: ignore[index]
-                self._keys.append(k)  # type: ignore[union-attr]
-                self._n += 1
+            self._row_of.update(zip(new, range(n0, n0 + len(new)), strict=True))  # type: ignore[union-attr]
+            self._append_keys(new)
+            self._n += len(new)
         return self.lookup(arr)
+
+    def _append_keys(self, new: list[Key]) -> None:
+        n0, need = self._n, self._n + len(new)
+        keys = self._keys
+        if keys is None or keys.shape[0] < need:
+            cap = max(16, keys.shape[0] if keys is not None else 16)
+            while cap < need:
+                cap *= 2
+            grown = np.empty(cap, dtype=object)
+            if keys is not None:
+                grown[:n0] = keys[:n0]
+            self._keys = keys = grown
+        keys[n0:need] = new
 
     def _to_dict_mode(self) -> None:
         if not self._identity:
             return
-        self._keys = list(range(self._n))
-        self._row_of = {k: k for k in self._keys}
+        self._row_of = {k: k for k in range(self._n)}
+        self._keys = None
         self._identity = False
+        n, self._n = self._n, 0
+        self._append_keys(list(range(n)))
+        self._n = n
 
     # -------------------------------------------------------------- row → key
     def keys_of(self, rows: np.ndarray) -> np.ndarray:
@@ -134,31 +189,120 @@ class KeyIndex:
         rows = np.asarray(rows, dtype=np.int64)
         if self._identity:
             return rows.copy()
-        out = np.empty(rows.shape[0], dtype=object)
-        keys = self._keys
-        for i, r in enumerate(rows.tolist()):
-            out[i] = keys[r]  # type: ignore[index]
-        return out
+        return self._keys[rows]  # type: ignore[index]
+
+    def all_keys(self) -> list[Key]:
+        """Every key, in row order."""
+        if self._identity:
+            return list(range(self._n))
+        return self._keys[: self._n].tolist()  # type: ignore[index]
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        """JSON-serialisable description of the index."""
+        """The index as numpy arrays (kept out of JSON metadata by `Strategy.save`).
+
+        Identity mode: `{"identity": True, "size": n}`. Otherwise the keys in row order:
+        `ints` (int64) when every key is an int; else `utf8` (uint8 blob of the keys'
+        UTF-8 bytes, ints written in decimal), `lengths` (bytes per key, the smallest
+        unsigned dtype that fits) and, for mixed pools, `is_int` (bool per key).
+        """
         if self._identity:
             return {"identity": True, "size": self._n}
-        return {"identity": False, "keys": list(self._keys)}  # type: ignore[arg-type]
+        keys = self.all_keys()
+        kinds = set(map(type, keys))
+        if kinds == {int}:
+            return {"identity": False, "ints": np.asarray(keys, dtype=np.int64)}
+        enc = [
+            (k if type(k) is str else str(k)).encode("utf-8", "surrogatepass") for k in keys
+        ]
+        lengths = np.fromiter(map(len, enc), np.int64, len(enc))
+        top = int(lengths.max()) if lengths.size else 0
+        dt = next(d for d in (np.uint8, np.uint16, np.uint32, np.uint64) if top <= np.iinfo(d).max)
+        out = {
+            "identity": False,
+            "utf8": np.frombuffer(b"".join(enc), dtype=np.uint8).copy(),
+            "lengths": lengths.astype(dt),
+        }
+        if int in kinds:
+            out["is_int"] = np.fromiter((type(k) is int for k in keys), bool, len(keys))
+        return out
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> KeyIndex:
-        """Rebuild an index saved by `state_dict`."""
+    def from_state_dict(cls, state: dict, where: str = "state_dict['stats']['index']") -> KeyIndex:
+        """Rebuild an index saved by `state_dict`; `ValueError` naming the bad entry."""
+        if not isinstance(state, dict):
+            raise ValueError(f"{where} must be a dict, got {type(state).__name__}")
         idx = cls()
         if state.get("identity"):
-            idx._n = int(state["size"])
-        else:
-            keys = [_as_key(k) for k in state["keys"]]
-            if len(set(keys)) != len(keys):
-                raise ValueError("state_dict['stats']['index']['keys'] holds duplicate keys")
-            idx._identity = False
-            idx._keys = keys
-            idx._row_of = {k: i for i, k in enumerate(keys)}
-            idx._n = len(keys)
+            size = state.get("size")
+            if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)) or (
+                size < 0
+            ):
+                raise ValueError(f"{where}['size'] must be an int >= 0, got {size!r}")
+            idx._n = int(size)
+            return idx
+        keys = _decode_keys(state, where)
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{where} holds duplicate keys")
+        idx._identity = False
+        idx._row_of = dict(zip(keys, range(len(keys)), strict=True))
+        idx._append_keys(keys)
+        idx._n = len(keys)
         return idx
+
+
+def _decode_keys(state: dict, where: str) -> list[Key]:
+    """Keys of a dict-mode index state (array layouts, or the JSON list of version 1)."""
+    if "keys" in state:  # version-1 files: keys in the JSON metadata
+        raw = state["keys"]
+        if not isinstance(raw, (list, tuple, np.ndarray)):
+            raise ValueError(f"{where}['keys'] must be a list, got {type(raw).__name__}")
+        try:
+            return [_as_key(k) for k in (raw.tolist() if isinstance(raw, np.ndarray) else raw)]
+        except ValueError as e:
+            raise ValueError(f"{where}['keys']: {e}") from None
+    if "ints" in state:
+        ints = np.asarray(state["ints"])
+        if ints.ndim != 1 or ints.dtype.kind not in "iu":
+            raise ValueError(
+                f"{where}['ints'] must be a 1-D int array, got {ints.dtype} {ints.shape}"
+            )
+        return ints.tolist()
+    for field in ("utf8", "lengths"):
+        if field not in state:
+            raise ValueError(f"{where} lacks the entry {field!r}")
+    blob, lengths = np.asarray(state["utf8"]), np.asarray(state["lengths"])
+    if blob.ndim != 1 or blob.dtype != np.uint8:
+        raise ValueError(
+            f"{where}['utf8'] must be a 1-D uint8 array, got {blob.dtype} {blob.shape}"
+        )
+    if lengths.ndim != 1 or lengths.dtype.kind != "u":
+        raise ValueError(
+            f"{where}['lengths'] must be a 1-D unsigned int array, got {lengths.dtype} "
+            f"{lengths.shape}"
+        )
+    ends = np.cumsum(lengths, dtype=np.int64)
+    if (ends[-1] if ends.size else 0) != blob.shape[0]:
+        raise ValueError(
+            f"{where}['lengths'] sum to {int(ends[-1]) if ends.size else 0} bytes but "
+            f"['utf8'] holds {blob.shape[0]}"
+        )
+    data = blob.tobytes()
+    starts = (ends - lengths.astype(np.int64)).tolist()
+    try:
+        keys: list[Key] = [
+            data[a:b].decode("utf-8", "surrogatepass")
+            for a, b in zip(starts, ends.tolist(), strict=True)
+        ]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where}['utf8'] is not valid UTF-8: {e}") from None
+    if "is_int" in state:
+        is_int = np.asarray(state["is_int"])
+        if is_int.dtype != np.bool_ or is_int.shape != lengths.shape:
+            raise ValueError(f"{where}['is_int'] must be a bool array of shape {lengths.shape}")
+        for i in np.flatnonzero(is_int).tolist():
+            try:
+                keys[i] = int(keys[i])
+            except ValueError:
+                raise ValueError(f"{where}: key {i} is marked int but reads {keys[i]!r}") from None
+    return keys

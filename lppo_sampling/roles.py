@@ -20,6 +20,7 @@ import numpy as np
 
 from lppo_sampling import rules
 from lppo_sampling.batch import GroupResults
+from lppo_sampling.checks import check_bool, check_range
 from lppo_sampling.stats import SampleStats
 
 __all__ = [
@@ -36,18 +37,6 @@ __all__ = [
     "LPWeighter",
     "check_range",
 ]
-
-
-def check_range(name: str, value: float, low: float, high: float, *, closed: str = "both") -> float:
-    """Return `value` as float or raise `ValueError` naming the argument and its valid range."""
-    v = float(value)
-    lo_ok = v >= low if closed in ("both", "left") else v > low
-    hi_ok = v <= high if closed in ("both", "right") else v < high
-    if not (np.isfinite(v) or high == np.inf) or not (lo_ok and hi_ok):
-        lb = "[" if closed in ("both", "left") else "("
-        rb = "]" if closed in ("both", "right") else ")"
-        raise ValueError(f"{name} must lie in {lb}{low}, {high}{rb}, got {value!r}")
-    return v
 
 
 # ABC without abstract methods of its own: the abstract methods are on the four role
@@ -70,7 +59,18 @@ class Role(ABC):  # noqa: B024
         return {}
 
     def load_state_dict(self, state: dict) -> None:  # noqa: B027
-        """Restore what `state_dict` returned."""
+        """Restore what `state_dict` returned; `ValueError` naming the field if it is invalid.
+
+        `Strategy.load_state_dict` calls this on a copy first, so a role may validate as
+        it goes: a failure leaves the strategy unchanged.
+        """
+
+    def check(self, stats: SampleStats) -> None:  # noqa: B027
+        """Refuse a just-loaded table whose role columns this role cannot use.
+
+        Called after `bind` on a table restored from a checkpoint, before the strategy
+        adopts it; raise `ValueError` naming the column (e.g. a negative count).
+        """
 
     def metrics(self, stats: SampleStats) -> dict[str, float]:
         """Role-specific scalars for logs."""
@@ -161,7 +161,7 @@ class LPWeighter(Weighter):
     def __init__(self, kappa: float = 8.0, bias: float = 0.5, normalize: bool = False) -> None:
         self.kappa = check_range("kappa", kappa, 0.0, np.inf)
         self.bias = check_range("bias", bias, 0.0, np.inf)
-        self.normalize = bool(normalize)
+        self.normalize = check_bool("normalize", normalize)
 
     def weights(self, stats: SampleStats, rows: np.ndarray) -> np.ndarray:
         """LP weights of `rows`."""
@@ -178,7 +178,10 @@ class PrefixGuide(Guide):
     most `stuck_threshold` (see `rules.is_stuck`), and it has an expert solution. For a
     stuck sample, `guided_fraction · G` rollouts (at least one) start from a prefix whose
     ratio is drawn uniformly from [`prefix_low`, `prefix_high`]; the rest stay unguided so
-    the unguided pass rate keeps being measured.
+    the unguided pass rate keeps being measured. When that is every slot (G = 1, or
+    `guided_fraction` rounds to G) a sample is never fully guided twice in a row: after
+    a visit without an unguided rollout its next visit is unguided
+    (`rules.allow_guidance`), so its unguided EMA can still move.
 
     Args:
         prefix_low, prefix_high: band of prefix ratios (fraction of solution steps).
@@ -217,8 +220,10 @@ class PrefixGuide(Guide):
         self, stats: SampleStats, rows: np.ndarray, group_size: int, rng: np.random.Generator
     ) -> np.ndarray:
         """Prefix ratios for the batch; consumes randomness only for guided rows."""
-        stuck = self.stuck(stats, rows)
         n_guided = rules.guided_slot_count(group_size, self.guided_fraction)
+        stuck = rules.allow_guidance(
+            self.stuck(stats, rows), stats["last_event_guided_only"][rows], n_guided, group_size
+        )
         ratios = rules.prefix_ratio_matrix(
             stuck, group_size, n_guided, self.prefix_low, self.prefix_high, rng
         )

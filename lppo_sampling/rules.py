@@ -20,6 +20,7 @@ __all__ = [
     "is_stuck",
     "guided_slot_count",
     "prefix_ratio_matrix",
+    "allow_guidance",
     "sigmoid",
 ]
 
@@ -107,6 +108,34 @@ def guided_slot_count(group_size: int, guided_fraction: float) -> int:
     if guided_fraction <= 0:
         return 0
     return int(min(group_size, max(1, round(guided_fraction * group_size))))
+
+
+def allow_guidance(
+    stuck: np.ndarray, last_event_guided_only: np.ndarray, n_guided: int, group_size: int
+) -> np.ndarray:
+    """Which stuck rows get their guided slots this visit: no sample is guided forever.
+
+    Guided rewards never move the unguided EMA, so a sample whose every rollout is guided
+    could stay "stuck" forever, whatever it learned. When the guided slots are fewer than
+    G, every visit keeps an unguided rollout and all stuck rows are guided. When they fill
+    the group (G = 1, or `guided_fraction` rounds to G), a row whose last observation
+    event had no unguided rollout is left fully unguided this visit: at least every second
+    visit of a stuck sample measures its unguided pass rate.
+
+    Args:
+        stuck: (n,) bool, rows the guide would like to guide.
+        last_event_guided_only: (n,) bool, the row's last observation event held no
+            unguided rollout (`SampleStats` column of that name).
+        n_guided: guided slots per guided row.
+        group_size: G.
+
+    Returns:
+        (n,) bool, rows to guide now.
+    """
+    stuck = np.asarray(stuck, dtype=bool)
+    if n_guided < group_size:
+        return stuck
+    return stuck & ~np.asarray(last_event_guided_only, dtype=bool)
 
 
 def prefix_ratio_matrix(

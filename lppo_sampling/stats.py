@@ -23,6 +23,7 @@ import numpy as np
 
 from lppo_sampling import rules
 from lppo_sampling.batch import GroupResults
+from lppo_sampling.checks import bool_array
 from lppo_sampling.keys import KeyIndex
 
 __all__ = ["SampleStats", "COLUMNS"]
@@ -45,6 +46,26 @@ COLUMNS: dict[str, tuple[type, float]] = {
     "group_std": (np.float32, np.nan),  # population std of the same
     "has_solution": (np.bool_, False),  # an expert solution exists (PG-sampling may guide)
     "category": (np.int32, -1),  # index into SampleStats.categories (-1 = none)
+    # the last observation event had no unguided rollout (rules.allow_guidance reads it)
+    "last_event_guided_only": (np.bool_, False),
+}
+
+# valid values per built-in column, checked on load: (low, high, NaN allowed)
+_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "n_events": (0, np.inf, False),
+    "n_rollouts": (0, np.inf, False),
+    "reward_sum": (0.0, np.inf, False),
+    "ema": (0.0, 1.0, False),
+    "delta": (-1.0, 1.0, False),
+    "last_pass_rate": (0.0, 1.0, True),
+    "guided_rollouts": (0, np.inf, False),
+    "guided_reward_sum": (0.0, np.inf, False),
+    "last_step": (-1, np.inf, False),
+    "n_measured": (0, np.inf, False),
+    "length_sum": (0.0, np.inf, False),
+    "steps_sum": (0.0, np.inf, False),
+    "group_mean": (0.0, 1.0, True),
+    "group_std": (0.0, 0.5, True),
 }
 
 
@@ -128,7 +149,11 @@ class SampleStats:
         if name in self._cols:
             if name in self._extra and _same_spec(self._extra[name], (dtype, fill)):
                 return  # re-binding after load_state_dict
-            raise ValueError(f"column {name!r} already exists")
+            have = self._column_spec(name)
+            raise ValueError(
+                f"column {name!r} already exists as ({np.dtype(have[0])}, fill {have[1]!r}); "
+                f"cannot add it as ({np.dtype(dtype)}, fill {fill!r})"
+            )
         self._extra[name] = (dtype, fill)
         self._cols[name] = np.full(self._cap, fill, dtype=dtype)
 
@@ -162,11 +187,7 @@ class SampleStats:
         arr = self.index.validate(keys)
         flags = None
         if has_solution is not None:
-            flags = np.asarray(has_solution, dtype=bool)
-            if flags.shape != arr.shape:
-                raise ValueError(
-                    f"has_solution must have shape {arr.shape} like keys, got {flags.shape}"
-                )
+            flags = bool_array("has_solution", has_solution, arr.shape)
         cat_ids = None
         if category is not None:
             labels = np.asarray(category, dtype=object)
@@ -174,6 +195,11 @@ class SampleStats:
                 raise ValueError(
                     f"category must have shape {arr.shape} like keys, got {labels.shape}"
                 )
+            for x in labels.tolist():
+                if isinstance(x, (bool, np.bool_)) or not isinstance(x, (str, int, np.integer)):
+                    raise ValueError(
+                        f"category labels must be str or int, got {type(x).__name__} {x!r}"
+                    )
             new_labels = [
                 str(x) for x in dict.fromkeys(labels.tolist()) if str(x) not in self._category_id
             ]
@@ -202,7 +228,11 @@ class SampleStats:
         rows = self.index.lookup(arr)
         if (rows < 0).any():
             bad = arr[int(np.flatnonzero(rows < 0)[0])]
-            raise ValueError(f"{name} holds a key not in the pool: {bad!r}")
+            bad = bad.item() if isinstance(bad, np.generic) else bad
+            raise ValueError(
+                f"{name} holds a key not in the pool: {bad!r}; register samples with "
+                f"add_samples(keys) first"
+            )
         return rows
 
     # ----------------------------------------------------------------- update
@@ -269,6 +299,7 @@ class SampleStats:
         c["group_mean"][u] = mean
         c["group_std"][u] = np.sqrt(var)
         c["last_step"][u] = self.step
+        c["last_event_guided_only"][u] = ~has_u
         if "meas_n" in agg:
             c["n_measured"][u] += agg["meas_n"].astype(np.int32)
             c["length_sum"][u] += agg["len_sum"]
@@ -289,31 +320,117 @@ class SampleStats:
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> SampleStats:
-        """Rebuild a table saved with `state_dict`; `ValueError` on a malformed state."""
-        try:
-            stats = cls(beta=float(state["beta"]), capacity=1)
-            index = KeyIndex.from_state_dict(state["index"])
-            for name, (dt, fill) in state.get("extra_columns", {}).items():
+    def from_state_dict(cls, state: dict, where: str = "state_dict['stats']") -> SampleStats:
+        """Rebuild a table saved with `state_dict`, validating every entry first.
+
+        Raises:
+            ValueError: naming the entry, for a missing entry, a wrong shape or dtype, or
+                a value no sequence of `observe` calls can produce (NaN Δ, ema = 7,
+                negative counts, category ids without labels, ...).
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"{where} must be a dict, got {type(state).__name__}")
+        for field in ("beta", "step", "index", "columns"):
+            if field not in state:
+                raise ValueError(f"{where} lacks the entry {field!r}")
+        beta = state["beta"]
+        if isinstance(beta, (bool, np.bool_)) or not isinstance(beta, (int, float, np.number)):
+            raise ValueError(f"{where}['beta'] must be a number in [0, 1), got {beta!r}")
+        if not 0.0 <= float(beta) < 1.0:
+            raise ValueError(f"{where}['beta'] must lie in [0, 1), got {beta!r}")
+        step = state["step"]
+        if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or (
+            step < 0
+        ):
+            raise ValueError(f"{where}['step'] must be an int >= 0, got {step!r}")
+        categories = state.get("categories", [])
+        if not isinstance(categories, (list, tuple)) or not all(
+            isinstance(c, str) for c in categories
+        ):
+            raise ValueError(f"{where}['categories'] must be a list of str")
+        if len(set(categories)) != len(categories):
+            raise ValueError(f"{where}['categories'] holds duplicate labels")
+        index = KeyIndex.from_state_dict(state["index"], f"{where}['index']")
+        stats = cls(beta=float(beta), capacity=1)
+        extra = state.get("extra_columns", {})
+        if not isinstance(extra, dict):
+            raise ValueError(f"{where}['extra_columns'] must be a dict")
+        for name, spec in extra.items():
+            try:
+                dt, fill = spec
+                if not isinstance(fill, (bool, int, float)):
+                    raise TypeError(f"fill must be a number, got {fill!r}")
                 stats.add_column(name, np.dtype(dt).type, fill)
-            n = len(index)
-            stats._reserve(max(n, 1))
-            cols = state["columns"]
-            missing = set(stats._cols) - set(cols)
-            if missing:
-                raise ValueError(f"state_dict['stats'] lacks columns {sorted(missing)}")
-            for name in stats._cols:
-                arr = np.asarray(cols[name])
-                if arr.shape != (n,):
-                    raise ValueError(
-                        f"state_dict['stats']['columns'][{name!r}] has shape {arr.shape}, "
-                        f"expected ({n},)"
-                    )
-                stats._cols[name][:n] = arr
-            stats.index = index
-            stats.categories = [str(c) for c in state.get("categories", [])]
-            stats._category_id = {c: i for i, c in enumerate(stats.categories)}
-            stats.step = int(state["step"])
-        except KeyError as e:
-            raise ValueError(f"state_dict['stats'] lacks the entry {e}") from e
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{where}['extra_columns'][{name!r}] is invalid: {e}") from None
+        n = len(index)
+        cols = state["columns"]
+        if not isinstance(cols, dict):
+            raise ValueError(f"{where}['columns'] must be a dict")
+        missing = set(stats._cols) - set(cols)
+        if missing:
+            raise ValueError(f"{where} lacks columns {sorted(missing)}")
+        unknown = set(cols) - set(stats._cols)
+        if unknown:
+            raise ValueError(
+                f"{where} has columns {sorted(unknown)} not declared in 'extra_columns'"
+            )
+        arrays = {}
+        for name in stats._cols:
+            arr = np.asarray(cols[name])
+            want = np.dtype(stats._column_spec(name)[0])
+            if arr.shape != (n,):
+                raise ValueError(
+                    f"{where}['columns'][{name!r}] has shape {arr.shape}, expected ({n},)"
+                )
+            if arr.dtype != want:
+                raise ValueError(
+                    f"{where}['columns'][{name!r}] has dtype {arr.dtype}, expected {want}"
+                )
+            arrays[name] = arr
+        _check_columns(arrays, len(categories), int(step), where)
+        stats._reserve(max(n, 1))
+        for name, arr in arrays.items():
+            stats._cols[name][:n] = arr
+        stats.index = index
+        stats.categories = list(categories)
+        stats._category_id = {c: i for i, c in enumerate(stats.categories)}
+        stats.step = int(step)
         return stats
+
+
+def _check_columns(cols: dict[str, np.ndarray], n_categories: int, step: int, where: str) -> None:
+    """Refuse built-in column values that no sequence of `observe` calls can produce."""
+
+    def bad(name: str, what: str, mask: np.ndarray) -> ValueError:
+        i = int(np.flatnonzero(mask)[0])
+        return ValueError(
+            f"{where}['columns'][{name!r}] {what}: row {i} holds {cols[name][i]!r}"
+        )
+
+    for name, (lo, hi, nan_ok) in _BOUNDS.items():
+        a = cols[name]
+        if a.dtype.kind == "f":
+            nan = np.isnan(a)
+            if not nan_ok and nan.any():
+                raise bad(name, "must not be NaN", nan)
+            with np.errstate(invalid="ignore"):  # 1e-9: float rounding of β·x + (1 − β)·y
+                out = ~nan & ~(np.isfinite(a) & (a >= lo - 1e-9) & (a <= hi + 1e-9))
+        else:
+            out = (a < lo) | (a > hi)
+        if out.any():
+            raise bad(name, f"must lie in [{lo}, {hi}]", out)
+    for total, count in (("reward_sum", "n_rollouts"), ("guided_reward_sum", "guided_rollouts")):
+        over = cols[total] > cols[count] * (1.0 + 1e-9)  # rewards lie in [0, 1]
+        if over.any():
+            raise bad(total, f"exceeds {count!r} (rewards lie in [0, 1])", over)
+    ev, ro = cols["n_events"], cols["n_rollouts"]
+    if ((ev > 0) != (ro > 0)).any() or (ev > ro).any():
+        raise bad("n_events", "disagrees with 'n_rollouts'", ((ev > 0) != (ro > 0)) | (ev > ro))
+    late = cols["last_step"] > step
+    if late.any():
+        raise bad("last_step", f"is after the table's step {step}", late)
+    cat = cols["category"]
+    off = (cat < -1) | (cat >= n_categories)
+    if off.any():
+        raise bad("category", f"must be -1 or an index into the {n_categories} categories", off)

@@ -15,6 +15,7 @@ future choices exactly, and two replicas fed the same results stay bit-identical
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import inspect
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lppo_sampling.batch import GroupResults, RolloutPlan
+from lppo_sampling.checks import check_int, check_seed
 from lppo_sampling.roles import (
     Filter,
     Guide,
@@ -40,7 +42,7 @@ from lppo_sampling.roles import (
     Weighter,
     check_range,
 )
-from lppo_sampling.stats import SampleStats
+from lppo_sampling.stats import COLUMNS, SampleStats
 
 __all__ = [
     "Strategy",
@@ -50,7 +52,8 @@ __all__ = [
     "available_strategies",
 ]
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: keys as arrays, column last_event_guided_only, role_types
+_READABLE_VERSIONS = (1, 2)
 _ROLE_NAMES = ("selector", "guide", "filter", "weighter")
 
 
@@ -79,12 +82,10 @@ class Strategy:
         name: str = "custom",
         config: dict | None = None,
     ) -> None:
-        if int(group_size) != group_size or group_size < 1:
-            raise ValueError(f"group_size must be an int >= 1, got {group_size!r}")
         self.selector, self.guide, self.filter, self.weighter = selector, guide, filter, weighter
-        self.group_size = int(group_size)
+        self.group_size = check_int("group_size", group_size, 1)
         self.stats = SampleStats(beta=check_range("beta", beta, 0.0, 1.0, closed="left"))
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(check_seed(seed))
         self.name = name
         self.config = dict(config or {})
         self._last: dict[str, float] = {}
@@ -117,17 +118,17 @@ class Strategy:
     # -------------------------------------------------------------- protocol
     def select(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """Keys of the next `n` samples to roll out (without replacement when possible)."""
-        if int(n) != n or n < 1:
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        n = check_int("n", n, 1)
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise ValueError(f"rng must be a numpy.random.Generator or None, got {rng!r}")
         if len(self.stats) == 0:
             raise ValueError("the pool is empty: call add_samples(keys) first")
-        rows = self.selector.select(self.stats, int(n), self.rng if rng is None else rng)
+        rows = self.selector.select(self.stats, n, self.rng if rng is None else rng)
         return self.stats.index.keys_of(rows)
 
     def plan(self, keys: object) -> RolloutPlan:
-        """Rollout plan for `keys`: G slots each, with per-slot prefix ratios."""
-        arr = self._nonempty(keys)
-        rows = self.stats.register(arr)
+        """Rollout plan for `keys` (registered samples): G slots each, per-slot prefix ratios."""
+        arr, rows = self._rows(keys)
         ratios = self.guide.plan(self.stats, rows, self.group_size, self.rng)
         self._last["sampler/guided_rollout_frac"] = float((ratios > 0).mean())
         return RolloutPlan(keys=arr, prefix_ratios=ratios)
@@ -152,14 +153,14 @@ class Strategy:
 
     def keep(self, keys: object) -> np.ndarray:
         """(n,) bool: which of these samples' last groups enter the update."""
-        rows = self.stats.register(self._nonempty(keys))
+        rows = self._rows(keys)[1]
         mask = np.asarray(self.filter.keep(self.stats, rows), dtype=bool)
         self._last["sampler/keep_frac"] = float(mask.mean())
         return mask
 
     def weights(self, keys: object) -> np.ndarray:
         """(n,) float64: how much each sample counts (multiplies its advantages)."""
-        rows = self.stats.register(self._nonempty(keys))
+        rows = self._rows(keys)[1]
         w = np.asarray(self.weighter.weights(self.stats, rows), dtype=np.float64)
         self._last.update(
             {
@@ -170,11 +171,12 @@ class Strategy:
         )
         return w
 
-    def _nonempty(self, keys: object) -> np.ndarray:
+    def _rows(self, keys: object) -> tuple[np.ndarray, np.ndarray]:
+        """Validated keys and their rows; read calls never grow the pool (see add_samples)."""
         arr = self.stats.index.validate(keys)
         if arr.shape[0] == 0:
             raise ValueError("keys is empty")
-        return arr
+        return arr, self.stats.rows(arr)
 
     # --------------------------------------------------------------- metrics
     def metrics(self) -> dict[str, float]:
@@ -207,49 +209,101 @@ class Strategy:
             "rng": self.rng.bit_generator.state,
             "stats": self.stats.state_dict(),
             "roles": {r: role.state_dict() for r, role in self.roles.items()},
+            "role_types": {r: type(role).__name__ for r, role in self.roles.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a `state_dict`; `ValueError` (and no change) if it is incompatible."""
+        """Restore a `state_dict`, all or nothing.
+
+        Everything is validated first — version, strategy name, config (every field, seed
+        aside), group size, β, each statistics column (shape, dtype, range), the RNG and
+        every role's state (loaded into a copy of the role and checked against the new
+        table) — and only then swapped in, so a refused state leaves the strategy exactly
+        as it was.
+
+        Raises:
+            ValueError: naming the first offending field.
+        """
+        stats, rng, role_states = self._validated(state)
+        # nothing below can fail: every role state was loaded into a copy already
+        self.stats, self.rng = stats, rng
+        for r, role in self.roles.items():
+            role.load_state_dict(role_states[r])
+            role.bind(stats)
+        self.config = dict(state["config"])  # carries the original seed
+
+    def _validated(self, state: object) -> tuple[SampleStats, np.random.Generator, dict]:
+        """The table, RNG and role states of `state`, checked against this strategy."""
         if not isinstance(state, dict):
             raise ValueError(f"state_dict must be a dict, got {type(state).__name__}")
         version = state.get("version")
-        if version != STATE_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise ValueError(
-                f"state_dict has version {version!r}; this lppo_sampling reads version "
-                f"{STATE_VERSION}"
+                f"state_dict has version {version!r}; this lppo_sampling reads versions "
+                f"{', '.join(map(str, _READABLE_VERSIONS))}"
             )
-        if state.get("name") != self.name:
+        for field in ("name", "config", "group_size", "rng", "stats"):
+            if field not in state:
+                raise ValueError(f"state_dict lacks the entry {field!r}")
+        if state["name"] != self.name:
             raise ValueError(
-                f"state_dict is for strategy {state.get('name')!r}, not {self.name!r}"
+                f"state_dict was saved by strategy {state['name']!r}; this strategy is "
+                f"{self.name!r}: build it with make_strategy({state['name']!r}, ...) to load it"
             )
-        # the seed only initialises the RNG, whose state is restored below
-        if _without_seed(state.get("config")) != _without_seed(self.config):
+        types = state.get("role_types", {})
+        for r, role in self.roles.items():
+            saved = types.get(r, type(role).__name__)
+            if saved != type(role).__name__:
+                raise ValueError(
+                    f"state_dict['role_types'][{r!r}] is {saved!r}; this strategy's {r} is "
+                    f"{type(role).__name__!r}"
+                )
+        _check_config(state["config"], self.config)
+        group_size = state["group_size"]
+        if isinstance(group_size, bool) or group_size != self.group_size:
             raise ValueError(
-                f"state_dict config {state.get('config')} differs from this strategy's "
-                f"{self.config}; build the strategy with the same arguments"
+                f"state_dict['group_size'] is {group_size!r}; this strategy has "
+                f"group_size={self.group_size}"
             )
-        stats = SampleStats.from_state_dict(state["stats"])
+        raw_stats = state["stats"]
+        if version == 1 and isinstance(raw_stats, dict):
+            raw_stats = _stats_from_v1(raw_stats)
+        stats = SampleStats.from_state_dict(raw_stats)
+        if stats.beta != self.stats.beta:
+            raise ValueError(
+                f"state_dict['stats']['beta'] is {stats.beta!r}; this strategy has "
+                f"beta={self.stats.beta!r}"
+            )
         rng = np.random.default_rng()
         try:
             rng.bit_generator.state = state["rng"]
         except (TypeError, ValueError, KeyError) as e:
             kind = type(rng.bit_generator).__name__
             raise ValueError(f"state_dict['rng'] is not a {kind} state") from e
-        # roles may validate too; snapshot so a failure leaves everything unchanged
-        snapshots = {r: role.state_dict() for r, role in self.roles.items()}
-        try:
-            for r, role in self.roles.items():
-                role.load_state_dict(state.get("roles", {}).get(r, {}))
-        except Exception:
-            for r, role in self.roles.items():
-                role.load_state_dict(snapshots[r])
-            raise
-        self.stats, self.rng = stats, rng
-        self.config = dict(state["config"])  # carries the original seed
-        self.group_size = int(state["group_size"])
-        for role in self.roles.values():
-            role.bind(self.stats)
+        role_states = state.get("roles", {})
+        if not isinstance(role_states, dict):
+            raise ValueError("state_dict['roles'] must be a dict")
+        declared = set(stats.columns)
+        checked = {}
+        for r, role in self.roles.items():
+            sub = role_states.get(r, {})
+            if not isinstance(sub, dict):
+                raise ValueError(f"state_dict['roles'][{r!r}] must be a dict")
+            trial = copy.deepcopy(role)
+            try:
+                trial.load_state_dict(sub)
+            except (TypeError, KeyError, IndexError) as e:
+                raise ValueError(f"state_dict['roles'][{r!r}] is invalid: {e!r}") from e
+            trial.bind(stats)
+            added = set(stats.columns) - declared
+            if added:
+                raise ValueError(
+                    f"state_dict['stats'] lacks the column(s) {sorted(added)} that this "
+                    f"strategy's {r} ({type(role).__name__}) keeps"
+                )
+            trial.check(stats)
+            checked[r] = sub
+        return stats, rng, checked
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the state to one `.npz` file atomically (temp file + rename)."""
@@ -268,13 +322,31 @@ class Strategy:
         return path
 
     def load(self, path: str | os.PathLike) -> None:
-        """Load a file written by `save`."""
-        with np.load(Path(path), allow_pickle=False) as z:
-            if "__meta__" not in z:
-                raise ValueError(f"{path} is not an lppo_sampling state file (no __meta__)")
-            meta = json.loads(str(z["__meta__"]))
-            state = _insert_arrays(meta, {k: z[k] for k in z.files if k != "__meta__"})
-        self.load_state_dict(state)
+        """Load a file written by `save`, all or nothing (see `load_state_dict`).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: naming the file, if it is damaged or holds an incompatible state.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no sampler state file at {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "__meta__" not in z.files:
+                    raise ValueError("not an lppo_sampling state file (no __meta__)")
+                meta = json.loads(str(z["__meta__"]))
+                state = _insert_arrays(meta, {k: z[k] for k in z.files if k != "__meta__"})
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
+        except Exception as e:  # zipfile.BadZipFile, EOFError, OSError, zlib.error, ...
+            raise ValueError(
+                f"{path}: unreadable sampler state file ({type(e).__name__}: {e})"
+            ) from e
+        try:
+            self.load_state_dict(state)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
 
     def state_checksum(self) -> str:
         """Hash of the full state: replicas on different ranks must agree."""
@@ -288,9 +360,31 @@ class Strategy:
         return h.hexdigest()
 
 
-def _without_seed(config: object) -> object:
-    cfg = _jsonable(config)
-    return {k: v for k, v in cfg.items() if k != "seed"} if isinstance(cfg, dict) else cfg
+def _check_config(saved: object, mine: dict) -> None:
+    """Refuse a saved config that differs from `mine` in any field but the seed."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"state_dict['config'] must be a dict, got {type(saved).__name__}")
+    a, b = _jsonable(saved), _jsonable(mine)
+    unset = "<unset>"
+    diff = sorted(k for k in set(a) | set(b) if k != "seed" and a.get(k, unset) != b.get(k, unset))
+    if diff:
+        detail = ", ".join(
+            f"{k}: saved {a.get(k, unset)!r}, here {b.get(k, unset)!r}" for k in diff
+        )
+        raise ValueError(
+            f"state_dict config differs from this strategy's in {detail}; build the strategy "
+            f"with the same arguments"
+        )
+
+
+def _stats_from_v1(stats: dict) -> dict:
+    """A version-1 table state with the column version 2 added (False: not guided-only)."""
+    cols = stats.get("columns")
+    if not isinstance(cols, dict) or "last_event_guided_only" in cols:
+        return stats
+    n = next((np.shape(v)[0] for v in cols.values() if np.ndim(v) == 1), 0)
+    fill = COLUMNS["last_event_guided_only"]
+    return {**stats, "columns": {**cols, "last_event_guided_only": np.full(n, fill[1], fill[0])}}
 
 
 def _jsonable(x: object) -> object:
@@ -313,6 +407,8 @@ def _extract_arrays(obj: object, arrays: dict, prefix: str) -> object:
 def _insert_arrays(obj: object, arrays: dict) -> object:
     if isinstance(obj, dict):
         if set(obj) == {"__array__"}:
+            if obj["__array__"] not in arrays:
+                raise ValueError(f"the array {obj['__array__']!r} is missing")
             return arrays[obj["__array__"]]
         return {k: _insert_arrays(v, arrays) for k, v in obj.items()}
     if isinstance(obj, list):

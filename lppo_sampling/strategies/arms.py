@@ -138,14 +138,19 @@ class SECSelector(ArmSelector):
         return {"q": self.q.copy(), "last_reward": self.last_reward.copy()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore arm values."""
-        q = np.asarray(state.get("q", np.zeros(1)), dtype=np.float64).reshape(-1)
-        if not np.isfinite(q).all():
-            raise ValueError("state_dict['roles']['selector']['q'] must be finite")
+        """Restore arm values; `ValueError` naming the field if they are not finite arrays."""
+        where = "state_dict['roles']['selector']"
+        q = _float_vector(state.get("q", np.zeros(1)), f"{where}['q']")
+        if not np.isfinite(q).all() or (q < 0).any():
+            raise ValueError(f"{where}['q'] must be finite and >= 0 (a mean |advantage|)")
+        last = _float_vector(state.get("last_reward", np.full(q.shape, np.nan)),
+                             f"{where}['last_reward']")
+        if last.shape != q.shape:
+            raise ValueError(f"{where}['last_reward'] must have shape {q.shape} like 'q'")
+        if np.isinf(last).any() or (last < 0).any():
+            raise ValueError(f"{where}['last_reward'] must be NaN or finite >= 0")
         self.q = q.copy()
-        self.last_reward = np.asarray(
-            state.get("last_reward", np.full(q.shape, np.nan)), np.float64
-        ).copy()
+        self.last_reward = last.copy()
 
     def metrics(self, stats: SampleStats) -> dict[str, float]:
         """Arm distribution summary plus the spread of Q."""
@@ -233,24 +238,43 @@ class DUMPSelector(ArmSelector):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore the windows; `ValueError` if their width is not `window`."""
-        values = np.asarray(state.get("values", np.zeros((1, self.window))), dtype=np.float64)
-        if values.ndim != 2 or values.shape[1] != self.window:
+        """Restore the windows; `ValueError` naming the field if any is malformed."""
+        where = "state_dict['roles']['selector']"
+        values = np.asarray(state.get("values", np.zeros((1, self.window))))
+        if values.dtype.kind != "f" or values.ndim != 2 or values.shape[1] != self.window:
             raise ValueError(
-                f"state_dict['roles']['selector']['values'] has shape {values.shape}; "
-                f"expected (arms, window={self.window})"
+                f"{where}['values'] has {values.dtype} shape {values.shape}; "
+                f"expected float (arms, window={self.window})"
             )
+        if not np.isfinite(values).all() or (values < 0).any():
+            raise ValueError(f"{where}['values'] must be finite and >= 0 (|advantage| values)")
         k = values.shape[0]
         arrs = {}
-        for name in ("filled", "pos", "counts"):
-            a = np.asarray(state.get(name, np.zeros(k)), dtype=np.int64).reshape(-1)
-            if a.shape != (k,):
+        limits = {"filled": self.window, "pos": self.window - 1, "counts": None}
+        for name, top in limits.items():
+            a = np.asarray(state.get(name, np.zeros(k, np.int64)))
+            if a.dtype.kind not in "iu" or a.shape != (k,):
                 raise ValueError(
-                    f"state_dict['roles']['selector'][{name!r}] must have shape ({k},)"
+                    f"{where}[{name!r}] must be an int array of shape ({k},), got "
+                    f"{a.dtype} {a.shape}"
                 )
-            arrs[name] = a.copy()
-        self.values = values.copy()
+            if (a < 0).any() or (top is not None and (a > top).any()):
+                rng = f"[0, {top}]" if top is not None else ">= 0"
+                raise ValueError(f"{where}[{name!r}] must lie in {rng}")
+            arrs[name] = a.astype(np.int64)
+        if (arrs["counts"] < arrs["filled"]).any():
+            raise ValueError(f"{where}['counts'] must be >= 'filled' (lifetime >= window)")
+        self.values = values.astype(np.float64)
         self.filled, self.pos, self.counts = arrs["filled"], arrs["pos"], arrs["counts"]
+
+
+def _float_vector(x: object, where: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.dtype.kind != "f" or arr.ndim != 1 or arr.shape[0] == 0:
+        raise ValueError(
+            f"{where} must be a non-empty 1-D float array, got {arr.dtype} {arr.shape}"
+        )
+    return arr.astype(np.float64)
 
 
 # ------------------------------------------------------------------ registry

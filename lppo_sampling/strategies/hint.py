@@ -42,7 +42,9 @@ class AdaptiveHintGuide(Guide):
     unguided group all failed or EMA ≤ `stuck_threshold`). Its last
     `guided_fraction · G` slots (at least one) start from a prefix of ratio
     `hint_ratio[sample]`; the others stay unguided so the unguided pass rate keeps being
-    measured. After each observation the ratio moves by `rules_peer.next_hint_ratio`.
+    measured (with every slot guided, at least every second visit is unguided:
+    `rules.allow_guidance`). After each observation the ratio moves by
+    `rules_peer.next_hint_ratio`.
 
     Args:
         initial_ratio: ratio of a sample's first hint (default = `low`: start shortest).
@@ -84,10 +86,22 @@ class AdaptiveHintGuide(Guide):
         """Add the per-sample ratio column."""
         stats.add_column("hint_ratio", np.float64, self.initial_ratio)
 
+    def check(self, stats: SampleStats) -> None:
+        """Refuse hint ratios outside [low, high] (or NaN)."""
+        r = stats["hint_ratio"]
+        bad = ~((r >= self.low) & (r <= self.high))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"state_dict['stats']['columns']['hint_ratio'] must lie in [{self.low}, "
+                f"{self.high}]: row {i} holds {r[i]!r}"
+            )
+
     def plan(
         self, stats: SampleStats, rows: np.ndarray, group_size: int, rng: np.random.Generator
     ) -> np.ndarray:
         """(n, G) ratios: stuck rows' last slots get their own ratio; consumes no randomness."""
+        n_guided = rules.guided_slot_count(group_size, self.guided_fraction)
         stuck = rules.is_stuck(
             stats["ema"][rows],
             stats["last_pass_rate"][rows],
@@ -95,7 +109,10 @@ class AdaptiveHintGuide(Guide):
             stats["has_solution"][rows],
             self.stuck_threshold,
         )
-        n_guided = rules.guided_slot_count(group_size, self.guided_fraction)
+        # every slot guided (G = 1 or fraction 1): never twice in a row, see allow_guidance
+        stuck = rules.allow_guidance(
+            stuck, stats["last_event_guided_only"][rows], n_guided, group_size
+        )
         ratios = np.zeros((rows.shape[0], group_size), dtype=np.float64)
         if n_guided and stuck.any():
             ratios[stuck, group_size - n_guided :] = stats["hint_ratio"][rows[stuck]][:, None]

@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from lppo_sampling.batch import GroupResults
+from lppo_sampling.checks import check_bool
 from lppo_sampling.roles import KeepAll, NoGuide, Selector, UnitWeighter, check_range
 from lppo_sampling.stats import SampleStats
 from lppo_sampling.strategies import rules_peer
@@ -44,6 +45,14 @@ def _unguided_per_row(rows: np.ndarray, results: GroupResults, threshold: float 
     succ_u = np.bincount(inv, weights=succ, minlength=uniq.size)
     has = n_u > 0
     return uniq[has], n_u[has], sum_u[has], succ_u[has]
+
+
+def _bad_column(col: str, what: str, values: np.ndarray, bad: np.ndarray) -> ValueError:
+    """The error for a loaded role column holding an impossible value."""
+    i = int(np.flatnonzero(bad)[0])
+    return ValueError(
+        f"state_dict['stats']['columns'][{col!r}] {what}: row {i} holds {values[i]!r}"
+    )
 
 
 def _all_rows_then_extra(size: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -105,6 +114,14 @@ class MoPPSSelector(Selector):
         # float32 keeps the pool under 100 bytes per sample; a posterior needs no more
         stats.add_column("mopps_alpha", np.float32, self.prior_alpha)
         stats.add_column("mopps_beta", np.float32, self.prior_beta)
+
+    def check(self, stats: SampleStats) -> None:
+        """Refuse posteriors that are not finite and > 0."""
+        for col in ("mopps_alpha", "mopps_beta"):
+            a = stats[col]
+            bad = ~(np.isfinite(a) & (a > 0))
+            if bad.any():
+                raise _bad_column(col, "must be finite and > 0 (a Beta parameter)", a, bad)
 
     def thompson(
         self, stats: SampleStats, rows: np.ndarray, rng: np.random.Generator
@@ -183,13 +200,24 @@ class CurESSelector(Selector):
         correct_threshold: float = 0.5,
     ) -> None:
         self.temperature = check_range("temperature", temperature, 0.0, np.inf, closed="right")
-        self.scale = bool(scale_temperature_by_successes)
+        self.scale = check_bool("scale_temperature_by_successes", scale_temperature_by_successes)
         self.correct_threshold = check_range("correct_threshold", correct_threshold, 0.0, 1.0)
 
     def bind(self, stats: SampleStats) -> None:
         """Add the success / attempt counters."""
         stats.add_column("cures_accepted", np.int32, 0)
         stats.add_column("cures_attempts", np.int32, 0)
+
+    def check(self, stats: SampleStats) -> None:
+        """Refuse negative counts and more successes than attempts."""
+        acc, att = stats["cures_accepted"], stats["cures_attempts"]
+        for col, a, bad in (
+            ("cures_accepted", acc, acc < 0),
+            ("cures_attempts", att, att < 0),
+            ("cures_accepted", acc, acc > att),
+        ):
+            if bad.any():
+                raise _bad_column(col, "must lie in [0, cures_attempts]", a, bad)
 
     def p_hat(self, stats: SampleStats, rows: np.ndarray) -> np.ndarray:
         """(n,) posterior mean success rate of `rows`."""

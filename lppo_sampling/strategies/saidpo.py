@@ -105,6 +105,28 @@ class SAIDPOSelector(Selector):
         self.index.invalidate()
         self._agg_version = -1
 
+    def check(self, stats: SampleStats) -> None:
+        """Refuse impossible probe columns: counts out of order, a band flag that disagrees."""
+        c = stats["saidpo_correct"].astype(np.int64)
+        a = stats["saidpo_attempts"].astype(np.int64)
+        checks = [
+            ("saidpo_attempts", "must be >= 0", a < 0),
+            ("saidpo_correct", "must lie in [0, saidpo_attempts]", (c < 0) | (c > a)),
+            ("saidpo_in_band", "must equal 0 < saidpo_correct < saidpo_attempts",
+             stats["saidpo_in_band"] != ((c > 0) & (c < a))),
+        ]
+        for col in ("saidpo_steps", "saidpo_length"):
+            v = stats[col]
+            checks.append((col, "must be -1 (unmeasured) or finite >= 0",
+                           ~(np.isfinite(v) & ((v >= 0) | (v == -1)))))
+        for col, what, bad in checks:
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise ValueError(
+                    f"state_dict['stats']['columns'][{col!r}] {what}: row {i} holds "
+                    f"{stats[col][i]!r}"
+                )
+
     def invalidate(self) -> None:
         """Rebuild cluster grouping and sums on the next use (after re-labelling samples)."""
         self.index.invalidate()

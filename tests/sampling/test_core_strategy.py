@@ -218,7 +218,7 @@ def test_lppo_guides_only_stuck_samples_with_solutions() -> None:
 
 def test_lppo_weights_follow_progress() -> None:
     s = make_strategy("lppo", seed=0)
-    s.add_samples(["up", "down", "flat"])
+    s.add_samples(["up", "down", "flat", "unseen"])
     s.observe(GroupResults.build(["up", "down", "flat"], [[0, 0], [1, 1], [0, 1]]))
     s.observe(GroupResults.build(["up", "down", "flat"], [[1, 1], [0, 0], [0, 1]]))
     w = s.weights(np.array(["up", "down", "flat", "unseen"]))
