@@ -39,6 +39,7 @@ __all__ = [
     "cache_root",
     "default_gguf_path",
     "encode_chat",
+    "encode_rendered",
     "load_policy",
     "resolve_model_path",
 ]
@@ -266,6 +267,41 @@ def encode_chat(
             "expected the templated prompt to be a token-prefix of prompt+assistant prefix, "
             f"got a mismatch for prefix {prefix[:60]!r}: the chat template or tokenizer "
             "changes the prompt tokens when the assistant turn is continued"
+        )
+    return prompt_ids, full_ids[len(prompt_ids) :]
+
+
+def encode_rendered(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, prefix: str = ""
+) -> tuple[list[int], list[int]]:
+    """Tokenise a prompt already rendered by the chat template, split at the prefix.
+
+    `prompt` is what `MathReasoningEnv` observes: the templated chat ending with the
+    assistant header and, when guided, the prefix (rendered with
+    `continue_final_message=True`, which may drop the prefix's trailing whitespace). Gives
+    the same ids as `encode_chat` on the messages (`apply_chat_template(tokenize=True)`
+    tokenizes its rendering without special tokens), without rendering again.
+
+    Raises:
+        ValueError: the prompt does not end with the prefix, or the prefix does not
+            tokenise as a continuation of the prompt.
+    """
+    shown = next((p for p in (prefix, prefix.rstrip(), prefix.strip()) if prompt.endswith(p)),
+                 None) if prefix else ""
+    if shown is None:
+        raise ValueError(
+            f"expected the rendered prompt to end with its prefix {prefix[-60:]!r}, got "
+            f"{prompt[-60:]!r}"
+        )
+    head = prompt[: len(prompt) - len(shown)]
+    prompt_ids = _as_ids(tokenizer(head, add_special_tokens=False)["input_ids"])
+    if not shown:
+        return prompt_ids, []
+    full_ids = _as_ids(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    if full_ids[: len(prompt_ids)] != prompt_ids or len(full_ids) == len(prompt_ids):
+        raise ValueError(
+            "expected the templated prompt to be a token-prefix of prompt+assistant prefix, "
+            f"got a mismatch for prefix {prefix[:60]!r}"
         )
     return prompt_ids, full_ids[len(prompt_ids) :]
 

@@ -1,18 +1,11 @@
 """The training loop that joins sampler, environment, rollout engine and learner.
 
-One step, top to bottom::
-
-    keys    = strategy.select(batch_size)             # lppo_sampling: which samples
-    plan    = strategy.plan(keys)                     # per-slot prefix ratios
-    prompts = env.reset(options={problem_id, prefix_ratio})  per slot
-    rollouts = backend.generate(requests)             # HF generate or vLLM
-    rewards = env.step(completion)                    # math-verify, batched
-    strategy.observe(results); keep = strategy.keep(keys); w = strategy.weights(keys)
-    metrics = learner.update(TrainBatch(rollouts of kept groups, rewards, w))
-    backend.sync_weights(model)
-
-plus held-out evaluation every `eval_every` steps, metrics.jsonl every step, atomic
-checkpoints every `save_every` steps, and exact resume (model, optimizer, sampler, RNGs).
+`Trainer` sets the pieces up from a `TrainConfig` and runs the steps; one step, top to
+bottom, is `agents.step.train_step` (select, plan, env reset, generate, env step, observe,
+keep, weights, update), around one (n, G) `StepRecord`. Around the steps: held-out
+evaluation every `eval_every` steps, metrics.jsonl every step (names in docs/metrics.md),
+atomic checkpoints every `save_every` steps, and exact resume (model, optimizer, sampler,
+RNGs).
 """
 
 from __future__ import annotations
@@ -21,7 +14,6 @@ import logging
 import os
 import random
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from agents.config import ConfigError, TrainConfig
+from agents.step import StepRecord, guidance_metrics
 
 __all__ = ["Trainer", "StepOutput", "guidance_metrics", "preflight"]
 
@@ -99,36 +92,27 @@ class StepOutput:
     """What one training step produced (for callers that drive `Trainer.step` by hand)."""
 
     metrics: dict[str, float]
-    keys: np.ndarray
-    rewards: np.ndarray
-    guided: np.ndarray
-    rollouts: list = field(repr=False, default_factory=list)
+    record: StepRecord = field(repr=False)
 
+    @property
+    def keys(self) -> np.ndarray:
+        """(n,) sample keys of the step."""
+        return self.record.keys
 
-def guidance_metrics(rewards: np.ndarray, guided: np.ndarray) -> dict[str, float | None]:
-    """Pass rates of unguided rollouts, guided rollouts and their paired control.
+    @property
+    def rewards(self) -> np.ndarray:
+        """(n, G) rollout rewards."""
+        return self.record.rewards
 
-    Only samples the policy is stuck on get guided, so comparing guided rollouts with all
-    unguided ones is biased against guidance. The paired control is the unguided rollouts
-    of the very groups that had a guided rollout: same samples, same step, no prefix.
+    @property
+    def guided(self) -> np.ndarray:
+        """(n, G) bool, guided slots."""
+        return self.record.guided
 
-    Args:
-        rewards: (n, G) rollout rewards in [0, 1].
-        guided: (n, G) bool, rollouts that started from an expert prefix.
-    """
-    rewards, guided = np.asarray(rewards, np.float64), np.asarray(guided, bool)
-    unguided = ~guided
-    control = unguided & guided.any(axis=1, keepdims=True)
-
-    def mean(mask: np.ndarray) -> float | None:
-        return float(rewards[mask].mean()) if mask.any() else None
-
-    return {
-        "rollout/pass_rate": mean(unguided),
-        "rollout/guided_pass_rate": mean(guided),
-        "rollout/guided_control_pass_rate": mean(control),
-        "prefix/control_frac": float(control.mean()) if control.size else 0.0,
-    }
+    @property
+    def rollouts(self) -> list:
+        """The n * G rollouts, row-major."""
+        return list(self.record.rollouts.ravel())
 
 
 def _seed_everything(seed: int) -> None:
@@ -146,7 +130,13 @@ class Trainer:
         from agents.learners.base import make_learner
         from agents.metrics import MetricsWriter
         from agents.policy import load_policy
-        from lppo_env import MathReasoningEnv, default_verifier, load_problems, split_problems
+        from lppo_env import (
+            MathReasoningEnv,
+            default_verifier,
+            load_problems,
+            make_group_env,
+            split_problems,
+        )
         from lppo_sampling import make_strategy
 
         self.cfg = cfg
@@ -186,6 +176,11 @@ class Trainer:
             self.policy = _lp(str(resume_from / "model"), dtype=cfg.dtype)
         self.env = MathReasoningEnv(
             self.train_problems, tokenizer=self.policy.tokenizer, verifier=self.verifier
+        )
+        # one env per rollout slot: slot (i, j) renders and scores sample i's j-th rollout
+        self.envs = make_group_env(
+            cfg.batch_size * cfg.group_size, self.train_problems,
+            tokenizer=self.policy.tokenizer, verifier=self.verifier,
         )
         self.backend = self._make_backend()
         # log-probs at the sampling temperature, so the first-epoch ratio is 1
@@ -247,136 +242,32 @@ class Trainer:
         )
 
     # ---------------------------------------------------------------- one step
-    def _requests(self, keys: np.ndarray, ratios: np.ndarray) -> tuple[list, np.ndarray]:
-        """Rollout requests for a plan, via `env.reset(options=...)` per distinct prefix.
-
-        Unguided slots of a sample share one request (n = their count); each guided slot
-        gets its own. Returns the requests and the (n, G) bool of slots that really got a
-        prefix (a problem too short for a prefix stays unguided).
-        """
-        from agents.rollout.base import RolloutRequest
-
-        requests, guided = [], np.zeros(ratios.shape, bool)
-        for i, key in enumerate(keys.tolist()):
-            unguided = [j for j in range(ratios.shape[1]) if ratios[i, j] <= 0]
-            for j in range(ratios.shape[1]):
-                if ratios[i, j] <= 0:
-                    continue
-                _, info = self.env.reset(
-                    options={"problem_id": key, "prefix_ratio": float(ratios[i, j])}
-                )
-                if not info["prefix"]:
-                    unguided.append(j)
-                    continue
-                guided[i, j] = True
-                msgs = [m for m in info["messages"] if m["role"] != "assistant"]
-                requests.append(RolloutRequest(msgs, prefix=info["prefix"], n=1, tag=(i, [j])))
-            if unguided:
-                _, info = self.env.reset(options={"problem_id": key})
-                requests.append(
-                    RolloutRequest(info["messages"], n=len(unguided), tag=(i, sorted(unguided)))
-                )
-        return requests, guided
-
     def step(self) -> StepOutput:
-        """Run one training step and return its metrics."""
-        from agents.batch import TrainBatch
+        """Run one training step (`agents.step.train_step`) and return its metrics."""
         from agents.rollout.base import SamplingConfig
-        from lppo_env import split_steps
-        from lppo_sampling import GroupResults
+        from agents.step import train_step
 
-        cfg, t = self.cfg, defaultdict(float)
+        cfg = self.cfg
         step = self.step_count + 1
-        t0 = time.perf_counter()
-        keys = self.strategy.select(cfg.batch_size)
-        plan = self.strategy.plan(keys)
-        requests, guided = self._requests(keys, plan.prefix_ratios)
-        t["time/sampler"] += time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        sampling = SamplingConfig(
-            temperature=cfg.temperature,
-            max_new_tokens=cfg.max_new_tokens,
-            seed=cfg.seed * 1_000_003 + step,
+        record, metrics = train_step(
+            self.strategy, self.envs, self.backend, self.learner,
+            batch_size=cfg.batch_size,
+            sampling=SamplingConfig(
+                temperature=cfg.temperature,
+                max_new_tokens=cfg.max_new_tokens,
+                seed=cfg.seed * 1_000_003 + step,
+            ),
+            pad_token_id=int(self.policy.tokenizer.pad_token_id),
         )
-        rollouts = self.backend.generate(requests, sampling)
-        t["time/generate"] += time.perf_counter() - t0
-
-        # place each rollout at its (sample, slot)
-        n, g = plan.prefix_ratios.shape
-        slot_of: list[tuple[int, int]] = []
-        counters: dict[int, int] = defaultdict(int)
-        for r in rollouts:
-            i, slots = r.tag
-            slot_of.append((i, slots[counters[r.request_index]]))
-            counters[r.request_index] += 1
-
-        t0 = time.perf_counter()
-        answers = [self.env.problem(str(keys[i])).answer for i, _ in slot_of]
-        verdicts = self.verifier.verify_batch([r.full_text for r in rollouts], answers)
-        rewards = np.zeros((n, g))
-        lengths = np.zeros((n, g))
-        steps_m = np.zeros((n, g))
-        for (i, j), r, v in zip(slot_of, rollouts, verdicts, strict=True):
-            rewards[i, j] = v.reward
-            lengths[i, j] = len(r.response_ids)
-            steps_m[i, j] = len(split_steps(r.full_text))
-        t["time/reward"] += time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        self.strategy.observe(
-            GroupResults.build(keys, rewards, guided=guided, lengths=lengths, steps=steps_m)
-        )
-        keep = self.strategy.keep(keys)
-        weights = self.strategy.weights(keys)
-        t["time/sampler"] += time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        kept = [k for k, (i, _) in enumerate(slot_of) if keep[i]]
-        learner_metrics: dict[str, float] = {}
-        if kept:
-            batch = TrainBatch.from_rollouts(
-                [rollouts[k] for k in kept],
-                [rewards[slot_of[k]] for k in kept],
-                index=[slot_of[k][0] for k in kept],
-                weights=[weights[slot_of[k][0]] for k in kept],
-                pad_token_id=int(self.policy.tokenizer.pad_token_id),
-            )
-            learner_metrics = self.learner.update(batch)
-            self.backend.sync_weights(self.policy.model)
-        t["time/update"] += time.perf_counter() - t0
-
         self.step_count = step
-        n_tokens = sum(len(r.response_ids) for r in rollouts)
-        self.tokens_generated += n_tokens
-        group_std = rewards.std(axis=1)
-        prefix_tokens = [len(r.prefix_ids) for r in rollouts if r.prefix_ids]
+        self.tokens_generated += int(metrics["rollout/tokens"])
         metrics = {
             "step": step,
-            "rollout/reward_mean": float(rewards.mean()),
-            **guidance_metrics(rewards, guided),
-            "rollout/frac_zero_std": float((group_std == 0).mean()),
-            "rollout/response_len_mean": float(lengths.mean()),
-            "rollout/truncated_frac": float(
-                np.mean([r.finish_reason == "length" for r in rollouts])
-            ),
-            "rollout/tokens": float(n_tokens),
+            **metrics,
             "rollout/tokens_total": float(self.tokens_generated),
-            "prefix/guided_frac": float(guided.mean()),
-            "prefix/ratio_mean": float(plan.prefix_ratios[guided].mean()) if guided.any() else None,
-            "prefix/tokens_mean": float(np.mean(prefix_tokens)) if prefix_tokens else None,
-            "batch/kept_groups": float(keep.sum()),
-            "batch/weight_mean": float(weights.mean()),
-            "batch/weight_min": float(weights.min()),
-            "batch/weight_max": float(weights.max()),
-            "verifier/timeouts": float(sum(v.status == "timeout" for v in verdicts)),
-            **self.strategy.metrics(),
-            **learner_metrics,
-            **t,
-            "time/step": float(sum(t.values())),
             "time/elapsed": time.time() - self.started,
         }
-        return StepOutput(metrics, keys, rewards, guided, rollouts)
+        return StepOutput(metrics, record)
 
     # ---------------------------------------------------------------- eval
     def evaluate(self) -> dict[str, float]:

@@ -51,17 +51,34 @@ class SamplingConfig:
 class RolloutRequest:
     """One prompt to complete `n` times, all from the same assistant prefix.
 
+    A request carries either chat `messages` (the backend renders them) or a `prompt`
+    already rendered by the environment (`MathReasoningEnv`'s observation, which ends with
+    the prefix when guided): the backend then only tokenizes it, so a prompt is rendered
+    once, by the env.
+
     Attributes:
         messages: chat messages (system/user) ending with the user turn.
         prefix: expert-solution prefix that starts the assistant turn ("" = unguided).
         n: number of samples for this (messages, prefix) pair.
-        tag: opaque caller data copied to every resulting `Rollout` (e.g. sample key, slot).
+        tag: opaque caller data copied to every resulting `Rollout` (e.g. sample key).
+        prompt: chat-templated prompt text, ending with the assistant header followed by
+            `prefix`; when non-empty it is used instead of `messages`.
     """
 
-    messages: Messages
+    messages: Messages = field(default_factory=list)
     prefix: str = ""
     n: int = 1
     tag: object = None
+    prompt: str = ""
+
+
+def encode_request(tokenizer: object, request: RolloutRequest) -> tuple[list[int], list[int]]:
+    """`(prompt_ids, prefix_ids)` of a request: tokenize its rendered prompt, else render."""
+    from agents.policy import encode_chat, encode_rendered
+
+    if request.prompt:
+        return encode_rendered(tokenizer, request.prompt, request.prefix)  # type: ignore[arg-type]
+    return encode_chat(tokenizer, request.messages, request.prefix)  # type: ignore[arg-type]
 
 
 @dataclass

@@ -19,8 +19,8 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from agents.policy import Policy, encode_chat
-from agents.rollout.base import Rollout, RolloutRequest, SamplingConfig
+from agents.policy import Policy
+from agents.rollout.base import Rollout, RolloutRequest, SamplingConfig, encode_request
 
 __all__ = ["HFBackend", "default_stop_token_ids"]
 
@@ -132,7 +132,7 @@ class HFBackend:
         for i, req in enumerate(requests):
             if req.n < 1:
                 raise ValueError(f"expected RolloutRequest.n >= 1, got {req.n} for request {i}")
-            prompt_ids, prefix_ids = encode_chat(self.policy.tokenizer, req.messages, req.prefix)
+            prompt_ids, prefix_ids = encode_request(self.policy.tokenizer, req)
             slots.extend((i, prompt_ids, prefix_ids) for _ in range(req.n))
         model = self.policy.model
         was_training = model.training

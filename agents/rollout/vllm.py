@@ -242,7 +242,7 @@ class VLLMBackend:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from agents.policy import encode_chat
+        from agents.rollout.base import encode_request
 
         if not requests:
             return []
@@ -250,7 +250,7 @@ class VLLMBackend:
         for i, req in enumerate(requests):
             if req.n < 1:
                 raise ValueError(f"expected RolloutRequest.n >= 1, got {req.n} for request {i}")
-            encoded.append(encode_chat(self.tokenizer, req.messages, req.prefix))
+            encoded.append(encode_request(self.tokenizer, req))
         greedy = sampling.temperature == 0
         per_request_seed = sampling.seed is not None and not self.is_cpu
         if sampling.seed is not None and self.is_cpu:

@@ -124,3 +124,29 @@ def test_model_training_mode_is_restored(tiny_policy, messages):
         [RolloutRequest(messages)], SamplingConfig(max_new_tokens=2, seed=0)
     )
     assert tiny_policy.model.training
+
+
+@pytest.mark.parametrize("prefix", ["", "7*6 = 42.\n", "Step 1: 7*6"])
+def test_a_prompt_rendered_by_the_env_tokenizes_like_the_messages(tiny_policy, prefix):
+    """The env renders the prompt once; the backend only tokenizes it, with the same ids."""
+    from lppo_env import MathReasoningEnv
+    from lppo_env.problems import MathProblem
+
+    problem = MathProblem(id="p", question="Compute 7*6.", answer="42")
+    env = MathReasoningEnv([problem], tokenizer=tiny_policy.tokenizer)
+    prompt, info = env.reset(options={"problem_id": "p", "prefix": prefix})
+    backend = HFBackend(tiny_policy)
+    sampling = SamplingConfig(max_new_tokens=3, seed=0)
+    [rendered] = backend.generate([RolloutRequest(prompt=prompt, prefix=prefix)], sampling)
+    [chat] = backend.generate([RolloutRequest(env.messages(problem), prefix=prefix)], sampling)
+    assert (rendered.prompt_ids, rendered.prefix_ids) == (chat.prompt_ids, chat.prefix_ids)
+    assert rendered.response_ids == chat.response_ids and rendered.prefix == prefix
+    assert bool(rendered.prefix_ids) == bool(prefix)
+
+
+def test_a_rendered_prompt_must_end_with_its_prefix(tiny_policy):
+    with pytest.raises(ValueError, match="to end with its prefix"):
+        HFBackend(tiny_policy).generate(
+            [RolloutRequest(prompt="<|im_start|>assistant\nabc", prefix="xyz")],
+            SamplingConfig(max_new_tokens=2),
+        )

@@ -322,3 +322,24 @@ def test_learner_temperature_cannot_contradict_the_sampling_temperature(tiny_dir
     with pytest.raises(ConfigError, match="temperature 0.5 differs from temperature 0.7"):
         Trainer(_cfg(tiny_dir, tmp_path / "run", temperature=0.7,
                      learner_kwargs={"temperature": 0.5}))
+
+
+def test_step_record_is_aligned_slot_by_slot(tiny_dir, tmp_path) -> None:
+    """Slot (i, j) of every array of the record is the j-th rollout of keys[i]."""
+    t = Trainer(_cfg(tiny_dir, tmp_path / "run", steps=2, eval_size=0, batch_size=3,
+                     group_size=4, strategy="lppo", data_kwargs={"size": 4}))
+    t.step()  # the untrained model fails: samples seen again are stuck and get guided
+    record = t.step().record
+    assert record.shape == (3, 4) and record.rollouts.shape == (3, 4)
+    assert record.guided.any(), "the stuck threshold guides the untrained model"
+    for i, key in enumerate(record.keys.tolist()):
+        problem = t.envs.envs[0].problem(key)
+        for j in range(4):
+            r = record.rollouts[i, j]
+            assert problem.question in record.prompts[i, j]
+            assert r.prefix == record.prefixes[i, j] and bool(r.prefix_ids) == record.guided[i, j]
+            reward = t.verifier.verify(r.full_text, problem.answer).reward
+            assert record.rewards[i, j] == reward
+    batch = record.train_batch(np.array([True, False, True]), np.array([1.0, 2.0, 3.0]), 0)
+    assert batch.index.tolist() == [0] * 4 + [1] * 4 and batch.weights.tolist() == [1.0] * 4 + [3.0] * 4
+    assert batch.rewards.tolist() == record.rewards[[0, 2]].ravel().tolist()
