@@ -37,11 +37,6 @@ def preflight(cfg: TrainConfig) -> None:
         make_strategy(cfg.strategy, group_size=cfg.group_size, seed=cfg.seed, **cfg.strategy_kwargs)
     except ValueError as e:
         raise ConfigError(f"strategy: {e}") from e
-    if cfg.learner == "dpo":
-        raise ConfigError(
-            "learner: 'dpo' trains on preference pairs, not on RL rollouts; run the iterative "
-            "SAI-DPO loop with `lppo saidpo`"
-        )
     if cfg.learner not in available_learners():
         import difflib
 
@@ -49,7 +44,7 @@ def preflight(cfg: TrainConfig) -> None:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ConfigError(
             f"learner: unknown learner {cfg.learner!r}.{hint} Available: "
-            f"{', '.join(available_learners())}"
+            f"{', '.join(available_learners())} (DPO on preference pairs: `lppo saidpo`)"
         )
     if cfg.learner_kwargs.get("temperature", cfg.temperature) != cfg.temperature:
         raise ConfigError(

@@ -4,6 +4,8 @@ Build one by name: `make_learner("grpo", policy, lr=1e-6, kl_coef=0.001)`. Regis
 `grpo` (also RLOO / Dr.GRPO via `adv_estimator` / `norm_adv_by_std_in_grpo`), `ppo`
 (value head + GAE), `reinforce_plus_plus`. Every learner multiplies advantages by the
 batch's per-sample weights and never trains (or KL-penalises) prompt or prefix tokens.
+`DPOLearner` (SAI-DPO) trains on preference pairs and is built directly, outside the
+registry.
 """
 
 from __future__ import annotations

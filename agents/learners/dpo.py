@@ -18,13 +18,14 @@ The update reads top to bottom, CleanRL style:
 
 Both samples of a pair always sit in the same micro-batch, so the gradient does not depend
 on the token budget. Prompt and prefix tokens are outside `response_mask` and get no
-gradient. Importing this module registers the learner as `dpo`.
+gradient. DPO takes `PreferenceBatch`es, not rollout `TrainBatch`es, so it is not in the RL
+learner registry: build it directly, `DPOLearner(policy, DPOConfig(beta=0.1))` (SAI-DPO
+does, `agents.saidpo`).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,14 +35,13 @@ import torch
 import torch.nn.functional as F
 
 from agents.batch import TrainBatch
-from agents.learners.base import (
-    LearnerConfig,
+from agents.learners.base import LearnerConfig
+from agents.learners.common import (
     MetricMean,
     build_optimizer,
     init_policy_learner,
     minibatches,
     optimizer_metrics,
-    register_learner,
 )
 from agents.learners.logprobs import micro_batches, token_logprobs
 from agents.policy import Policy
@@ -251,7 +251,6 @@ def _sequence_logps(
     return total
 
 
-@register_learner("dpo")
 class DPOLearner:
     """Offline DPO over a `Policy`, on `PreferenceBatch`es.
 
@@ -262,7 +261,7 @@ class DPOLearner:
             (the initial policy), none when `config.reference_free`.
 
     Example:
-        >>> learner = make_learner("dpo", policy, beta=0.1, lr=1e-6)   # doctest: +SKIP
+        >>> learner = DPOLearner(policy, DPOConfig(beta=0.1, lr=1e-6))  # doctest: +SKIP
         >>> learner.update(PreferenceBatch.from_rollouts(chosen, rejected))  # doctest: +SKIP
     """
 
@@ -282,7 +281,7 @@ class DPOLearner:
             policy,
             config,
             ref_model=ref_model,
-            wants_reference=lambda cfg: not cfg.reference_free,
+            wants_reference=not getattr(config or DPOConfig(), "reference_free", False),
         )
         self.optimizer = build_optimizer(self.model.parameters(), self.config)
         self.generator = torch.Generator().manual_seed(self.config.seed)
@@ -319,7 +318,6 @@ class DPOLearner:
                 f"`agents.saidpo`), got {type(pairs).__name__}"
             )
         cfg = self.config
-        start = time.perf_counter()
         device = self.policy.device
         pairs = pairs.to(device)
         batch = pairs.batch
@@ -394,7 +392,7 @@ class DPOLearner:
                 "dpo/chosen_length_mean": float(lengths[:P].mean()),
                 "dpo/rejected_length_mean": float(lengths[P:].mean()),
                 "weights/mean": float(pairs.weights.mean()),
-                **optimizer_metrics(self.optimizer, num_steps, num_micro, start),
+                **optimizer_metrics(self.optimizer, num_steps, num_micro),
             }
         )
         return out

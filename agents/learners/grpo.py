@@ -3,7 +3,9 @@
 The update reads top to bottom, CleanRL style:
 
 1. log-probs of the rollouts under the current policy (the "old" policy of this update)
-   and, if `kl_coef > 0`, under the frozen reference;
+   and, if `kl_coef > 0`, under the frozen reference. With one epoch of one minibatch the
+   ratio is 1 by construction, so the old log-probs are the first forward's own, detached:
+   no extra no-grad pass (`reuses_old_logprobs`);
 2. token-level rewards (outcome reward on the last response token; minus the per-token
    KL when `use_kl_in_reward`);
 3. advantages from the registry (`grpo` by default), multiplied by the per-sample weights;
@@ -18,7 +20,8 @@ REINFORCE++ defaults gives `ReinforcePlusPlusLearner`.
 
 from __future__ import annotations
 
-import time
+import math
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,23 +29,22 @@ import torch
 
 from agents.batch import TrainBatch
 from agents.core_algos import (
+    agg_loss,
+    compute_token_level_rewards,
     get_adv_estimator_fn,
     get_policy_loss_fn,
+    kl_penalty,
     masked_mean,
 )
-from agents.learners.base import (
-    LearnerConfig,
+from agents.learners.base import LearnerConfig, register_learner
+from agents.learners.common import (
+    MetricMean,
     build_optimizer,
     init_policy_learner,
-    no_grad_token_logprobs,
+    minibatches,
     optimizer_metrics,
-    policy_update_metrics,
-    reference_and_token_rewards,
-    reference_kl,
-    register_learner,
-    run_policy_epochs,
 )
-from agents.learners.logprobs import token_logprobs
+from agents.learners.logprobs import micro_batches, no_grad_token_logprobs, token_logprobs
 from agents.policy import Policy
 
 __all__ = ["GRPOConfig", "GRPOLearner"]
@@ -82,16 +84,27 @@ class GRPOLearner:
         *,
         ref_model: torch.nn.Module | None = None,
     ) -> None:
-        init_policy_learner(
-            self, policy, config, ref_model=ref_model, wants_reference=lambda cfg: cfg.kl_coef > 0
-        )
+        init_policy_learner(self, policy, config, ref_model=ref_model)
         self.optimizer = build_optimizer(self.model.parameters(), self.config)
         self.generator = torch.Generator().manual_seed(self.config.seed)
+
+    @property
+    def reuses_old_logprobs(self) -> bool:
+        """True when the old log-probs are taken from the update's own first forward.
+
+        With one epoch of one minibatch the policy has not moved when its log-probs are
+        computed, so the ratio is 1 by construction and a separate no-grad pass would
+        compute the same numbers. Not when the advantages need the log-probs first (a KL
+        folded into the reward) or when the sampler's log-probs are trusted instead.
+        """
+        cfg = self.config
+        kl_in_reward = cfg.use_kl_in_reward and self.ref_model is not None
+        return (cfg.epochs == 1 and cfg.num_minibatches == 1 and cfg.recompute_old_logprobs
+                and not kl_in_reward)
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
         """One GRPO update on `batch`; returns flat metrics (`loss/policy`, `actor/...`)."""
         cfg = self.config
-        start = time.perf_counter()
         device = self.policy.device
         batch = batch.to(device)
         mask = batch.response_mask
@@ -99,19 +112,32 @@ class GRPOLearner:
         if cfg.normalize_weights:
             weights = weights / weights.mean().clamp(min=1e-8)
 
-        # 1-2. log-probs under the old (= current) policy and the reference; token-level
-        # rewards, with the KL penalty folded in when requested
-        if cfg.recompute_old_logprobs:
-            old_logprobs, _ = no_grad_token_logprobs(
-                self.model, batch, token_budget=cfg.token_budget, temperature=cfg.temperature
-            )
-        else:
+        # 1. old (behaviour) log-probs and reference log-probs, without gradient
+        reuse = self.reuses_old_logprobs
+        old_logprobs = None
+        if not reuse:
             old_logprobs = batch.old_logprobs
-        ref_logprobs, token_level_rewards = reference_and_token_rewards(
-            self.ref_model, batch, old_logprobs, mask, cfg
+            if cfg.recompute_old_logprobs:
+                old_logprobs, _ = no_grad_token_logprobs(
+                    self.model, batch, token_budget=cfg.token_budget, temperature=cfg.temperature
+                )
+        ref_logprobs = None
+        if self.ref_model is not None:
+            ref_logprobs, _ = no_grad_token_logprobs(
+                self.ref_model, batch, token_budget=cfg.token_budget, temperature=cfg.temperature
+            )
+
+        # 2. token-level rewards: the outcome on the last response token, minus
+        # kl_coef * KL per token when the KL goes into the reward (REINFORCE++)
+        kl_in_reward = None
+        if ref_logprobs is not None and cfg.use_kl_in_reward:
+            assert old_logprobs is not None  # reuses_old_logprobs is False with a KL reward
+            kl_in_reward = kl_penalty(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask
+        token_level_rewards = compute_token_level_rewards(
+            batch.rewards, mask, kl=kl_in_reward, kl_coef=cfg.kl_coef
         )
 
-        # 3. advantages, scaled per sample by the sampler's weights
+        # 3. advantages from the registry, scaled per sample by the sampler's weights
         estimator = get_adv_estimator_fn(cfg.adv_estimator)
         advantages, _ = estimator(
             token_level_rewards,
@@ -123,57 +149,78 @@ class GRPOLearner:
         )
         advantages = advantages * weights[:, None]
 
-        # 4. epochs x minibatches x micro-batches: PPO-clip (+ KL) loss, one AdamW step each
+        # 4. epochs x shuffled minibatches x token-budget micro-batches; gradients of the
+        # micro-batches accumulate into one clipped AdamW step per minibatch
         policy_loss_fn = get_policy_loss_fn(cfg.policy_loss)
-
-        def micro_step(
-            mb: TrainBatch, rows: torch.Tensor, agg: dict[str, Any]
-        ) -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
-            width = mb.input_ids.shape[1]
-            logprobs, _, entropy = token_logprobs(
-                self.model,
-                mb.input_ids,
-                mb.attention_mask,
-                temperature=cfg.temperature,
-                with_entropy=True,
-            )
-            pg_loss, pg_metrics = policy_loss_fn(
-                old_logprobs[rows, :width],
-                logprobs,
-                advantages[rows, :width],
-                mb.response_mask,
-                clip_ratio_low=cfg.clip_ratio_low,
-                clip_ratio_high=cfg.clip_ratio_high,
-                clip_ratio_c=cfg.clip_ratio_c,
-                **agg,
-            )
-            loss = pg_loss
-            losses = {"loss/policy": float(pg_loss.detach())}
-            micro_metrics = dict(pg_metrics)
-            if ref_logprobs is not None:
-                kl_loss, micro_metrics["actor/kl_ref"] = reference_kl(
-                    logprobs, ref_logprobs[rows, :width], mb.response_mask, cfg, agg
-                )
-                if kl_loss is not None:
-                    loss = loss + cfg.kl_coef * kl_loss
-                    losses["loss/kl"] = float(kl_loss.detach())
-            micro_metrics["actor/entropy"] = float(masked_mean(entropy, mb.response_mask))
-            return loss, losses, micro_metrics
-
         params = [p for p in self.model.parameters() if p.requires_grad]
-        out, num_steps, num_micro = run_policy_epochs(
-            self.model,
-            self.optimizer,
-            self.generator,
-            batch,
-            cfg,
-            params=params,
-            micro_step=micro_step,
-        )
+        max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
+        norm_constant = cfg.loss_norm_constant or float(batch.response_lengths.max().clamp(min=1))
+        metrics = MetricMean()
+        num_steps = num_micro = 0
+        self.model.train()
+        for _epoch in range(cfg.epochs):
+            for mb_rows in minibatches(len(batch), cfg.num_minibatches, self.generator):
+                mb_rows = mb_rows.sort().values.to(device)
+                self.optimizer.zero_grad(set_to_none=True)
+                agg = {  # the loss is normalised by whole-minibatch totals
+                    "loss_agg_mode": cfg.loss_agg_mode,
+                    "num_tokens": mask[mb_rows].sum(),
+                    "num_seqs": (mask[mb_rows].sum(dim=-1) > 0).sum(),
+                    "norm_constant": norm_constant,
+                }
+                losses: dict[str, float] = defaultdict(float)
+                micro_metrics = MetricMean()
+                for micro in micro_batches(batch.seq_lengths[mb_rows], cfg.token_budget):
+                    rows = mb_rows[torch.tensor(micro, device=device)]
+                    mb = batch.select(rows)
+                    width = mb.input_ids.shape[1]
+                    logprobs, _, entropy = token_logprobs(
+                        self.model, mb.input_ids, mb.attention_mask,
+                        temperature=cfg.temperature, with_entropy=True,
+                    )
+                    old = logprobs.detach() if reuse else old_logprobs[rows, :width]
+                    pg_loss, pg_metrics = policy_loss_fn(
+                        old,
+                        logprobs,
+                        advantages[rows, :width],
+                        mb.response_mask,
+                        clip_ratio_low=cfg.clip_ratio_low,
+                        clip_ratio_high=cfg.clip_ratio_high,
+                        clip_ratio_c=cfg.clip_ratio_c,
+                        **agg,
+                    )
+                    loss = pg_loss
+                    losses["loss/policy"] += float(pg_loss.detach())
+                    if ref_logprobs is not None:
+                        kl = kl_penalty(logprobs, ref_logprobs[rows, :width], cfg.kl_estimator)
+                        kl_mean = masked_mean(kl.detach(), mb.response_mask)
+                        pg_metrics["actor/kl_ref"] = float(kl_mean)
+                        if not cfg.use_kl_in_reward:
+                            kl_loss = agg_loss(kl, mb.response_mask, **agg)
+                            loss = loss + cfg.kl_coef * kl_loss
+                            losses["loss/kl"] += float(kl_loss.detach())
+                    pg_metrics["actor/entropy"] = float(masked_mean(entropy, mb.response_mask))
+                    loss.backward()
+                    losses["loss/total"] += float(loss.detach())
+                    micro_metrics.add(pg_metrics, weight=float(mb.response_mask.sum()))
+                    num_micro += 1
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                self.optimizer.step()
+                metrics.add(
+                    {**micro_metrics.result(), **losses, "actor/grad_norm": float(grad_norm)}
+                )
+                num_steps += 1
 
         # 5. metrics
-        out = policy_update_metrics(out, batch, advantages)
-        out.update(optimizer_metrics(self.optimizer, num_steps, num_micro, start))
+        out = metrics.result()
+        out["actor/clipfrac"] = out.pop("actor/pg_clipfrac")
+        out["actor/clipfrac_lower"] = out.pop("actor/pg_clipfrac_lower")
+        response_advantages = advantages[mask > 0]
+        empty = response_advantages.numel() == 0
+        out["advantages/mean"] = float(masked_mean(advantages, mask))
+        out["advantages/min"] = 0.0 if empty else float(response_advantages.min())
+        out["advantages/max"] = 0.0 if empty else float(response_advantages.max())
+        out.update(optimizer_metrics(self.optimizer, num_steps, num_micro))
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -12,7 +12,13 @@ from torch import nn
 
 from agents.batch import TrainBatch
 
-__all__ = ["micro_batches", "selective_log_softmax", "sequence_logprobs", "token_logprobs"]
+__all__ = [
+    "micro_batches",
+    "no_grad_token_logprobs",
+    "selective_log_softmax",
+    "sequence_logprobs",
+    "token_logprobs",
+]
 
 
 def selective_log_softmax(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -128,3 +134,38 @@ def micro_batches(lengths: torch.Tensor, token_budget: int | None) -> list[list[
     if current:
         out.append(current)
     return out
+
+
+@torch.no_grad()
+def no_grad_token_logprobs(
+    model: nn.Module,
+    batch: TrainBatch,
+    *,
+    token_budget: int | None,
+    temperature: float = 1.0,
+    value_head: nn.Module | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, L) log-probs (and values) of a whole batch in eval mode, micro-batched by tokens."""
+    was_training = model.training
+    model.eval()
+    B, L = batch.input_ids.shape
+    logprobs = torch.zeros(B, L, device=batch.input_ids.device)
+    values = torch.zeros(B, L, device=batch.input_ids.device) if value_head is not None else None
+    try:
+        for micro in micro_batches(batch.seq_lengths, token_budget):
+            rows = torch.tensor(micro, device=batch.input_ids.device)
+            mb = batch.select(rows)
+            width = mb.input_ids.shape[1]
+            lp, v, _ = token_logprobs(
+                model,
+                mb.input_ids,
+                mb.attention_mask,
+                temperature=temperature,
+                value_head=value_head,
+            )
+            logprobs[rows, :width] = lp * mb.attention_mask
+            if values is not None and v is not None:
+                values[rows, :width] = v * mb.attention_mask
+    finally:
+        model.train(was_training)
+    return logprobs, values

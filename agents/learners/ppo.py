@@ -8,7 +8,8 @@ for CleanRL's shared-network variant (`loss = pg + vf_coef * vf`).
 
 The update reads top to bottom:
 
-1. old log-probs and values (no grad), reference log-probs if `kl_coef > 0`;
+1. old log-probs and values (no grad), reference log-probs if `kl_coef > 0` (GAE needs
+   the values before the loss, so unlike GRPO this pass is never skipped);
 2. token-level rewards: outcome on the last token, minus `kl_coef * k1` per token;
 3. GAE advantages and returns (whitened advantages) × per-sample weights;
 4. epochs × minibatches × micro-batches: PPO-clip + clipped value loss (+ KL loss if
@@ -18,7 +19,8 @@ The update reads top to bottom:
 
 from __future__ import annotations
 
-import time
+import math
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,25 +29,24 @@ from torch import nn
 
 from agents.batch import TrainBatch
 from agents.core_algos import (
+    agg_loss,
+    compute_token_level_rewards,
     compute_value_loss,
     explained_variance,
     get_adv_estimator_fn,
     get_policy_loss_fn,
+    kl_penalty,
     masked_mean,
 )
-from agents.learners.base import (
-    LearnerConfig,
+from agents.learners.base import LearnerConfig, register_learner
+from agents.learners.common import (
+    MetricMean,
     build_optimizer,
     init_policy_learner,
-    no_grad_token_logprobs,
+    minibatches,
     optimizer_metrics,
-    policy_update_metrics,
-    reference_and_token_rewards,
-    reference_kl,
-    register_learner,
-    run_policy_epochs,
 )
-from agents.learners.logprobs import token_logprobs
+from agents.learners.logprobs import micro_batches, no_grad_token_logprobs, token_logprobs
 from agents.policy import Policy
 
 __all__ = ["PPOConfig", "PPOLearner", "ValueHead"]
@@ -124,9 +125,7 @@ class PPOLearner:
         *,
         ref_model: nn.Module | None = None,
     ) -> None:
-        init_policy_learner(
-            self, policy, config, ref_model=ref_model, wants_reference=lambda cfg: cfg.kl_coef > 0
-        )
+        init_policy_learner(self, policy, config, ref_model=ref_model)
         self.config: PPOConfig
         hidden_size = self.model.get_input_embeddings().embedding_dim
         self.value_head = ValueHead(
@@ -144,7 +143,6 @@ class PPOLearner:
     def update(self, batch: TrainBatch) -> dict[str, float]:
         """One PPO update on `batch`; returns flat metrics (`loss/policy`, `critic/...`)."""
         cfg = self.config
-        start = time.perf_counter()
         device = self.policy.device
         batch = batch.to(device)
         mask = batch.response_mask
@@ -152,7 +150,7 @@ class PPOLearner:
         if cfg.normalize_weights:
             weights = weights / weights.mean().clamp(min=1e-8)
 
-        # 1-2. old log-probs and values; reference log-probs and token-level rewards
+        # 1. old log-probs and values, reference log-probs, without gradient
         logprobs_now, old_values = no_grad_token_logprobs(
             self.model,
             batch,
@@ -163,11 +161,21 @@ class PPOLearner:
         old_logprobs = logprobs_now if cfg.recompute_old_logprobs else batch.old_logprobs
         assert old_values is not None  # a value head was given
         old_values = old_values * mask
-        ref_logprobs, token_level_rewards = reference_and_token_rewards(
-            self.ref_model, batch, old_logprobs, mask, cfg
+        ref_logprobs = None
+        if self.ref_model is not None:
+            ref_logprobs, _ = no_grad_token_logprobs(
+                self.ref_model, batch, token_budget=cfg.token_budget, temperature=cfg.temperature
+            )
+
+        # 2. token-level rewards: outcome on the last token, minus kl_coef * KL per token
+        kl_in_reward = None
+        if ref_logprobs is not None and cfg.use_kl_in_reward:
+            kl_in_reward = kl_penalty(old_logprobs, ref_logprobs, cfg.kl_estimator) * mask
+        token_level_rewards = compute_token_level_rewards(
+            batch.rewards, mask, kl=kl_in_reward, kl_coef=cfg.kl_coef
         )
 
-        # 3. GAE advantages and returns; weights scale the policy term only
+        # 3. GAE advantages and returns; the weights scale the policy term only
         estimator = get_adv_estimator_fn(cfg.adv_estimator)
         advantages, returns = estimator(
             token_level_rewards,
@@ -180,78 +188,93 @@ class PPOLearner:
         )
         advantages = advantages * weights[:, None]
 
-        # 4. epochs x minibatches x micro-batches: PPO-clip + value (+ KL) loss, one step each
+        # 4. epochs x shuffled minibatches x token-budget micro-batches: PPO-clip + value
+        # (+ KL) loss, gradients accumulated into one clipped AdamW step per minibatch
         policy_loss_fn = get_policy_loss_fn(cfg.policy_loss)
-
-        def micro_step(
-            mb: TrainBatch, rows: torch.Tensor, agg: dict[str, Any]
-        ) -> tuple[torch.Tensor, dict[str, float], dict[str, float]]:
-            width = mb.input_ids.shape[1]
-            logprobs, vpreds, entropy = token_logprobs(
-                self.model,
-                mb.input_ids,
-                mb.attention_mask,
-                temperature=cfg.temperature,
-                value_head=self.value_head,
-                with_entropy=True,
-            )
-            assert vpreds is not None  # a value head was given
-            pg_loss, micro_metrics = policy_loss_fn(
-                old_logprobs[rows, :width],
-                logprobs,
-                advantages[rows, :width],
-                mb.response_mask,
-                clip_ratio_low=cfg.clip_ratio_low,
-                clip_ratio_high=cfg.clip_ratio_high,
-                clip_ratio_c=cfg.clip_ratio_c,
-                **agg,
-            )
-            vf_loss, vf_metrics = compute_value_loss(
-                vpreds,
-                old_values[rows, :width],
-                returns[rows, :width],
-                mb.response_mask,
-                cliprange_value=cfg.cliprange_value,
-                **agg,
-            )
-            loss = pg_loss + cfg.vf_coef * vf_loss
-            losses = {
-                "loss/policy": float(pg_loss.detach()),
-                "loss/value": float(vf_loss.detach()),
-            }
-            micro_metrics.update(vf_metrics)
-            if ref_logprobs is not None:
-                kl_loss, micro_metrics["actor/kl_ref"] = reference_kl(
-                    logprobs, ref_logprobs[rows, :width], mb.response_mask, cfg, agg
-                )
-                if kl_loss is not None:
-                    loss = loss + cfg.kl_coef * kl_loss
-                    losses["loss/kl"] = float(kl_loss.detach())
-            micro_metrics["actor/entropy"] = float(masked_mean(entropy, mb.response_mask))
-            return loss, losses, micro_metrics
-
         params = [p for p in self.model.parameters() if p.requires_grad]
         params += list(self.value_head.parameters())
-        out, num_steps, num_micro = run_policy_epochs(
-            self.model,
-            self.optimizer,
-            self.generator,
-            batch,
-            cfg,
-            params=params,
-            micro_step=micro_step,
-        )
+        max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else math.inf
+        norm_constant = cfg.loss_norm_constant or float(batch.response_lengths.max().clamp(min=1))
+        metrics = MetricMean()
+        num_steps = num_micro = 0
+        self.model.train()
+        for _epoch in range(cfg.epochs):
+            for mb_rows in minibatches(len(batch), cfg.num_minibatches, self.generator):
+                mb_rows = mb_rows.sort().values.to(device)
+                self.optimizer.zero_grad(set_to_none=True)
+                agg = {  # the loss is normalised by whole-minibatch totals
+                    "loss_agg_mode": cfg.loss_agg_mode,
+                    "num_tokens": mask[mb_rows].sum(),
+                    "num_seqs": (mask[mb_rows].sum(dim=-1) > 0).sum(),
+                    "norm_constant": norm_constant,
+                }
+                losses: dict[str, float] = defaultdict(float)
+                micro_metrics = MetricMean()
+                for micro in micro_batches(batch.seq_lengths[mb_rows], cfg.token_budget):
+                    rows = mb_rows[torch.tensor(micro, device=device)]
+                    mb = batch.select(rows)
+                    width = mb.input_ids.shape[1]
+                    logprobs, vpreds, entropy = token_logprobs(
+                        self.model, mb.input_ids, mb.attention_mask,
+                        temperature=cfg.temperature, value_head=self.value_head,
+                        with_entropy=True,
+                    )
+                    assert vpreds is not None  # a value head was given
+                    pg_loss, step_metrics = policy_loss_fn(
+                        old_logprobs[rows, :width],
+                        logprobs,
+                        advantages[rows, :width],
+                        mb.response_mask,
+                        clip_ratio_low=cfg.clip_ratio_low,
+                        clip_ratio_high=cfg.clip_ratio_high,
+                        clip_ratio_c=cfg.clip_ratio_c,
+                        **agg,
+                    )
+                    vf_loss, vf_metrics = compute_value_loss(
+                        vpreds,
+                        old_values[rows, :width],
+                        returns[rows, :width],
+                        mb.response_mask,
+                        cliprange_value=cfg.cliprange_value,
+                        **agg,
+                    )
+                    step_metrics.update(vf_metrics)
+                    loss = pg_loss + cfg.vf_coef * vf_loss
+                    losses["loss/policy"] += float(pg_loss.detach())
+                    losses["loss/value"] += float(vf_loss.detach())
+                    if ref_logprobs is not None:
+                        kl = kl_penalty(logprobs, ref_logprobs[rows, :width], cfg.kl_estimator)
+                        kl_mean = masked_mean(kl.detach(), mb.response_mask)
+                        step_metrics["actor/kl_ref"] = float(kl_mean)
+                        if not cfg.use_kl_in_reward:
+                            kl_loss = agg_loss(kl, mb.response_mask, **agg)
+                            loss = loss + cfg.kl_coef * kl_loss
+                            losses["loss/kl"] += float(kl_loss.detach())
+                    step_metrics["actor/entropy"] = float(masked_mean(entropy, mb.response_mask))
+                    loss.backward()
+                    losses["loss/total"] += float(loss.detach())
+                    micro_metrics.add(step_metrics, weight=float(mb.response_mask.sum()))
+                    num_micro += 1
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                self.optimizer.step()
+                metrics.add(
+                    {**micro_metrics.result(), **losses, "actor/grad_norm": float(grad_norm)}
+                )
+                num_steps += 1
 
-        # 5. metrics
-        out = policy_update_metrics(out, batch, advantages)
-        out.update(
-            {
-                "critic/value_mean": float(masked_mean(old_values, mask)),
-                "critic/returns_mean": float(masked_mean(returns, mask)),
-                "critic/explained_var": explained_variance(old_values, returns, mask),
-            }
-        )
-        out.update(optimizer_metrics(self.optimizer, num_steps, num_micro, start))
+        # 5. metrics, including the critic's explained variance
+        out = metrics.result()
+        out["actor/clipfrac"] = out.pop("actor/pg_clipfrac")
+        out["actor/clipfrac_lower"] = out.pop("actor/pg_clipfrac_lower")
+        response_advantages = advantages[mask > 0]
+        empty = response_advantages.numel() == 0
+        out["advantages/mean"] = float(masked_mean(advantages, mask))
+        out["advantages/min"] = 0.0 if empty else float(response_advantages.min())
+        out["advantages/max"] = 0.0 if empty else float(response_advantages.max())
+        out["critic/value_mean"] = float(masked_mean(old_values, mask))
+        out["critic/returns_mean"] = float(masked_mean(returns, mask))
+        out["critic/explained_var"] = explained_variance(old_values, returns, mask)
+        out.update(optimizer_metrics(self.optimizer, num_steps, num_micro))
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from agents.batch import TrainBatch
-from agents.learners.base import make_learner
+from agents.learners.base import LEARNER_REGISTRY, make_learner
 from agents.learners.dpo import DPOConfig, DPOLearner, PreferenceBatch, _sequence_logps, dpo_loss
 from agents.policy import Policy, encode_chat
 from agents.rollout.base import Rollout
@@ -157,11 +157,16 @@ def _margin(learner: DPOLearner, pairs: PreferenceBatch) -> float:
     return float(((logps[:P] - logps[P:]) - (ref[:P] - ref[P:])).mean())
 
 
-def test_make_learner_registers_dpo(tiny_policy):
-    learner = make_learner("dpo", tiny_policy, beta=0.2, lr=1e-4)
-    assert isinstance(learner, DPOLearner) and learner.config.beta == 0.2
+def test_dpo_is_built_directly_not_from_the_rl_registry(tiny_policy):
+    learner = DPOLearner(tiny_policy, DPOConfig(beta=0.2, lr=1e-4))
+    assert learner.config.beta == 0.2
     assert learner.ref_model is not None and learner.ref_model is not tiny_policy.model
     assert DPOLearner.batch_type is PreferenceBatch
+    assert "dpo" not in LEARNER_REGISTRY  # it cannot take the trainer's TrainBatch
+    with pytest.raises(ValueError, match="expected a learner name"):
+        make_learner("dpo", tiny_policy)
+    free = DPOLearner(tiny_policy, DPOConfig(reference_free=True))
+    assert free.ref_model is None
 
 
 def test_update_rejects_a_train_batch(tiny_policy, tiny_tokenizer):
