@@ -98,6 +98,7 @@ def compose(model_dir, tmp_path, *overrides, strategy="lppo", reward_range=(0, 1
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     train = problems_parquet(tmp_path / "train.parquet")
     scorer = tmp_path / "scorer.py"
     lo, hi = reward_range
@@ -238,7 +239,7 @@ class ColocatedRM:
         return DataProto.from_dict({"rm_scores": rm})
 
 
-def start_run(config, *, use_rm=False):
+def start_run(config, *, use_rm=False, llm=None):
     """What main_ppo_v0.TaskRunner.run does, with init_workers' GPU parts replaced."""
     import verl.trainer.main_ppo_v0 as v0
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
@@ -256,7 +257,7 @@ def start_run(config, *, use_rm=False):
         resource_pool_manager=types.SimpleNamespace(get_n_gpus=lambda: 1),
         train_dataset=train, val_dataset=val, collate_fn=verl_collate, train_sampler=sampler)
     asyncio.set_event_loop(LOOP)
-    llm = FakeLLM(tokenizer)
+    llm = FakeLLM(tokenizer) if llm is None else llm
     reward_worker = RewardLoopWorker(config)
 
     def init_workers():
@@ -347,3 +348,81 @@ def test_legacy_fit_rule_reward_without_reward_model(model_dir, tmp_path) -> Non
     for step in (1, 2, 3):
         folder = tmp_path / "ckpt" / f"global_step_{step}"
         assert (folder / "data.pt").exists() and (folder / lv.SAMPLER_FILE).exists()
+
+
+def prompt_ints(llm):
+    return [int(llm.tokenizer.decode(p).split("What is ")[-1].split("+")[0]) for p in llm.prompts]
+
+
+@pytest.mark.parametrize("use_rm", [False, True], ids=["rule_reward", "reward_model"])
+def test_legacy_fit_prefix_guidance(model_dir, tmp_path, use_rm) -> None:
+    """LPPO in verl: stuck samples get guided slots whose prefix is prompt-side context.
+
+    Odd problems fail their first group, so the plan guides one of their two slots when
+    they come back (step 3). With a colocated reward model verl copies the generation
+    batch's columns back and scores after the rollout; without one the agent loop scores
+    and copies nothing back. Both must end with the same observations and weights.
+    """
+    extra = ["reward.reward_model.enable=True", f"reward.reward_model.model_path={model_dir}"] \
+        if use_rm else []
+    config = compose(model_dir, tmp_path, *extra, strategy="lppo")
+    trainer, llm = start_run(config, use_rm=use_rm)
+    trainer.fit()
+    if use_rm:
+        assert trainer.reward_loop_manager.calls == 3
+    tok = llm.tokenizer
+    updates = trainer.actor_rollout_wg.updates
+    guided_total = 0
+    for td in updates:
+        rows = update_rows(td)
+        prompts, responses = td["prompts"], td["responses"]
+        for r, prefix in enumerate(rows["prefix"]):
+            i = rows["keys"][r] // 10
+            p = prompts[r].tolist() if not prompts.is_nested else prompts[r].tolist()
+            mask = rows["response_mask"][r]
+            resp = [t for t, m in zip(responses[r].tolist(), mask.tolist(), strict=False) if m]
+            assert "Step" not in tok.decode(resp)              # the prefix is never trained
+            if prefix:
+                guided_total += 1
+                assert prefix == f"Step 1: add {i} and {i}.\n"
+                ids = tok.encode(prefix, add_special_tokens=False)
+                content = [t for t in p if t != tok.pad_token_id]
+                assert content[-len(ids):] == ids               # ... it is the prompt's tail
+                assert rows["scores"][r] == 1.0                 # scored with the prefix
+    assert guided_total > 0
+    assert sum(tok.decode(p).endswith("and " + tok.decode(p).split("add ")[-1].split(" ")[0]
+                                      + ".\n") for p in llm.prompts) == guided_total
+    replay, _ = replay_and_check(updates, "lppo")
+    strat = trainer.lppo_sampler.strategy
+    assert_same_stats(strat, replay)
+    assert int(strat.stats["guided_rollouts"].sum()) == guided_total
+
+
+def run_steps(model_dir, tmp_path, steps, *extra, strategy="lp_weighting", llm=None):
+    config = compose(model_dir, tmp_path, f"trainer.total_training_steps={steps}", *extra,
+                     strategy=strategy)
+    trainer, llm = start_run(config, llm=llm)
+    trainer.fit()
+    return trainer, llm
+
+
+def test_resume_through_verl_checkpoint_continues_exactly(model_dir, tmp_path) -> None:
+    """Stop after step 2 (an epoch boundary, where verl skips data.pt), resume to step 4:
+    the same prompts and the same sampler state as one uninterrupted 4-step run."""
+    straight, llm_a = run_steps(model_dir, tmp_path / "a", 4)
+    _, llm_b1 = run_steps(model_dir, tmp_path / "b", 2)
+    n_first = len(llm_b1.prompts)
+    # the same "model" answers after the resume (the fake server's state stands for weights)
+    resumed, llm_b = run_steps(model_dir, tmp_path / "b", 4, "trainer.resume_mode=auto",
+                               llm=llm_b1)
+    assert resumed.actor_rollout_wg.loaded                    # verl's resume ran
+    assert len(llm_b.prompts) == 2 * n_first
+    assert prompt_ints(llm_b) == prompt_ints(llm_a)
+    assert (resumed.lppo_sampler.strategy.state_checksum()
+            == straight.lppo_sampler.strategy.state_checksum())
+    # a checkpoint of another strategy is refused when the run starts, naming the setting
+    other, _ = start_run(compose(model_dir, tmp_path / "b", "trainer.total_training_steps=6",
+                                 "trainer.resume_mode=auto", strategy="uniform"))
+    with pytest.raises(ValueError, match=r"data\.lppo\.strategy.*'lp_weighting'"):
+        other.fit()
+    assert other.actor_rollout_wg.updates == []
