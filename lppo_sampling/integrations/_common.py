@@ -13,7 +13,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["require", "unit_rewards", "exact_match_score"]
+__all__ = [
+    "require",
+    "unit_rewards",
+    "exact_match_score",
+    "check_strategy_name",
+    "build_strategy",
+    "check_sample_keys",
+    "declared_reward_bounds",
+]
 
 
 def _version_tuple(v: str) -> tuple[int, ...]:
@@ -108,3 +116,93 @@ def exact_match_score(completion: str, answer: str) -> float:
     """
     got = _final_answer(str(completion))
     return float(got is not None and _norm(got) == _norm(str(answer)))
+
+
+# ------------------------------------------------------------- start-up checks
+# Adapters run inside other libraries' long start-ups (model load, Ray actors); a bad
+# setting must fail there, naming the setting, never at the first update.
+
+
+def check_strategy_name(name: str, setting: str) -> None:
+    """Raise `ValueError` naming `setting` if `name` is not a registered strategy."""
+    from lppo_sampling.strategy import available_strategies
+
+    names = available_strategies()
+    if name not in names:
+        import difflib
+
+        close = difflib.get_close_matches(str(name), names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"{setting}: unknown strategy {name!r}.{hint} Available: {', '.join(names)}"
+        )
+
+
+def build_strategy(name: str, setting: str, **kwargs: object) -> object:
+    """`make_strategy(name, **kwargs)` whose errors name `setting` (unknown name or argument)."""
+    from lppo_sampling.strategy import make_strategy
+
+    check_strategy_name(name, setting)
+    try:
+        return make_strategy(name, **kwargs)
+    except ValueError as e:
+        raise ValueError(f"{setting}: {e}") from e
+
+
+def check_sample_keys(keys: Sequence[object], source: str) -> list:
+    """Return `keys` as a list after checking they can be stable sample keys.
+
+    A key must be an int or a non-empty str, unique, all of one kind: a float, None or
+    a bool is usually a position or a missing value, and would not survive a reload or
+    a reshuffle of the data.
+
+    Raises:
+        ValueError: naming `source` and the first offending row.
+    """
+    out = list(keys)
+    if not out:
+        raise ValueError(f"{source}: no rows")
+    seen: dict[object, int] = {}
+    kind = None
+    for row, k in enumerate(out):
+        if isinstance(k, np.generic):
+            k = out[row] = k.item()
+        ok = (isinstance(k, int) and not isinstance(k, bool)) or (isinstance(k, str) and k != "")
+        if not ok:
+            raise ValueError(
+                f"{source}: row {row} has key {k!r} ({type(k).__name__}); sample keys must be "
+                "unique ints or non-empty strings taken from the data (an id column), not "
+                "positions, floats or missing values"
+            )
+        if kind is None:
+            kind = type(k)
+        elif type(k) is not kind:
+            raise ValueError(
+                f"{source}: row {row} has a {type(k).__name__} key {k!r} but row 0 a "
+                f"{kind.__name__} key; use one kind of key"
+            )
+        if k in seen:
+            raise ValueError(
+                f"{source}: duplicate key {k!r} (rows {seen[k]} and {row}); sample keys must "
+                "be unique"
+            )
+        seen[k] = row
+    return out
+
+
+def declared_reward_bounds(reward_funcs: Sequence[object], weights: Sequence[float]
+                           ) -> tuple[float | None, float | None]:
+    """Bounds of the weighted reward sum, if every reward function declares its range.
+
+    A reward function may carry `reward_range = (low, high)`; with all of them declared,
+    the range of `sum(w_i * r_i)` is known at start-up and a mismatch with the
+    adapter's `reward_range` is caught before training. Returns (None, None) otherwise.
+    """
+    lo = hi = 0.0
+    for f, w in zip(reward_funcs, weights, strict=True):
+        rng = getattr(f, "reward_range", None)
+        if rng is None:
+            return None, None
+        a, b = (float(w) * float(x) for x in rng)
+        lo, hi = lo + min(a, b), hi + max(a, b)
+    return lo, hi

@@ -35,17 +35,16 @@ from lppo_sampling.strategy import Strategy
 
 __all__ = [
     "LOG_ENV",
-    "SCORER_ENV",
     "encode_label",
     "decode_label",
     "write_prompts",
+    "check_prompts",
     "append_observation",
     "feed_observations",
     "default_score",
 ]
 
 LOG_ENV = "LPPO_OBSERVATION_LOG"
-SCORER_ENV = "LPPO_SCORER"  # "exact" (default) or "math_verify" (needs lppo_env)
 
 
 def encode_label(sample_id: int | str, answer: str, prefixes: list[str] | None = None) -> str:
@@ -100,8 +99,9 @@ def write_prompts(
             `n_samples_per_prompt`. Problems not yet in its pool are registered (with
             `has_solution` = a prefix can be built, i.e. `prefix_fn` is given and the
             problem has a non-empty `solution`).
-        problems: key -> problem (`lppo_env.MathProblem` or a mapping with `question`,
-            `answer`, optional `solution`).
+        problems: key -> problem: any object with `question`, `answer` and optional
+            `solution` attributes (e.g. an lppo_env `MathProblem`) or a mapping with
+            those keys.
         path: output JSONL path.
         n: prompts in the file (one episode).
         prefix_fn: `f(problem, ratio) -> str`; None writes no prefixes.
@@ -126,6 +126,54 @@ def write_prompts(
                    label_key: encode_label(k, _field(p, "answer"), prefixes)}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
+
+
+def check_prompts(path: str | os.PathLike, group_size: int, *, input_key: str = "input",
+                  label_key: str = "label") -> int:
+    """Check a prompt file before launching OpenRLHF on it; return its number of rows.
+
+    OpenRLHF's executors log a failing reward function at INFO level and go on with a
+    `None` reward, so a bad label would be lost silently mid-run; this check fails at
+    start-up instead, naming file, row and field.
+
+    Args:
+        path: the JSONL file (as written by `write_prompts`).
+        group_size: `--rollout.n_samples_per_prompt`; each label's `prefixes` must have
+            one entry per rollout slot.
+        input_key: OpenRLHF's `--data.input_key`.
+        label_key: OpenRLHF's `--data.label_key`.
+
+    Raises:
+        ValueError: `path:row: field: problem`.
+    """
+    n = 0
+    with open(path, encoding="utf-8") as f:
+        for row, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{row}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not a JSON object ({e.msg})") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+            if not isinstance(rec.get(input_key), str) or not rec[input_key].strip():
+                raise ValueError(f"{where}: {input_key}: expected a non-empty question string "
+                                 "(--data.input_key)")
+            try:
+                meta = decode_label(rec.get(label_key))
+            except ValueError as e:
+                raise ValueError(f"{where}: {label_key}: {e}") from None
+            if meta["prefixes"] and len(meta["prefixes"]) != group_size:
+                raise ValueError(
+                    f"{where}: {label_key}.prefixes has {len(meta['prefixes'])} entries but "
+                    f"group_size={group_size} (--rollout.n_samples_per_prompt); write the file "
+                    "with a strategy of that group size")
+            n += 1
+    if n == 0:
+        raise ValueError(f"{path}: no prompts")
+    return n
 
 
 def append_observation(sample_id: int | str, reward: float, guided: bool,
@@ -176,13 +224,11 @@ def feed_observations(strategy: Strategy, path: str | os.PathLike, offset: int =
 
 
 def default_score(text: str, answer: str) -> float:
-    """Score a response (prefix + continuation): exact match, or math-verify if asked.
+    r"""Score a response (prefix + continuation) by exact match of its final answer.
 
-    `$LPPO_SCORER=math_verify` uses lppo_env's process-pool verifier (safe off the main
-    thread, where OpenRLHF runs agents); the default needs no extra package.
+    Dependency-free so that the Ray actors need nothing but this package. For
+    math-verify, pass a scorer built from lppo_env to `make_agent_executor` /
+    `make_reward_func` in a two-line module (docs/integrations.md shows it); this
+    package never imports lppo_env itself.
     """
-    if os.environ.get(SCORER_ENV, "exact") == "math_verify":
-        from lppo_env.verify import default_verifier
-
-        return float(default_verifier().verify(text, answer).reward)
     return exact_match_score(text, answer)

@@ -44,7 +44,7 @@ def make_agent_executor(score_fn: Callable[[str, str], float] | None = None,
 
     Args:
         score_fn: `f(prefix + response, answer) -> reward in [0, 1]`; default exact
-            match (or math-verify with `$LPPO_SCORER=math_verify`).
+            match of the final answer.
         log_path: observation log; default `$LPPO_OBSERVATION_LOG` at call time.
     """
     score = score_fn or default_score

@@ -15,8 +15,7 @@ What it changes in GRPO, and why each hook is the one TRL leaves open:
   plain-text prompts get the prefix appended; conversational prompts get it as a
   final, partial assistant message rendered with `continue_final_message=True`
   (`_tokenize_prompts` override). The prefix text is also put in the `prefix` column
-  that reward functions receive (lppo_env's `make_trl_reward` scores prefix +
-  completion).
+  that reward functions receive (so a verifier can score prefix + completion).
 * **Feedback** — `_calculate_rewards` returns TRL's gathered rewards; the adapter
   gathers the sample keys in the same process order and calls `strategy.observe` with
   identical data on every rank, so replicas stay bit-identical.
@@ -24,14 +23,25 @@ What it changes in GRPO, and why each hook is the one TRL leaves open:
   `strategy.weights(keys)` (and by `strategy.keep(keys)`, so a Filter zeroes dropped
   groups).
 * **Checkpoint** — the strategy state is written to `checkpoint-N/lppo_sampler.npz`
-  and read back on resume. `ignore_data_skip=True` is required: the sampler restores
-  its own RNG, and HF's batch skipping would re-draw (and re-plan) instead.
+  and read back on resume (a file from another strategy is refused before step 1).
+  `ignore_data_skip=True` is required: the sampler restores its own RNG, and HF's
+  batch skipping would re-draw (and re-plan) instead.
+
+Generation backends with guidance: HF `generate`, continuous batching and vLLM colocate
+render one prompt per row, so every slot gets its own prompt. vLLM **server** mode sends
+only `prompts[::num_generations]` (one prompt per group) and asks for `n=G` samples, which
+would drop the guided slots' prefixes; for a chunk with any guided slot the adapter calls
+TRL's generation with `num_generations=1` (one request per row, server-side prefix
+caching shares the prompt), so each slot is generated from its own prompt.
 
 Supported: map-style `datasets.Dataset` with a stable key column; text prompts or
-conversational text-only prompts; any `loss_type`; vLLM colocate/server (token ids
-are passed through). Not supported with prefix guidance: VLM prompts,
-`environment_factory`, and custom `rollout_func`s that do not themselves honour a
-final assistant message (they receive the prefixed prompts and must continue them).
+conversational text-only prompts; any `loss_type`. Refused at construction with
+guidance: VLM processors and `environment_factory`. A custom `rollout_func` receives
+the prefixed prompts and must continue them itself.
+
+The adapter imports nothing from lppo_env or agents: env pieces (the prefix maker, the
+verifier behind a reward function) are passed in by the caller (`prefix_fn=`,
+`reward_funcs=`).
 
 Tested with trl 1.16.0, transformers 5.19.0, accelerate 1.15 (CPU).
 """
@@ -46,7 +56,14 @@ from typing import Any
 import numpy as np
 
 from lppo_sampling.batch import GroupResults, RolloutPlan
-from lppo_sampling.integrations._common import require, unit_rewards
+from lppo_sampling.integrations._common import (
+    build_strategy,
+    check_sample_keys,
+    check_strategy_name,
+    declared_reward_bounds,
+    require,
+    unit_rewards,
+)
 from lppo_sampling.strategy import Strategy
 
 TRL_VERSION = require("trl", "1.16", below="1.17", purpose="LPPOGRPOTrainer")
@@ -64,13 +81,13 @@ __all__ = [
     "StrategyRepeatSampler",
     "SAMPLER_FILE",
     "with_prefix",
-    "lppo_env_prefix_fn",
 ]
 
 SAMPLER_FILE = "lppo_sampler.npz"
 
 for _hook in ("_get_train_sampler", "_calculate_rewards", "_generate_and_score_completions",
-              "_tokenize_prompts", "_save_checkpoint", "_load_optimizer_and_scheduler"):
+              "_generate_single_turn", "_tokenize_prompts", "_save_checkpoint",
+              "_load_optimizer_and_scheduler"):
     if not hasattr(GRPOTrainer, _hook):  # fail at import, not mid-run
         raise ImportError(
             f"trl {TRL_VERSION}: GRPOTrainer has no {_hook}; LPPOGRPOTrainer is tested with "
@@ -168,63 +185,49 @@ def with_prefix(prompt: Any, prefix: str) -> Any:
     )
 
 
-def lppo_env_prefix_fn(answer_column: str = "answer", solution_column: str = "solution"
-                       ) -> Callable[[dict, float], str]:
-    """A `prefix_fn` that cuts step-aligned prefixes with `lppo_env.prefix.make_prefix`.
-
-    It splits the row's worked solution into steps and reveals about `ratio` of them,
-    never the step that states the final answer (lppo_env's leak guard).
-
-    Raises:
-        ImportError: lppo_env is not importable.
-    """
-    from lppo_env.prefix import make_prefix, split_steps
-    from lppo_env.problems import MathProblem
-
-    def prefix_fn(row: dict, ratio: float) -> str:
-        solution = row.get(solution_column)
-        if not isinstance(solution, str) or not solution.strip():
-            return ""
-        problem = MathProblem(id="row", question="(prefix)", answer=str(row[answer_column]),
-                              solution=solution, steps=split_steps(solution))
-        return make_prefix(problem, float(ratio)).text
-
-    return prefix_fn
-
-
 class LPPOGRPOTrainer(GRPOTrainer):
     """`GRPOTrainer` whose prompts, prefixes, advantage weights and sampler state follow a strategy.
 
     Args:
         *args: passed to `GRPOTrainer`.
-        strategy: any `lppo_sampling` strategy; `strategy.group_size` must equal
-            `args.num_generations`. Build it with the same seed on every rank.
+        strategy: an `lppo_sampling` strategy, or the registered name of one (built with
+            `group_size=num_generations`, `seed=args.seed` and `strategy_kwargs`, so every
+            rank builds the same replica). A `Strategy` object must have
+            `group_size == num_generations` and be built with the same seed on every rank.
+        strategy_kwargs: extra arguments of `make_strategy` when `strategy` is a name.
         key_column: dataset column with a stable, unique sample key (int or str).
         weight_advantages: multiply advantages by `strategy.weights(keys)`.
         apply_keep: multiply advantages by `strategy.keep(keys)` (a Filter's decision).
         prefix_fn: `f(row, ratio) -> str`, the expert prefix of a dataset row for a plan
             ratio in (0, 1]; None disables guidance (no sample is marked as having a
-            solution, so guided strategies never guide). See `lppo_env_prefix_fn`.
+            solution, so guided strategies never guide). The caller supplies it, e.g.
+            from `lppo_env.make_prefix` (see examples/trl/train_lppo_grpo.py).
         prefix_column: column added to every row with its prefix text ("" if unguided);
             reward functions receive it.
         solution_column: if set, only rows whose column is a non-empty string are marked
             as having a solution; otherwise every row is, when `prefix_fn` is given.
         reward_range: (low, high) of the weighted sum of reward functions; mapped onto
-            [0, 1] for `observe` (strategies track pass rates).
+            [0, 1] for `observe` (strategies track pass rates). Reward functions that
+            declare their own range (an attribute `reward_range = (low, high)`) are
+            checked against it at construction; others on the first scored batch.
         check_replicas: gather `strategy.state_checksum()` after each update and raise
             if ranks disagree (a debug aid; costs one small gather per generation).
         **kwargs: passed to `GRPOTrainer`.
 
     Raises:
-        ValueError: `args.ignore_data_skip` is False, the dataset is not a map-style
-            `datasets.Dataset`, the key column is missing or has duplicates, or the
-            strategy's group size differs from `num_generations`.
+        ValueError: at construction, naming the setting: an unknown strategy name,
+            `args.ignore_data_skip` False, a dataset that is not a map-style
+            `datasets.Dataset`, a key column that is missing, has duplicates or keys
+            that are not int/str, a strategy group size other than `num_generations`,
+            declared reward ranges outside `reward_range`, or guidance with a VLM or
+            `environment_factory`.
     """
 
     def __init__(
         self,
         *args: Any,
-        strategy: Strategy,
+        strategy: Strategy | str,
+        strategy_kwargs: dict[str, Any] | None = None,
         key_column: str = "sample_id",
         weight_advantages: bool = True,
         apply_keep: bool = True,
@@ -235,68 +238,95 @@ class LPPOGRPOTrainer(GRPOTrainer):
         check_replicas: bool = False,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(strategy, Strategy):
+        if isinstance(strategy, str):
+            check_strategy_name(strategy, "LPPOGRPOTrainer(strategy=...)")
+        elif not isinstance(strategy, Strategy):
             raise ValueError(
-                f"strategy must be an lppo_sampling Strategy, got {type(strategy).__name__}")
-        self.lppo_strategy = strategy
+                "LPPOGRPOTrainer(strategy=...) expects an lppo_sampling Strategy or a registered "
+                f"strategy name, got {type(strategy).__name__}")
+        elif strategy_kwargs:
+            raise ValueError("strategy_kwargs applies only when strategy is a name")
+        unit_rewards([], reward_range, "reward_range")  # validate early
         self.lppo_key_column = key_column
         self.lppo_weight_advantages = bool(weight_advantages)
         self.lppo_apply_keep = bool(apply_keep)
         self.lppo_prefix_fn = prefix_fn
         self.lppo_prefix_column = prefix_column
-        self.lppo_reward_range = tuple(reward_range)
+        self.lppo_solution_column = solution_column
+        self.lppo_reward_range = tuple(float(x) for x in reward_range)
         self.lppo_check_replicas = bool(check_replicas)
         self.lppo_sampler: StrategyRepeatSampler | None = None
-        unit_rewards([], self.lppo_reward_range, "reward_range")  # validate early
+        self._lppo_rows_differ = False
         super().__init__(*args, **kwargs)
-        if not self.args.ignore_data_skip:
-            raise ValueError(
-                "LPPOGRPOTrainer needs GRPOConfig(ignore_data_skip=True): the strategy restores "
-                "its "
-                "own RNG on resume, and HF's batch skipping would re-draw batches instead"
-            )
+        if isinstance(strategy, str):
+            strategy = build_strategy(
+                strategy, "LPPOGRPOTrainer(strategy=...)",
+                **{"group_size": self.num_generations, "seed": self.args.seed,
+                   **(strategy_kwargs or {})})
+        self.lppo_strategy = strategy
+        self._lppo_check_settings()
         ds = self.train_dataset
-        if not isinstance(ds, Dataset):
-            raise ValueError(
-                "LPPOGRPOTrainer needs a map-style datasets.Dataset as train_dataset (TRL attaches "
-                f"no sampler to an IterableDataset), got {type(ds).__name__}"
-            )
-        if key_column not in ds.column_names:
-            raise ValueError(
-                f"train_dataset has no key column {key_column!r} (columns: {ds.column_names}); "
-                "add a stable sample id column or pass key_column="
-            )
-        if prefix_column in ds.column_names:
-            raise ValueError(
-                f"train_dataset already has a column {prefix_column!r}; the trainer writes each "
-                "rollout's prefix there — pass another prefix_column="
-            )
-        if strategy.group_size != self.num_generations:
-            raise ValueError(
-                f"strategy.group_size={strategy.group_size} but num_generations="
-                f"{self.num_generations}; build the strategy with group_size=num_generations"
-            )
-        keys = list(ds[key_column])
-        positions: dict[Any, int] = {}
-        for pos, k in enumerate(keys):
-            if k in positions:
-                raise ValueError(
-                    f"key column {key_column!r} has duplicate key {k!r} (rows {positions[k]} and "
-                    f"{pos}); sample keys must be unique"
-                )
-            positions[k] = pos
-        self.lppo_positions = positions
+        keys = check_sample_keys(ds[key_column], f"train_dataset[{key_column!r}]")
+        self.lppo_positions = {k: pos for pos, k in enumerate(keys)}
         if prefix_fn is None:
             has_solution = np.zeros(len(keys), bool)
         elif solution_column is not None:
-            if solution_column not in ds.column_names:
-                raise ValueError(f"train_dataset has no solution column {solution_column!r}")
             has_solution = np.array(
                 [isinstance(s, str) and bool(s.strip()) for s in ds[solution_column]], bool
             )
         else:
             has_solution = np.ones(len(keys), bool)
         strategy.add_samples(np.asarray(keys), has_solution=has_solution)
+
+    def _lppo_check_settings(self) -> None:
+        """Every start-up check that needs TRL's parsed state; each error names its setting."""
+        if not self.args.ignore_data_skip:
+            raise ValueError(
+                "GRPOConfig(ignore_data_skip=False): LPPOGRPOTrainer needs ignore_data_skip=True; "
+                "the strategy restores its own RNG on resume, and HF's batch skipping would "
+                "re-draw batches instead"
+            )
+        ds = self.train_dataset
+        if not isinstance(ds, Dataset):
+            raise ValueError(
+                "train_dataset: LPPOGRPOTrainer needs a map-style datasets.Dataset (TRL attaches "
+                f"no sampler to an IterableDataset), got {type(ds).__name__}"
+            )
+        if self.lppo_key_column not in ds.column_names:
+            raise ValueError(
+                f"key_column={self.lppo_key_column!r}: train_dataset has no such column "
+                f"(columns: {ds.column_names}); add a stable sample id column (e.g. "
+                "ds.add_column('sample_id', ids)) or pass key_column="
+            )
+        if self.lppo_solution_column not in (None, *ds.column_names):
+            raise ValueError(
+                f"solution_column={self.lppo_solution_column!r}: train_dataset has no such "
+                f"column (columns: {ds.column_names})")
+        if self.lppo_prefix_column in ds.column_names:
+            raise ValueError(
+                f"prefix_column={self.lppo_prefix_column!r}: train_dataset already has that "
+                "column; the trainer writes each rollout's prefix there, pass another name"
+            )
+        if self.lppo_strategy.group_size != self.num_generations:
+            raise ValueError(
+                f"strategy.group_size={self.lppo_strategy.group_size} but GRPOConfig("
+                f"num_generations={self.num_generations}); build the strategy with "
+                "group_size=num_generations (or pass its name)"
+            )
+        if self.lppo_prefix_fn is not None and (
+                self._is_vlm or self.environment_factories is not None):
+            raise ValueError(
+                "prefix_fn: prefix guidance supports text-only models without "
+                "environment_factory; pass prefix_fn=None for this set-up"
+            )
+        lo, hi = declared_reward_bounds(self.reward_funcs, self.reward_weights.tolist())
+        want_lo, want_hi = self.lppo_reward_range
+        if lo is not None and not (want_lo - 1e-9 <= lo and hi <= want_hi + 1e-9):
+            raise ValueError(
+                f"reward_range={self.lppo_reward_range}: the reward functions declare a weighted "
+                f"sum in [{lo}, {hi}]; strategies observe pass rates in [0, 1], so pass "
+                f"reward_range=({lo}, {hi})"
+            )
 
     # ------------------------------------------------------------ sampling
     def _get_train_sampler(self, dataset: Any = None) -> StrategyRepeatSampler:
@@ -344,7 +374,13 @@ class LPPOGRPOTrainer(GRPOTrainer):
             if prefix:
                 row["prompt"] = with_prefix(row["prompt"], prefix)
             rows.append(row)
-        out = super()._generate_and_score_completions(rows)
+        # decided from the plan, identical on every rank (TRL's server path is collective)
+        self._lppo_rows_differ = self.lppo_prefix_fn is not None and bool(
+            (plan.prefix_ratios > 0).any())
+        try:
+            out = super()._generate_and_score_completions(rows)
+        finally:
+            self._lppo_rows_differ = False
         keys = np.asarray(local)
         factor = np.ones(len(local))
         if self.lppo_weight_advantages:
@@ -359,6 +395,20 @@ class LPPOGRPOTrainer(GRPOTrainer):
                 metrics[k].append(float(v))
         metrics["sampler/advantage_factor_mean"].append(float(factor.mean()))
         return out
+
+    def _generate_single_turn(self, prompt_ids: list, images: Any, multimodal_fields: dict,
+                              num_generations: int, *args: Any, **kwargs: Any) -> tuple:
+        """TRL's generation, one request per row when a group's rows carry different prompts.
+
+        vLLM server mode generates `n=num_generations` samples of `prompts[::num_generations]`
+        only, which would answer a guided slot from the group's first (unguided) prompt;
+        `num_generations=1` there makes TRL send every row's own prompt. Other backends
+        already generate one sample per row and ignore the argument.
+        """
+        if self._lppo_rows_differ and self.use_vllm and self.vllm_mode == "server":
+            num_generations = 1
+        return super()._generate_single_turn(prompt_ids, images, multimodal_fields,
+                                             num_generations, *args, **kwargs)
 
     def _calculate_rewards(self, inputs: list[dict[str, Any]], prompts: list, completions: list,
                            completion_ids_list: list) -> torch.Tensor:
@@ -438,4 +488,7 @@ class LPPOGRPOTrainer(GRPOTrainer):
                 f"resuming from {checkpoint}, which has no {SAMPLER_FILE}: it was not written by "
                 "LPPOGRPOTrainer, so the sampler state cannot be restored"
             )
-        self.lppo_strategy.load(path)
+        try:
+            self.lppo_strategy.load(path)
+        except ValueError as e:
+            raise ValueError(f"resume_from_checkpoint={checkpoint}: {e}") from e

@@ -49,20 +49,42 @@ class HalfGuide(Guide):
         return r
 
 
-def load_like_openrlhf(module) -> AgentExecutorBase:
-    """openrlhf.trainer.ray.vllm_engine._load_agent_executor (that module imports vllm)."""
-    spec = importlib.util.spec_from_file_location("agent_module", module.__file__)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert issubclass(mod.AgentExecutor, AgentExecutorBase)
-    return mod.AgentExecutor()
+@pytest.fixture(scope="module")
+def load_agent_executor():
+    """OpenRLHF's own loader for `--train.agent_func_path`, `_load_agent_executor`.
+
+    It lives in `openrlhf.trainer.ray.vllm_engine`, which imports vllm at module level;
+    vllm cannot be installed next to openrlhf here (pins clash), so only the three
+    names that module takes from vllm are stubbed, for the duration of the import.
+    """
+    import sys
+    import types
+
+    saved = {k: sys.modules.get(k) for k in ("vllm", "vllm.inputs", "vllm.utils")}
+    stub = types.ModuleType("vllm")
+    stub.__version__ = "0.29.0"
+    stub.inputs = types.ModuleType("vllm.inputs")
+    stub.inputs.TokensPrompt = dict
+    stub.utils = types.ModuleType("vllm.utils")
+    stub.utils.random_uuid = lambda: "request"
+    sys.modules.update({"vllm": stub, "vllm.inputs": stub.inputs, "vllm.utils": stub.utils})
+    try:
+        from openrlhf.trainer.ray.vllm_engine import _load_agent_executor
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    return _load_agent_executor
 
 
 PROBLEMS = {f"p{i}": {"question": f"What is {i}+{i}?", "answer": str(2 * i),
                       "solution": f"Add {i} and {i}.\nSo {2 * i}."} for i in range(3)}
 
 
-def test_agent_executor_guides_scores_and_feeds_strategy(tiny_tokenizer, tmp_path, monkeypatch):
+def test_agent_executor_guides_scores_and_feeds_strategy(tiny_tokenizer, tmp_path, monkeypatch,
+                                                         load_agent_executor):
     log = tmp_path / "obs.jsonl"
     monkeypatch.setenv(glue.LOG_ENV, str(log))
     strat = Strategy(selector=UniformSelector(), guide=HalfGuide(), filter=KeepAll(),
@@ -72,13 +94,19 @@ def test_agent_executor_guides_scores_and_feeds_strategy(tiny_tokenizer, tmp_pat
     row = json.loads(prompts.read_text().splitlines()[0])
     meta = glue.decode_label(row["label"])
     assert meta["prefixes"] == ["", "", "Step 1: add.\n", "Step 1: add.\n"]
-    ex = load_like_openrlhf(openrlhf_agent)
+    ex = load_agent_executor(openrlhf_agent.__file__)
+    assert isinstance(ex, AgentExecutorBase)
     answer = meta["answer"]
     engine = FakeEngine(tiny_tokenizer, [f" so {answer}", " so 99", f" so {answer}", " so 98"])
-    outs = [
-        asyncio.run(ex.execute(row["input"], row["label"], params(), 64, tiny_tokenizer, engine))
-        for _ in range(G)
-    ]
+
+    async def generate_responses():
+        # what OpenRLHF's RolloutRayActor.generate_responses does with one prompt's G samples
+        return await asyncio.gather(*[
+            ex.execute(prompt=row["input"], label=row["label"], sampling_params=params(),
+                       max_length=64, hf_tokenizer=tiny_tokenizer, llm_engine=engine)
+            for _ in range(G)])
+
+    outs = asyncio.run(generate_responses())
     assert [o["reward"] for o in outs] == [1.0, 0.0, 1.0, 0.0]
     # guided rollouts: the prefix is in the observation (prompt side), outside the action range
     for o, pre in zip(outs, meta["prefixes"], strict=True):
@@ -123,3 +151,90 @@ def test_labels_and_logs_fail_clearly(tmp_path):
                      weighter=UnitWeighter(), group_size=G)
     with pytest.raises(ValueError, match="bad observation line"):
         glue.feed_observations(strat, bad)
+
+
+def load_reward_file(path):
+    spec = importlib.util.spec_from_file_location("user_reward", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_user_scorer_files_load_through_openrlhf(tiny_tokenizer, tmp_path, monkeypatch,
+                                                 load_agent_executor):
+    """The two-line files docs/integrations.md tells users to write (their own scorer)."""
+    log = tmp_path / "obs.jsonl"
+    monkeypatch.setenv(glue.LOG_ENV, str(log))
+    agent_file = tmp_path / "my_agent.py"
+    agent_file.write_text(
+        "from lppo_sampling.integrations.openrlhf_agent import make_agent_executor\n"
+        "AgentExecutor = make_agent_executor(score_fn=lambda text, answer: 0.5)\n")
+    reward_file = tmp_path / "my_reward.py"
+    reward_file.write_text(
+        "from lppo_sampling.integrations.openrlhf_reward import make_reward_func\n"
+        "reward_func = make_reward_func(score_fn=lambda text, answer: float('7' in text))\n")
+    label = glue.encode_label("k", "7")
+    agent = load_agent_executor(str(agent_file))
+    engine = FakeEngine(tiny_tokenizer, [" 3", " 7"])
+    out = asyncio.run(agent.execute("Q?", label, params(), 64, tiny_tokenizer, engine))
+    assert out["reward"] == 0.5
+    single = SingleTurnAgentExecutor(remote_rm_url=str(reward_file))
+    out = asyncio.run(single.execute("Q?", label, params(), 64, tiny_tokenizer, engine))
+    assert float(out["reward"]) == 1.0
+    assert [json.loads(x)["reward"] for x in log.read_text().splitlines()] == [0.5, 1.0]
+    bad = tmp_path / "bad_reward.py"
+    bad.write_text(
+        "from lppo_sampling.integrations.openrlhf_reward import make_reward_func\n"
+        "reward_func = make_reward_func(score_fn=lambda text, answer: -1.0)\n")
+    with pytest.raises(ValueError, match=r"score_fn returned -1\.0; rewards must lie in \[0, 1\]"):
+        load_reward_file(bad).reward_func(["Q? 1"], ["Q?"], [label])
+    # OpenRLHF's executor logs a reward_func error at INFO and returns reward None: the
+    # bad value never reaches the observation log
+    single = SingleTurnAgentExecutor(remote_rm_url=str(bad))
+    out = asyncio.run(single.execute("Q?", label, params(), 64, tiny_tokenizer,
+                                     FakeEngine(tiny_tokenizer, [" 1"])))
+    assert out["reward"] is None
+    assert len(log.read_text().splitlines()) == 2
+
+
+def test_episode_loop_resumes_from_saved_strategy(tmp_path):
+    """Per-episode prompt files: state saved after episode e continues exactly in e + 1."""
+    strat = Strategy(selector=UniformSelector(), guide=HalfGuide(), filter=KeepAll(),
+                     weighter=UnitWeighter(), group_size=G, seed=3)
+    log = tmp_path / "obs.jsonl"
+    glue.write_prompts(strat, PROBLEMS, tmp_path / "ep0.jsonl", 2)
+    for k in strat.select(2).tolist():
+        for _ in range(G):
+            glue.append_observation(k, 1.0, False, log)
+    offset = glue.feed_observations(strat, log)
+    strat.save(tmp_path / "lppo_sampler.npz")
+    resumed = Strategy(selector=UniformSelector(), guide=HalfGuide(), filter=KeepAll(),
+                       weighter=UnitWeighter(), group_size=G, seed=3)
+    resumed.load(tmp_path / "lppo_sampler.npz")
+    a = glue.write_prompts(strat, PROBLEMS, tmp_path / "ep1_a.jsonl", 2)
+    b = glue.write_prompts(resumed, PROBLEMS, tmp_path / "ep1_b.jsonl", 2)
+    assert a.read_text() == b.read_text()            # the next episode's file is the same
+    assert glue.feed_observations(resumed, log, offset) == offset
+
+
+def test_check_prompts_names_file_row_and_field(tmp_path):
+    strat = Strategy(selector=UniformSelector(), guide=HalfGuide(), filter=KeepAll(),
+                     weighter=UnitWeighter(), group_size=G, seed=0)
+    good = glue.write_prompts(strat, PROBLEMS, tmp_path / "p.jsonl", 3,
+                              prefix_fn=lambda p, r: "Step 1.\n")
+    assert glue.check_prompts(good, G) == 3
+    with pytest.raises(ValueError, match=r"p\.jsonl:1: label\.prefixes has 4 entries but "
+                                         r"group_size=8"):
+        glue.check_prompts(good, 8)
+    bad = tmp_path / "bad.jsonl"
+    for text, pattern in [
+        ('{"input": "Q", "label": "7"}\n', r"bad\.jsonl:1: label: OpenRLHF label needs"),
+        ('{"input": "Q", "label": "{\\"answer\\": 1}"}\n', r":1: label: .*'sample_id'"),
+        ('{"label": "x"}\n', r"bad\.jsonl:1: input: expected a non-empty question"),
+        ('{"input": "Q", "label": "not json"}\n', r":1: label: OpenRLHF label is not lppo JSON"),
+        ("\n[1]\n", r"bad\.jsonl:2: expected a JSON object"),
+        ("", r"bad\.jsonl: no prompts"),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=pattern):
+            glue.check_prompts(bad, G)

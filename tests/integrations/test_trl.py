@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import zlib
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -119,17 +125,6 @@ def test_with_prefix_renders_partial_assistant_turn() -> None:
         with_prefix(3, "x")
 
 
-def test_lppo_env_prefix_fn_cuts_at_steps() -> None:
-    pytest.importorskip("lppo_env.prefix")
-    from lppo_sampling.integrations.trl import lppo_env_prefix_fn
-
-    f = lppo_env_prefix_fn()
-    row = {"answer": "9", "solution": "First add 2 and 3 to get 5.\nThen add 4.\nSo 9."}
-    text = f(row, 0.5)
-    assert text.startswith("First add 2 and 3") and "9" not in text
-    assert f({"answer": "9", "solution": ""}, 0.5) == ""
-
-
 def test_grpo_run_updates_strategy_and_checkpoints(tok, tmp_path) -> None:
     log = Log()
     strat = make_strategy("lppo", group_size=4, seed=0)
@@ -174,6 +169,13 @@ def test_resume_training_continues_from_sampler_state(tok, tmp_path) -> None:
                     train_dataset=dataset(), args=args, strategy=resumed
                     ).train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
     assert resumed.stats.step == 3                   # 2 restored + 1 new observation
+    # a checkpoint written by another strategy is refused before the first step
+    other = LPPOGRPOTrainer(model=tiny_model(tok), reward_funcs=Log(), processing_class=tok,
+                            train_dataset=dataset(), args=args, strategy="uniform")
+    with pytest.raises(ValueError, match=r"resume_from_checkpoint=.*checkpoint-2: .*"
+                       r"lppo_sampler\.npz.*'lp_weighting'.*'uniform'"):
+        other.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert other.lppo_strategy.stats.step == 0
 
 
 def test_conversational_prefix_continues_assistant_turn(tok, tmp_path) -> None:
@@ -243,27 +245,253 @@ def test_weights_scale_advantages_and_change_loss(tok, tmp_path, monkeypatch) ->
     assert not torch.allclose(g_w, g_1, rtol=1e-3, atol=1e-7)
 
 
-def test_constructor_validation(tok, tmp_path) -> None:
-    kw = dict(model=tiny_model(tok), reward_funcs=Log(), processing_class=tok,
-              train_dataset=dataset())
-    with pytest.raises(ValueError, match="ignore_data_skip"):
-        LPPOGRPOTrainer(**kw, args=config(tmp_path, ignore_data_skip=False),
-                        strategy=make_strategy("uniform", group_size=4))
-    with pytest.raises(ValueError, match="group_size"):
-        LPPOGRPOTrainer(
-            **kw, args=config(tmp_path), strategy=make_strategy("uniform", group_size=8)
-        )
-    with pytest.raises(ValueError, match="key column"):
-        LPPOGRPOTrainer(
-            **kw,
-            args=config(tmp_path),
-            strategy=make_strategy("uniform", group_size=4),
-            key_column="id",
-        )
-    with pytest.raises(ValueError, match="reward_range"):
-        LPPOGRPOTrainer(
-            **kw,
-            args=config(tmp_path),
-            strategy=make_strategy("uniform", group_size=4),
-            reward_range=(1.0, 0.0),
-        )
+def test_start_up_errors_name_the_setting(tok, tmp_path) -> None:
+    def build(**over):
+        kw = dict(model=tiny_model(tok), reward_funcs=Log(), processing_class=tok,
+                  train_dataset=dataset(), args=config(tmp_path), strategy="lp_weighting")
+        kw.update(over)
+        return LPPOGRPOTrainer(**kw)
+
+    def declared(lo, hi):
+        f = Log()
+        f.reward_range = (lo, hi)
+        return f
+
+    bad_keys = dataset().remove_columns("sample_id")
+    cases = [
+        (dict(strategy="lpppo"),
+         r"strategy=\.\.\.\): unknown strategy 'lpppo'\. Did you mean 'lppo'\?"),
+        (dict(strategy="lppo", strategy_kwargs={"kapa": 2.0}),
+         r"strategy=\.\.\.\): make_strategy\('lppo'\).*kapa.*valid arguments"),
+        (dict(strategy=make_strategy("uniform", group_size=8)),
+         r"strategy.group_size=8 but GRPOConfig\(num_generations=4\)"),
+        (dict(args=config(tmp_path, ignore_data_skip=False)), r"ignore_data_skip=False"),
+        (dict(key_column="id"), r"key_column='id': train_dataset has no such column"),
+        (dict(train_dataset=bad_keys.add_column("sample_id", [0.0, 1.0, 2.0, 3.0, 4.0, 5.0])),
+         r"train_dataset\['sample_id'\]: row 0 has key 0\.0 \(float\)"),
+        (dict(train_dataset=bad_keys.add_column("sample_id", ["a", "b", "c", "", "e", "f"])),
+         r"row 3 has key ''"),
+        (dict(train_dataset=bad_keys.add_column("sample_id", [1, 2, 3, 4, 5, 3])),
+         r"duplicate key 3 \(rows 2 and 5\)"),
+        (dict(reward_range=(1.0, 0.0)), r"reward_range must be \(low, high\)"),
+        (dict(reward_funcs=declared(-1.0, 1.0)),
+         r"reward_range=\(0\.0, 1\.0\): the reward functions declare a weighted sum in "
+         r"\[-1\.0, 1\.0\].*reward_range=\(-1\.0, 1\.0\)"),
+        (dict(reward_funcs=[declared(0, 1), declared(0, 1)]), r"declare a weighted sum in \[0"),
+        (dict(solution_column="worked"), r"solution_column='worked'"),
+    ]
+    for over, pattern in cases:
+        with pytest.raises(ValueError, match=pattern):
+            build(**over)
+    # the declared ranges that do fit are accepted, and the name builds the strategy
+    t = build(reward_funcs=declared(-1.0, 1.0), reward_range=(-1.0, 1.0), strategy="lppo",
+              strategy_kwargs={"kappa": 4.0})
+    assert t.lppo_strategy.name == "lppo" and t.lppo_strategy.config["kappa"] == 4.0
+    assert t.lppo_strategy.group_size == 4 and len(t.lppo_strategy) == 6
+
+
+def test_reward_outside_range_fails_on_the_first_batch(tok, tmp_path) -> None:
+    def minus_one(prompts, completions, **kw):
+        return [-1.0] * len(completions)
+
+    t = LPPOGRPOTrainer(model=tiny_model(tok), reward_funcs=minus_one, processing_class=tok,
+                        train_dataset=dataset(), args=config(tmp_path, max_steps=1),
+                        strategy="uniform")
+    with pytest.raises(ValueError, match=r"reward -1\.0 lies outside reward_range=\(0\.0, 1\.0\)"):
+        t.train()
+    assert t.state.global_step == 0 and t.lppo_strategy.stats.step == 0
+
+
+# ---------------------------------------------------------------- vLLM generation paths
+# vLLM cannot run here, so TRL's own VLLMGeneration runs with the engine behind it faked:
+# the HTTP client of `trl vllm-serve` (server mode) or the in-process `vllm.LLM` (colocate).
+# A fake completion names the prompt it was generated from, so a row answered from
+# another row's prompt is caught.
+
+
+def prompt_tag(prompt_ids) -> int:
+    return zlib.crc32(np.asarray(list(prompt_ids), dtype=np.int64).tobytes()) % 97
+
+
+class FakeEngine:
+    """Completions ' echo <tag of the prompt ids>' + eos; records every request."""
+
+    tok: PreTrainedTokenizerFast
+
+    def completion(self, prompt_ids) -> list[int]:
+        return self.tok(f" echo {prompt_tag(prompt_ids)}.")["input_ids"] + [self.tok.eos_token_id]
+
+
+class FakeVLLMServer(FakeEngine):
+    """Stands in for trl's `VLLMClient` (the HTTP client of a `trl vllm-serve` process)."""
+
+    instances: list[FakeVLLMServer] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.requests: list[tuple[list[list[int]], int]] = []
+        FakeVLLMServer.instances.append(self)
+
+    def init_communicator(self, device=None) -> None:
+        pass
+
+    def get_server_info(self) -> dict:
+        return {"model_config": {"logprobs_mode": "processed_logprobs"}}
+
+    def update_named_params(self, metadata, params) -> None:
+        for _ in params:
+            pass
+
+    def reset_prefix_cache(self) -> None:
+        pass
+
+    def generate(self, prompts, features=None, n=1, **kwargs) -> dict:
+        self.requests.append(([list(p) for p in prompts], n))
+        comp = [self.completion(p) for p in prompts for _ in range(n)]
+        return {"prompt_ids": [list(p) for p in prompts], "completion_ids": comp,
+                "logprobs": [[[-1.0]] * len(c) for c in comp],
+                "logprob_token_ids": [[[t] for t in c] for c in comp]}
+
+
+class FakeLLM(FakeEngine):
+    """Stands in for `vllm.LLM` in TRL's colocate mode."""
+
+    instances: list[FakeLLM] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.requests: list[list[list[int]]] = []
+        model = SimpleNamespace(load_weights=lambda weights: None)
+        self.llm_engine = SimpleNamespace(model_executor=SimpleNamespace(
+            driver_worker=SimpleNamespace(model_runner=SimpleNamespace(model=model))))
+        FakeLLM.instances.append(self)
+
+    def reset_prefix_cache(self) -> None:
+        pass
+
+    def generate(self, prompts, sampling_params=None, use_tqdm=False) -> list:
+        assert sampling_params.n == 1
+        self.requests.append([list(p["prompt_token_ids"]) for p in prompts])
+        out = []
+        for p in prompts:
+            c = self.completion(p["prompt_token_ids"])
+            lps = [{t: SimpleNamespace(logprob=-1.0, rank=1)} for t in c]
+            out.append(SimpleNamespace(prompt_token_ids=p["prompt_token_ids"],
+                                       outputs=[SimpleNamespace(token_ids=c, logprobs=lps)]))
+        return out
+
+
+@pytest.fixture
+def fake_vllm(tok, monkeypatch):
+    import trl.generation.vllm_generation as vg
+
+    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(var, os.environ.get(var, "0" if "RANK" in var else "1"))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29555")
+    monkeypatch.setattr(vg, "is_vllm_available", lambda: True)
+    monkeypatch.setattr(vg, "VLLMClient", FakeVLLMServer)
+    monkeypatch.setattr(vg, "LLM", FakeLLM, raising=False)
+    monkeypatch.setattr(vg, "SamplingParams", lambda **kw: SimpleNamespace(**kw), raising=False)
+    FakeEngine.tok = tok
+    FakeVLLMServer.instances.clear()
+    FakeLLM.instances.clear()
+    return vg
+
+
+def assert_each_row_from_its_own_prompt(tok, log: Log, completions: list[str]) -> None:
+    for prompt, text in zip(log.prompts, completions, strict=True):
+        want = prompt_tag(tok(prompt)["input_ids"])
+        assert text == f" echo {want}.", (prompt, text)
+
+
+class EchoLog(Log):
+    """Log that also keeps the completion texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.completions: list[str] = []
+
+    def __call__(self, prompts, completions, sample_id, prefix, **kw):
+        self.completions += list(completions)
+        return super().__call__(prompts, completions, sample_id, prefix, **kw)
+
+
+@pytest.mark.parametrize("mode", ["server", "colocate"])
+def test_vllm_guided_slots_are_generated_from_their_own_prompts(tok, tmp_path, fake_vllm,
+                                                                mode) -> None:
+    log = EchoLog()
+    strat = guided_strategy()
+    trainer = LPPOGRPOTrainer(
+        model=tiny_model(tok), reward_funcs=log, processing_class=tok, train_dataset=dataset(),
+        args=config(tmp_path, max_steps=1, use_vllm=True, vllm_mode=mode), strategy=strat,
+        prefix_fn=lambda row, ratio: "Step 1: add.\n",
+    )
+    trainer.train()
+    prefixes = np.asarray(log.prefixes)
+    assert (prefixes != "").sum() == 4 and len(prefixes) == 8   # half of each group guided
+    assert_each_row_from_its_own_prompt(tok, log, log.completions)
+    engine = (FakeVLLMServer if mode == "server" else FakeLLM).instances[-1]
+    sent = engine.requests[-1][0] if mode == "server" else engine.requests[-1]
+    assert sorted(map(tuple, sent)) == sorted(tuple(tok(p)["input_ids"]) for p in log.prompts)
+    if mode == "server":
+        assert engine.requests[-1][1] == 1           # one request per row, not n=G per group
+    rows = strat.stats.rows(np.unique(log.keys))
+    assert strat.stats["guided_rollouts"][rows].sum() == 4
+    assert strat.stats["n_rollouts"][rows].sum() == 4
+
+
+def test_vllm_server_keeps_trl_fast_path_without_guidance(tok, tmp_path, fake_vllm) -> None:
+    log = EchoLog()
+    trainer = LPPOGRPOTrainer(
+        model=tiny_model(tok), reward_funcs=log, processing_class=tok, train_dataset=dataset(),
+        args=config(tmp_path, max_steps=1, use_vllm=True, vllm_mode="server"),
+        strategy="lp_weighting",
+    )
+    trainer.train()
+    prompts, n = FakeVLLMServer.instances[-1].requests[-1]
+    assert n == 4 and len(prompts) == 2              # TRL's prompts[::G] with n=G
+    assert_each_row_from_its_own_prompt(tok, log, log.completions)
+
+
+# ---------------------------------------------------------------- several processes
+def test_two_process_run_observes_each_reward_once(tmp_path) -> None:
+    script = Path(__file__).with_name("two_rank_grpo.py")
+    accelerate = Path(sys.executable).with_name("accelerate")
+    if not accelerate.exists():
+        pytest.skip("accelerate launcher not installed")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    # --multi_gpu only selects accelerate's torchrun launcher; with use_cpu=True the ranks
+    # run on CPU over gloo (the script records the backend).
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+           "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           "29517", str(script), str(tmp_path)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-3000:]
+    meta = [json.loads((tmp_path / f"done_rank{r}.json").read_text()) for r in (0, 1)]
+    for m in meta:
+        assert m == {"num_processes": 2, "backend": "gloo", "global_step": 2,
+                     "observe_events": 2}
+    scored = [json.loads(x) for r in (0, 1)
+              for x in (tmp_path / f"rewards_rank{r}.jsonl").read_text().splitlines()]
+    per_rank = [len((tmp_path / f"rewards_rank{r}.jsonl").read_text().splitlines()) for r in (0, 1)]
+    assert per_rank == [8, 8]                        # each rank scored its own half
+    assert any(x["guided"] for x in scored)          # step 2 guided the stuck samples
+    states = []
+    for r in (0, 1):
+        s = make_strategy("prefix_guidance", group_size=4, seed=0, stuck_threshold=1.0)
+        s.load(tmp_path / f"sampler_rank{r}.npz")
+        states.append(s)
+        st = s.stats
+        for key in {x["key"] for x in scored}:
+            mine = [x for x in scored if x["key"] == key]
+            row = st.rows([key])
+            # every rollout of both ranks observed exactly once on this rank
+            assert st["n_rollouts"][row][0] == sum(not x["guided"] for x in mine)
+            assert st["guided_rollouts"][row][0] == sum(x["guided"] for x in mine)
+            assert st["reward_sum"][row][0] == pytest.approx(
+                sum(x["reward"] for x in mine if not x["guided"]))
+            assert st["guided_reward_sum"][row][0] == pytest.approx(
+                sum(x["reward"] for x in mine if x["guided"]))
+    assert states[0].state_checksum() == states[1].state_checksum()
+    assert (tmp_path / "sampler_rank0.npz").read_bytes() == (
+        tmp_path / "sampler_rank1.npz").read_bytes()
