@@ -267,11 +267,12 @@ class Trainer:
     # ---------------------------------------------------------------- eval
     def evaluate(self) -> dict[str, float]:
         """Greedy pass@1 on the fixed held-out set."""
-        from agents.evaluation import heldout_accuracy
+        from agents.evaluation import EVAL_PROBLEMS_FILE, heldout_accuracy
 
         return heldout_accuracy(
             self.backend, self.eval_problems, self.env.messages, self.verifier,
             max_new_tokens=self.cfg.max_new_tokens, seed=self.cfg.seed,
+            log_path=self.run_dir / EVAL_PROBLEMS_FILE, step=self.step_count,
         )
 
     def _initial_eval_key(self) -> str | None:
@@ -305,13 +306,24 @@ class Trainer:
 
         key = self._initial_eval_key() if self.cfg.eval_cache else None
         path = Path(self.cfg.eval_cache) / f"initial_eval_{key}.json" if key else None
-        if path is not None and path.is_file():
+        from agents.evaluation import EVAL_PROBLEMS_FILE
+
+        per_problem = path.with_suffix(".problems.jsonl") if path is not None else None
+        if path is not None and path.is_file() and per_problem.is_file():
             out = json.loads(path.read_text())
             log.info("step-0 evaluation read from %s", path)
+            with (self.run_dir / EVAL_PROBLEMS_FILE).open("a") as f:
+                f.write(per_problem.read_text())  # the per-problem records of that evaluation
             return {**out, "eval/cached": 1.0}
+        log_file = self.run_dir / EVAL_PROBLEMS_FILE
+        n_before = len(log_file.read_text().splitlines()) if log_file.is_file() else 0
         out = self.evaluate()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            lines = log_file.read_text().splitlines(keepends=True)[n_before:]
+            tmp_p = per_problem.with_suffix(f".tmp{os.getpid()}")
+            tmp_p.write_text("".join(lines))
+            os.replace(tmp_p, per_problem)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(json.dumps(out, sort_keys=True) + "\n")
             os.replace(tmp, path)  # concurrent runs never read a half-written file
