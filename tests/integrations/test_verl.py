@@ -10,6 +10,7 @@ import asyncio
 import os
 import pickle
 import types
+import uuid
 from unittest import mock
 
 import numpy as np
@@ -21,11 +22,19 @@ pytest.importorskip("torchdata")
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from torchdata.stateful_dataloader import StatefulDataLoader  # noqa: E402
 from verl import DataProto  # noqa: E402
 from verl.trainer.ppo import core_algos  # noqa: E402
+from verl.trainer.ppo.ray_trainer import compute_advantage  # noqa: E402
+from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn  # noqa: E402
 
 from lppo_sampling import GroupResults, make_strategy  # noqa: E402
 from lppo_sampling.integrations import verl as lv  # noqa: E402
+from lppo_sampling.roles import KeepAll, LPWeighter, NoGuide, Selector  # noqa: E402
+from lppo_sampling.strategy import Strategy  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -426,3 +435,212 @@ def test_resume_through_verl_checkpoint_continues_exactly(model_dir, tmp_path) -
     with pytest.raises(ValueError, match=r"data\.lppo\.strategy.*'lp_weighting'"):
         other.fit()
     assert other.actor_rollout_wg.updates == []
+
+
+# ----------------------------------------------------------- bad input at start-up
+def test_bad_settings_fail_at_start_naming_the_setting(model_dir, tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"data\.lppo\.strategy.*unknown strategy 'lpoo'"):
+        start_run(compose(model_dir, tmp_path / "a", strategy="lpoo"))
+    # a ±1 scorer (verl's default math_dapo) with the default [0, 1] range
+    cfg = compose(model_dir, tmp_path / "b", "reward.custom_reward_function.path=null")
+    OmegaConf.set_struct(cfg, False)
+    problems_parquet(tmp_path / "b" / "train.parquet", data_source="math_dapo")
+    with pytest.raises(ValueError, match=r"data\.lppo\.reward_range=\[-1,1\]"):
+        start_run(cfg)
+    # an unknown data_source without a custom reward function
+    problems_parquet(tmp_path / "b" / "train.parquet", data_source="lppo")
+    with pytest.raises(ValueError, match=r"reward\.custom_reward_function\.path"):
+        start_run(cfg)
+    with pytest.raises(ValueError, match=r"data\.lppo\.kwargs\.group_size=3"):
+        start_run(compose(model_dir, tmp_path / "c", "actor_rollout_ref.rollout.n=3"))
+    with pytest.raises(ValueError, match=r"algorithm\.adv_estimator=lppo_grpo"):
+        start_run(compose(model_dir, tmp_path / "d", "algorithm.adv_estimator=lppo_grpo"))
+    with pytest.raises(ValueError, match=r"data\.lppo\.prefix_fn"):
+        start_run(compose(model_dir, tmp_path / "e", "data.lppo.prefix_fn.path=null"))
+    # a reward function outside the declared range is named on the first step
+    config = compose(model_dir, tmp_path / "f", reward_range=(-1, 1))
+    OmegaConf.update(config, "data.lppo.reward_range", [0, 1])
+    trainer, _ = start_run(config)
+    with pytest.raises(ValueError, match=r"data\.lppo\.reward_range"):
+        trainer.fit()
+
+
+def test_dataset_without_stable_keys_is_refused(model_dir, tmp_path) -> None:
+    cfg = compose(model_dir, tmp_path)
+    rows = [{"data_source": "t", "prompt": [{"role": "user", "content": f"What is {i}+{i}?"}],
+             "reward_model": {"style": "rule", "ground_truth": str(2 * i)},
+             "extra_info": {"split": "train"}} for i in range(N)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
+    with pytest.raises(ValueError, match=r"data\.train_files: row 0 has no extra_info\.index"):
+        start_run(cfg)
+
+
+def test_v1_trainer_is_refused_at_start(dataset, tmp_path, tiny_tokenizer) -> None:
+    v1 = pytest.importorskip("verl.trainer.ppo.v1.trainer_base")  # needs transfer_queue
+    cfg = OmegaConf.create({**DATA_CFG, "cache_dir": str(tmp_path / "c"),
+                            "lppo": {"strategy": "uniform", "kwargs": {"group_size": 2}}})
+    ds = lv.LPPODataset(data_files=dataset.data_files, tokenizer=tiny_tokenizer, config=cfg)
+    with pytest.raises(ValueError, match=r"trainer\.use_v1=False"):
+        v1.create_rl_sampler(cfg, ds)   # what PPOTrainer._init_dataloader calls next
+
+
+# ------------------------------------------------------------------- unit level
+class LowestPassFirst(Selector):
+    """Unseen samples first, then the lowest EMA pass rate (deterministic; for tests)."""
+
+    def select(self, stats, n, rng):
+        score = np.where(stats.seen(), stats["ema"][: len(stats)], -1.0)
+        return np.argsort(score, kind="stable")[:n].astype(np.int64)
+
+
+def curriculum() -> Strategy:
+    return Strategy(selector=LowestPassFirst(), guide=NoGuide(), filter=KeepAll(),
+                    weighter=LPWeighter(), group_size=2, seed=0)
+
+
+@pytest.fixture()
+def dataset(tmp_path, tiny_tokenizer):
+    path = problems_parquet(tmp_path / "unit.parquet")
+    cfg = OmegaConf.create({**DATA_CFG, "cache_dir": str(tmp_path / "cache")})
+    return RLHFDataset(data_files=path, tokenizer=tiny_tokenizer, config=cfg)
+
+
+def loader(ds, sampler):
+    return StatefulDataLoader(ds, batch_size=4, sampler=sampler, collate_fn=collate_fn,
+                              drop_last=True, num_workers=0)
+
+
+def step_batch(batch_dict, n, passed: set) -> DataProto:
+    """fit()'s layout for the unit tests: tagged uid per prompt, n responses, no index."""
+    b = DataProto.from_single_dict(batch_dict)
+    b.non_tensor_batch["uid"] = np.array([str(uuid.uuid4()) for _ in range(len(b))], dtype=object)
+    lv.tag_uids(b)
+    b.non_tensor_batch.pop("index")
+    b = b.repeat(n, interleave=True)
+    scores = torch.zeros(len(b), 5)
+    keys = lv.batch_keys(b)
+    scores[:, -1] = torch.tensor([float(k in passed) for k in keys])
+    b.batch["token_level_scores"] = scores
+    b.batch["response_mask"] = torch.ones(len(b), 5)
+    return b
+
+
+def test_sampler_follows_strategy_after_update(dataset) -> None:
+    strat = curriculum()
+    sampler = lv.LPPOSampler(dataset, OmegaConf.create(DATA_CFG), strategy=strat)
+    assert sorted(sampler.positions) == [10 * i for i in range(N)]
+    it = iter(loader(dataset, sampler))
+    first = next(it)
+    assert [int(k) for k in first["index"]] == [0, 10, 20, 30]      # unseen first
+    sampler.update(step_batch(first, 2, passed={0, 10}))
+    second = next(it)
+    assert [int(k) for k in second["index"]] == [40, 50, 60, 70]
+    sampler.update(step_batch(second, 2, passed={40, 50, 60}))
+    third = next(iter(loader(dataset, sampler)))                    # lowest pass rate first
+    assert [int(k) for k in third["index"]][:3] == [20, 30, 70]
+    rows = strat.stats.rows(np.array([0, 20]))
+    assert strat.stats["reward_sum"][rows].tolist() == [2.0, 0.0]
+    assert strat.stats["n_rollouts"][rows].tolist() == [2, 2]
+
+
+@settings(max_examples=25, deadline=None)
+@given(keys=st.lists(st.one_of(st.integers(-10**6, 10**6), st.text(min_size=1, max_size=8)),
+                     min_size=1, max_size=12, unique=True),
+       data=st.data())
+def test_uid_tags_round_trip_and_keep_groups(keys, data) -> None:
+    """Tagging keeps uids unique per group (GRPO grouping unchanged) and recovers every key."""
+    uids = data.draw(st.lists(st.uuids().map(str), min_size=len(keys), max_size=len(keys),
+                              unique=True))
+    infos = np.empty(len(keys), dtype=object)
+    infos[:] = [{"index": k} for k in keys]
+    b = DataProto.from_dict(tensors={"x": torch.zeros(len(keys), 1)},
+                            non_tensors={"uid": np.array(uids, dtype=object),
+                                         "extra_info": infos})
+    lv.tag_uids(lv.tag_uids(b))                      # idempotent
+    assert lv.keys_from_uids(b.non_tensor_batch["uid"]) == list(keys)
+    assert len(set(b.non_tensor_batch["uid"])) == len(keys)
+    r = b.repeat(3, interleave=True)
+    assert lv.batch_keys(r) == [k for k in keys for _ in range(3)]
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16), g=st.integers(1, 4))
+def test_attach_prefixes_follows_the_plan_per_slot(seed, g) -> None:
+    """Row j of a uid gets slot j's planned prefix; unguided slots get ''; the agent loop
+    is ours exactly for the rows of a training batch."""
+    strat = make_strategy("prefix_guidance", group_size=g, seed=seed, guided_fraction=1.0)
+    keys = np.arange(4) * 10
+    s = lv.LPPOSampler(None, strategy=strat, batch_size=4, keys=keys,
+                       prefix_fn=lambda row, ratio: f"<{row['extra_info']['index']}:{ratio:.3f}>")
+    strat.add_samples(keys, has_solution=np.array([True, True, False, True]))
+    strat.observe(GroupResults.build(keys, np.zeros((4, g))))        # all stuck
+    infos = np.empty(4, dtype=object)
+    infos[:] = [{"index": int(k)} for k in keys]
+    b = DataProto.from_dict(tensors={"x": torch.zeros(4, 1)},
+                            non_tensors={"uid": np.array([f"u{i}" for i in range(4)], object),
+                                         "extra_info": infos})
+    lv.tag_uids(b)
+    gen = b.repeat(g, interleave=True)
+    rng_state = strat.rng.bit_generator.state
+    ratios = s.attach_prefixes(gen)
+    strat.rng.bit_generator.state = rng_state
+    plan = strat.plan(keys)                                           # the same plan again
+    np.testing.assert_array_equal(ratios, plan.prefix_ratios.reshape(-1))
+    want = [f"<{k}:{r:.3f}>" if r > 0 else "" for k, r in
+            zip(np.repeat(keys, g), plan.prefix_ratios.reshape(-1), strict=True)]
+    assert list(gen.non_tensor_batch["lppo_prefix"]) == want
+    assert not any(want[i] for i in range(2 * g, 3 * g))              # no solution: unguided
+    assert set(gen.non_tensor_batch["agent_name"]) == {"lppo_prefix_agent"}
+
+
+def test_weighted_estimator_through_verl_dispatch(dataset) -> None:
+    assert core_algos.get_adv_estimator_fn("lppo_grpo") is lv.compute_lppo_grpo_advantage
+    strat = make_strategy("lp_weighting", group_size=4, seed=0)
+    sampler = lv.LPPOSampler(dataset, OmegaConf.create(DATA_CFG), strategy=strat).bind()
+    keys = np.array([10 * i for i in range(N)])
+    strat.observe(GroupResults.build(keys, np.full((N, 4), 0.5)))   # seen: next Δ ≠ 0
+    batch = step_batch(next(iter(loader(dataset, sampler))), 4, passed=set())
+    rng = np.random.default_rng(0)
+    batch.batch["token_level_scores"][:, -1] = torch.tensor(rng.integers(0, 2, len(batch)),
+                                                            dtype=torch.float32)
+    batch.batch["token_level_rewards"] = batch.batch["token_level_scores"].clone()
+    step0 = strat.stats.step
+    cfg = OmegaConf.create({"norm_adv_by_std_in_grpo": True, "use_kl_in_reward": False})
+    out = compute_advantage(batch, adv_estimator="lppo_grpo", config=cfg)
+    assert strat.stats.step == step0 + 1                # the estimator observed the rewards
+    base, _ = core_algos.compute_grpo_outcome_advantage(
+        batch.batch["token_level_rewards"], batch.batch["response_mask"],
+        batch.non_tensor_batch["uid"])
+    w = strat.weights(np.asarray(lv.batch_keys(batch), np.int64))
+    assert not np.allclose(w, 1.0)
+    torch.testing.assert_close(out.batch["advantages"],
+                               base * torch.as_tensor(w, dtype=base.dtype)[:, None])
+    sampler.update(out)                                 # same uids: not counted twice
+    assert strat.stats.step == step0 + 1
+    with pytest.raises(ValueError, match="use_kl_in_reward"):
+        compute_advantage(batch, adv_estimator="lppo_grpo",
+                          config=OmegaConf.create({"use_kl_in_reward": True}))
+
+
+def test_validation_and_parquet_helper(dataset, tmp_path, tiny_tokenizer) -> None:
+    with pytest.raises(ValueError, match="dataloader_num_workers"):
+        lv.LPPOSampler(dataset, OmegaConf.create({**DATA_CFG, "dataloader_num_workers": 2}),
+                       strategy=curriculum())
+    with pytest.raises(ValueError, match=r"data\.lppo\.strategy"):
+        lv.LPPOSampler(dataset, OmegaConf.create(DATA_CFG))
+    with pytest.raises(ValueError, match="duplicate"):
+        lv.LPPOSampler(dataset, batch_size=2, strategy=curriculum(), keys=[1] * N)
+    path = lv.to_verl_parquet(
+        [{"id": "a", "question": "1+1?", "answer": "2"}, {"id": "b", "question": "2+2?",
+                                                           "answer": "4", "solution": "2+2=4"}],
+        tmp_path / "p.parquet")
+    ds = RLHFDataset(data_files=str(path), tokenizer=tiny_tokenizer,
+                     config=OmegaConf.create({**DATA_CFG, "cache_dir": str(tmp_path / "c2")}))
+    assert lv.dataset_keys(ds) == [0, 1]
+    row = ds[1]
+    assert row["index"] == 1 and row["extra_info"]["sample_id"] == "b"
+    assert row["reward_model"]["ground_truth"] == "4"
+    # verl's default scorer accepts the data_source it writes (no NotImplementedError)
+    from verl.utils.reward_score import default_compute_score
+
+    assert default_compute_score(row["data_source"], "#### 4", "4") == 1.0
