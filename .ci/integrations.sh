@@ -25,7 +25,7 @@ if [[ "${LPPO_INTEG_REUSE:-0}" != 1 || ! -x "$VENV/bin/python" ]]; then
   PIP="$VENV/bin/pip"
   "$PIP" install -q torch==2.13.0
   stamp "torch"
-  "$PIP" install -q "trl>=1.16,<1.17" "transformers>=5.16.1,<5.20" pytest
+  "$PIP" install -q "trl>=1.16,<1.17" "transformers>=5.16.1,<5.20" pytest hypothesis
   stamp "trl"
   # verl 0.9.1 and openrlhf 0.11.2 without their pins (transformers, ray, flash-attn,
   # deepspeed); then what their imports need. Never verl extras: they pin torch==2.11.
