@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import gymnasium
 
-from lppo_env.answers import contains_answer, extract_final_answer, parse_number
+from lppo_env.answers import (
+    contains_answer,
+    extract_final_answer,
+    parse_number,
+    strip_unit_words,
+)
 from lppo_env.default_data import (
     arithmetic_problems,
     default_problems,
@@ -21,7 +26,13 @@ from lppo_env.env import (
     group_options,
     make_group_env,
 )
-from lppo_env.errors import DataError, DuplicateIdError, LppoEnvError, UnknownDatasetError
+from lppo_env.errors import (
+    DataError,
+    DuplicateIdError,
+    LppoEnvError,
+    UnknownDatasetError,
+    VerifierError,
+)
 from lppo_env.loaders import (
     FieldMapping,
     dataset_names,
@@ -67,6 +78,7 @@ __all__ = [
     "extract_final_answer",
     "parse_number",
     "contains_answer",
+    "strip_unit_words",
     "MathVerifier",
     "VerifyResult",
     "fast_verdict",
@@ -85,6 +97,7 @@ __all__ = [
     "DataError",
     "DuplicateIdError",
     "UnknownDatasetError",
+    "VerifierError",
 ]
 
 ENV_ID = "lppo/MathReasoning-v0"

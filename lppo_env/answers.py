@@ -18,6 +18,7 @@ __all__ = [
     "parse_number",
     "contains_answer",
     "clean_text",
+    "strip_unit_words",
 ]
 
 _ANNOTATION_RE = re.compile(r"<<[^<>\n]*>>")
@@ -32,6 +33,24 @@ _PLAIN_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\d*\.\d
 _SLASH_FRACTION_RE = re.compile(r"(-?\d+)/(\d+)")
 _LATEX_FRAC_FULL_RE = re.compile(r"(-?)\\[dt]?frac\{(-?\d+)\}\{(\d+)\}")
 _SPACING_RE = re.compile(r"\\[!,;: ]|\\left|\\right|\s+")
+# One unit at the end of an answer: a word (after a space) or \text{...}-like words,
+# optionally squared or cubed ("cm^2"). Anchored at the end; stripped right to left.
+_TRAILING_UNIT_RE = re.compile(
+    r"(?:(?:\s|\\[,;:! ]|~)+(?P<word>[A-Za-z]{2,})"
+    r"|(?:\s|\\[,;:! ]|~)*\\(?:text|textrm|textnormal|textit|textbf|mathrm|mbox)\s*"
+    r"\{(?P<text>[^{}\\]*)\})"
+    r"(?:\^\{?[23]\}?)?\.?$"
+)
+# Two-letter words that are units; any other unit word must have three letters or more
+# (so "5 xy" stays an expression for math-verify).
+_SHORT_UNITS = frozenset(
+    "cm mm km nm kg mg ml mL ft in yd mi lb oz hr am pm AM PM kW".split()
+)
+# Words that are mathematics, not units: "2 pi" is not 2.
+_MATH_WORDS = frozenset(
+    "pi sqrt ln log lg exp sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh "
+    "mod inf infty infinity choose over cdot times div pm mp".split()
+)
 
 
 def strip_calculator_annotations(text: str) -> str:
@@ -133,6 +152,36 @@ def parse_number(text: str) -> Fraction | None:
         value = Fraction(int(m.group(2)), int(m.group(3)))
         return -value if m.group(1) else value
     return None
+
+
+def strip_unit_words(answer: str) -> str:
+    r"""The number of "<number> <unit words>" ("18 dollars", "18\text{ dollars}"), else `answer`.
+
+    Why: math-verify reads "18 dollars" as a product of symbols and scores it wrong
+    against 18, although "The answer is 18 dollars." (last number) scores right. Only
+    a plain number (`parse_number`) followed by words is stripped; words that are
+    mathematics ("pi", "sqrt") and single letters ("5 x") are left for math-verify.
+    Answers longer than 200 characters are returned as they are (bounds the work).
+    """
+    if len(answer) > 200:
+        return answer
+    head = answer.strip()
+    stripped = False
+    while head:
+        m = _TRAILING_UNIT_RE.search(head)
+        if m is None:
+            break
+        word = m.group("word")
+        if word is not None:
+            if word.lower() in _MATH_WORDS or (len(word) == 2 and word not in _SHORT_UNITS):
+                break
+        elif not any(ch.isalpha() for ch in m.group("text")):
+            break
+        head = head[: m.start()].rstrip()
+        stripped = True
+    if stripped and head and parse_number(head) is not None:
+        return head
+    return answer
 
 
 def _squash(text: str) -> str:

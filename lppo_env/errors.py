@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["LppoEnvError", "DataError", "DuplicateIdError", "UnknownDatasetError"]
+__all__ = [
+    "LppoEnvError", "DataError", "DuplicateIdError", "UnknownDatasetError", "VerifierError",
+]
 
 
 class LppoEnvError(Exception):
@@ -56,3 +58,7 @@ class DuplicateIdError(DataError):
 
 class UnknownDatasetError(LppoEnvError, ValueError):
     """`load_problems` got a name that is neither a registered dataset nor an existing file."""
+
+
+class VerifierError(LppoEnvError, RuntimeError):
+    """The math-verify workers cannot run here; raised rather than scoring items 0."""

@@ -15,16 +15,26 @@ the pool is skipped; only symbolic answers (fractions in odd forms, radicals, se
 units) pay for IPC. The pool takes items in chunks (one message per chunk, not per
 item) and streams results back one by one so each item still has its own deadline.
 
-Workers start with `forkserver` (`spawn` where unavailable), never `fork`: training
-imports torch in the parent, and forking a process with torch's threads is unsafe.
+Why a server of our own (`lppo_env._verify_server`) rather than `multiprocessing`:
+its `spawn` and `forkserver` methods re-run the caller's main script in each worker
+(a script without `if __name__ == "__main__":` then had every pool item scored 0),
+daemonic processes (`AsyncVectorEnv` workers) may not start `multiprocessing`
+children, and `fork` copies torch's threads. The server is a fresh `python -c`
+started with `subprocess`, which works from any script and any process; it warms
+math-verify once and forks workers that are ready in milliseconds. If the workers
+cannot run, the verifier raises `VerifierError`: it never scores items 0 instead.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import logging
-import multiprocessing as mp
 import os
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import weakref
@@ -36,7 +46,8 @@ from functools import lru_cache
 from multiprocessing.connection import Connection, wait
 from typing import Any, Literal
 
-from lppo_env.answers import clean_text, extract_final_answer, parse_number
+from lppo_env.answers import clean_text, extract_final_answer, parse_number, strip_unit_words
+from lppo_env.errors import VerifierError
 
 __all__ = [
     "Status",
@@ -47,6 +58,7 @@ __all__ = [
     "compute_score",
     "make_trl_reward",
     "GOLD_UNPARSEABLE",
+    "VerifierError",
 ]
 
 Status = Literal["ok", "no_answer", "timeout", "error"]
@@ -93,8 +105,9 @@ def fast_verdict(
 ) -> VerifyResult | None:
     """Decide a case without math-verify when that is cheap and certain, else None.
 
-    Decided here: no extracted answer; an absurdly long answer; both sides plain numbers
-    (equal, or different by more than 1e-6 relative: math-verify rounds floats, so
+    Decided here: no extracted answer; an absurdly long answer; both sides plain numbers,
+    unit words after a number ignored (`strip_unit_words`: "18 dollars" is 18), and
+    equal, or different by more than 1e-6 relative (math-verify rounds floats, so
     near-equal values are left to it).
     """
     if answer is None or not answer.strip():
@@ -102,8 +115,8 @@ def fast_verdict(
     if len(answer) > max_answer_chars:
         return VerifyResult(0.0, answer[:80], "no_answer",
                             f"answer longer than {max_answer_chars} characters")
-    gold_value = parse_number(gold)
-    value = parse_number(answer)
+    gold_value = parse_number(strip_unit_words(gold))
+    value = parse_number(strip_unit_words(answer))
     if gold_value is None or value is None:
         return None
     if value == gold_value:
@@ -162,37 +175,153 @@ def _worker_main(conn: Connection) -> None:
 # ----------------------------------------------------------------------------- parent side
 
 
-class _Worker:
-    """A worker process, its pipe, and the items it is working on (head = current)."""
+def _platform_problem() -> str | None:
+    """Why workers cannot be started here, or None (checked when a verifier is built)."""
+    if not hasattr(os, "fork") or not hasattr(socket, "send_fds") or not hasattr(socket, "AF_UNIX"):
+        return ("MathVerifier needs os.fork and Unix sockets to run math-verify in worker "
+                f"processes, which this platform ({sys.platform}) lacks; run on Linux or macOS")
+    if not sys.executable or not os.path.isfile(sys.executable):
+        return ("MathVerifier starts its worker server with sys.executable, got "
+                f"{sys.executable!r}; run from a regular Python interpreter")
+    return None
 
-    def __init__(self, ctx: Any) -> None:
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=_worker_main, args=(child,), daemon=True,
-                                   name="lppo-math-verify")
-        self.process.start()
-        child.close()
+
+class _Server:
+    """The fork server (`lppo_env._verify_server`): a fresh Python that forks warm workers."""
+
+    def __init__(self, startup_timeout: float) -> None:
+        from lppo_env._verify_server import READY, REQUEST_SIZE
+
+        self.stderr = tempfile.TemporaryFile()
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        code = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+                "from lppo_env._verify_server import serve; serve(int(sys.argv[2]))")
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", code, json.dumps(sys.path), str(child.fileno())],
+                pass_fds=[child.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=self.stderr, start_new_session=True,
+            )
+        except OSError as e:
+            parent.close()
+            self.stderr.close()
+            raise VerifierError(f"MathVerifier could not start its worker server with "
+                                f"{sys.executable!r}: {e}") from e
+        finally:
+            child.close()
+        self.sock = parent
+        self.owner = os.getpid()
+        self.sock.settimeout(startup_timeout)
+        try:
+            hello = _recv_exact(self.sock, REQUEST_SIZE)
+        except OSError:  # includes socket.timeout
+            hello = b""
+        if hello[:1] != READY:
+            reason = self.failure(f"did not become ready within {startup_timeout} s")
+            self.close()
+            raise VerifierError(reason)
+
+    def failure(self, what: str) -> str:
+        """One line on why the server failed, with the last line it wrote to stderr."""
+        try:  # a server that closed its socket is exiting: give it a moment to be reaped
+            self.process.wait(timeout=2.0)
+            what = f"exited with code {self.process.returncode}"
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            self.stderr.seek(0)
+            lines = self.stderr.read().decode("utf-8", "replace").strip().splitlines()
+        except (OSError, ValueError):
+            lines = []
+        last = f": {lines[-1]}" if lines else ""
+        return (f"MathVerifier's worker server ({sys.executable} -c ...) {what}{last}. "
+                "Check that this Python can `import lppo_env, math_verify`.")
+
+    def fork(self) -> tuple[int, Connection]:
+        """A new worker: its pid and the parent's end of its socket (OSError if the server died)."""
+        from lppo_env._verify_server import FORK
+
+        self.sock.sendall(FORK + bytes(8))
+        data, fds, _, _ = socket.recv_fds(self.sock, 8, 1)
+        if not fds:
+            raise OSError("the verifier's worker server closed its socket")
+        if len(data) < 8:
+            data += _recv_exact(self.sock, 8 - len(data))
+        return int.from_bytes(data, "big"), Connection(fds[0])
+
+    def kill(self, pid: int) -> None:
+        from lppo_env._verify_server import KILL
+
+        try:
+            self.sock.sendall(KILL + pid.to_bytes(8, "big"))
+        except OSError:
+            pass  # a dead server took its workers with it
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        """End the server: closing its socket makes it kill every worker and exit."""
+        self.sock.close()
+        if self.owner == os.getpid():
+            try:
+                self.process.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=2.0)
+        self.stderr.close()
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class _Worker:
+    """A worker process, its socket, and the items it is working on (head = current)."""
+
+    def __init__(self, server: _Server) -> None:
+        self.pid, self.conn = server.fork()
         self.born = time.monotonic()
         self.ready = False
         self.inflight: deque[tuple[int, str, str]] = deque()
         self.started = 0.0  # when the head item started
 
-    def stop(self, *, graceful: bool) -> None:
-        if graceful and self.process.is_alive():
-            try:
-                self.conn.send(None)
-            except (OSError, ValueError):
-                pass
-            self.process.join(timeout=1.0)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join(timeout=1.0)
+    def stop(self, server: _Server | None) -> None:
+        if server is not None:
+            server.kill(self.pid)
         self.conn.close()
 
 
-def _stop_all(workers: list[_Worker]) -> None:
-    for w in workers:
-        w.stop(graceful=False)
-    workers.clear()
+class _Pool:
+    """The server and its workers, owned by the process that started them.
+
+    Why the owner pid: a process forked from the caller (e.g. an `AsyncVectorEnv`
+    worker under the `fork` start method) inherits these sockets; it must drop them
+    without a word (a message would reach the parent's server) and start its own.
+    """
+
+    def __init__(self) -> None:
+        self.owner = os.getpid()
+        self.server: _Server | None = None
+        self.workers: list[_Worker] = []
+
+    def shutdown(self) -> None:
+        mine = self.owner == os.getpid()
+        for w in self.workers:
+            w.conn.close()
+        self.workers.clear()
+        if self.server is not None:
+            if mine:
+                self.server.close()
+            else:
+                self.server.sock.close()
+            self.server = None
 
 
 class MathVerifier:
@@ -210,8 +339,14 @@ class MathVerifier:
         max_answer_chars: longer extracted answers are "no_answer" without parsing.
         chunk_size: items per message to a worker.
         fast_path: decide plain-number cases in-process (see `fast_verdict`).
-        start_method: "forkserver" (default on POSIX) or "spawn"; "fork" is refused.
-        startup_timeout: seconds a new worker may take to become ready.
+        startup_timeout: seconds the worker server may take to start (it imports
+            math-verify once) and a new worker to become ready.
+
+    Raises:
+        VerifierError: at construction, when this platform cannot run the workers
+            (no `os.fork`/Unix sockets, no `sys.executable`); on first use, when the
+            worker server cannot start (the message gives its last stderr line). A
+            verifier that cannot work says so: it never scores items 0 instead.
 
     Example:
         >>> with MathVerifier() as v:  # doctest: +SKIP
@@ -228,7 +363,6 @@ class MathVerifier:
         max_answer_chars: int = 1000,
         chunk_size: int = 32,
         fast_path: bool = True,
-        start_method: str | None = None,
         startup_timeout: float = 60.0,
     ) -> None:
         n = num_workers if num_workers is not None else min(2, os.cpu_count() or 1)
@@ -241,29 +375,19 @@ class MathVerifier:
                             ("max_answer_chars", max_answer_chars), ("chunk_size", chunk_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"MathVerifier expects {name} >= 1, got {value!r}")
-        if start_method is None:
-            start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        if start_method not in ("forkserver", "spawn"):
-            raise ValueError(
-                f"MathVerifier expects start_method 'forkserver' or 'spawn', got {start_method!r} "
-                "(fork is unsafe once torch is imported)"
-            )
+        problem = _platform_problem()
+        if problem is not None:
+            raise VerifierError(problem)
         self.num_workers = n
         self.deadline = float(deadline)
         self.max_completion_chars = max_completion_chars
         self.max_answer_chars = max_answer_chars
         self.chunk_size = chunk_size
         self.fast_path = fast_path
-        self.start_method = start_method
         self.startup_timeout = float(startup_timeout)
-        self._ctx = mp.get_context(start_method)
-        if start_method == "forkserver":
-            # Workers fork from a server that already imported math-verify: a replaced
-            # worker is ready in milliseconds instead of a second.
-            self._ctx.set_forkserver_preload(["lppo_env._warm_math_verify"])
-        self._workers: list[_Worker] = []
         self._lock = threading.RLock()
-        self._finalizer = weakref.finalize(self, _stop_all, self._workers)
+        self._pool = _Pool()
+        self._finalizer = weakref.finalize(self, self._pool.shutdown)
         self.stats: dict[str, int] = {
             "items": 0, "fast": 0, "pool": 0, "timeouts": 0, "errors": 0, "restarts": 0,
         }
@@ -280,11 +404,9 @@ class MathVerifier:
         return self
 
     def close(self) -> None:
-        """Stop the workers (gracefully, then by force). Safe to call twice."""
+        """Stop the server and its workers. Safe to call twice."""
         with self._lock:
-            for w in self._workers:
-                w.stop(graceful=True)
-            self._workers.clear()
+            self._pool.shutdown()
 
     def __enter__(self) -> MathVerifier:
         return self
@@ -312,13 +434,14 @@ class MathVerifier:
             "num_workers": self.num_workers, "deadline": self.deadline,
             "max_completion_chars": self.max_completion_chars,
             "max_answer_chars": self.max_answer_chars, "chunk_size": self.chunk_size,
-            "fast_path": self.fast_path, "start_method": self.start_method,
-            "startup_timeout": self.startup_timeout,
+            "fast_path": self.fast_path, "startup_timeout": self.startup_timeout,
         }
 
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for monitoring and tests)."""
-        return [w.process.pid for w in self._workers if w.process.pid is not None]
+        with self._lock:
+            self._own_pool()
+            return [w.pid for w in self._pool.workers]
 
     # -- public API ------------------------------------------------------------------
 
@@ -377,7 +500,7 @@ class MathVerifier:
             if isinstance(completion, str) and len(completion) > self.max_completion_chars:
                 completion = completion[-self.max_completion_chars:]
             text = clean_text(completion)[-self.max_completion_chars:]
-            gold_text = clean_text(gold).strip()
+            gold_text = strip_unit_words(clean_text(gold).strip())
             if not gold_text:
                 return VerifyResult(0.0, None, "error", GOLD_UNPARSEABLE), None
             answer = extract_final_answer(text)
@@ -386,16 +509,53 @@ class MathVerifier:
                 if verdict is not None:
                     return verdict, None
             assert answer is not None
-            return None, (gold_text, answer)
+            return None, (gold_text, strip_unit_words(answer))
         except Exception as e:  # defensive: the caller must never crash on input
             return VerifyResult(0.0, None, "error", f"{type(e).__name__}: {str(e)[:160]}"), None
 
+    @property
+    def _workers(self) -> list[_Worker]:
+        return self._pool.workers
+
+    def _own_pool(self) -> None:
+        """In a process forked from the owner, drop the inherited pool and start afresh."""
+        if self._pool.owner != os.getpid():
+            self._finalizer.detach()
+            self._pool.shutdown()
+            self._pool = _Pool()
+            self._finalizer = weakref.finalize(self, self._pool.shutdown)
+
+    def _server(self) -> _Server:
+        pool = self._pool
+        if pool.server is not None and not pool.server.alive():
+            for w in pool.workers:  # a dead server took its workers with it
+                w.conn.close()
+            pool.workers.clear()
+            pool.server.close()
+            pool.server = None
+        if pool.server is None:
+            pool.server = _Server(self.startup_timeout)
+        return pool.server
+
     def _ensure_workers(self) -> None:
+        self._own_pool()
         while len(self._workers) < self.num_workers:
-            self._workers.append(_Worker(self._ctx))
+            try:
+                worker = _Worker(self._server())
+            except OSError:  # the server died since the check: one fresh start
+                if self._pool.server is not None:
+                    self._pool.server.close()
+                    self._pool.server = None
+                try:
+                    worker = _Worker(self._server())
+                except OSError as e:
+                    raise VerifierError(
+                        f"MathVerifier could not fork a worker from its server: {e}"
+                    ) from e
+            self._workers.append(worker)
 
     def _replace(self, worker: _Worker) -> None:
-        worker.stop(graceful=False)
+        worker.stop(self._pool.server)
         self._workers.remove(worker)
         self.stats["restarts"] += 1
         self._ensure_workers()
@@ -443,9 +603,10 @@ class MathVerifier:
                     w.inflight.extend(chunk)
                     w.started = now
             if failed_starts > 2 * self.num_workers:
-                for index in list(remaining):
-                    finish(index, 0.0, "error", "verifier workers failed to start")
-                return
+                raise VerifierError(
+                    f"MathVerifier's workers died {failed_starts} times before becoming "
+                    "ready; nothing was scored (a 0 here would be a wrong reward)"
+                )
             wake = [w.started + self.deadline for w in self._workers if w.inflight]
             wake += [w.born + self.startup_timeout for w in self._workers if not w.ready]
             if t_end is not None:
@@ -495,7 +656,7 @@ class MathVerifier:
                     index = w.inflight.popleft()[0]
                     if "finish" in hooks:
                         hooks["finish"](index, 0.0, "error",
-                                        f"verifier worker died (exit code {w.process.exitcode})")
+                                        "verifier worker died")
                     if queue is not None:
                         queue.extendleft(reversed(w.inflight))
                     w.inflight.clear()

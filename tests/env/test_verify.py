@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import json
+import multiprocessing as mp
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -13,11 +18,13 @@ from hypothesis import strategies as st
 from lppo_env import (
     MathProblem,
     MathVerifier,
+    VerifierError,
     compute_score,
     extract_final_answer,
     fast_verdict,
     make_trl_reward,
     parse_number,
+    strip_unit_words,
 )
 
 DEADLINE = 1.0
@@ -207,11 +214,133 @@ def test_closed_verifier_restarts_and_threads_are_safe() -> None:
     v.close()
 
 
-def test_fork_is_refused() -> None:
-    with pytest.raises(
-        ValueError, match="expects start_method 'forkserver' or 'spawn', got 'fork'"
-    ):
-        MathVerifier(start_method="fork")
+# MATH-style gold/answer pairs the fast path cannot decide: each needs the worker pool.
+SYMBOLIC_PAIRS = [
+    ("\\frac{\\sqrt{3}}{2}", "\\frac{\\sqrt3}{2}"), ("2\\sqrt{2}", "\\sqrt{8}"), ("x+1", "1+x"),
+    ("\\{1,2\\}", "\\{2,1\\}"), ("(1,2]", "(1, 2]"), ("\\frac{\\pi}{2}", "\\pi/2"),
+    ("(x-1)(x+1)", "x^2-1"), ("\\sqrt{45}", "3\\sqrt{5}"), ("50\\%", "50"),
+    ("90^\\circ", "90"), ("e^{2}", "e^2"), ("\\log_2 8", "3"),
+]
+
+UNGUARDED_SCRIPT = """
+import json, random, sys
+from lppo_env import MathVerifier, load_gsm8k
+
+with open(sys.argv[2], "a") as marker:  # counts how often this top level runs
+    marker.write("ran\\n")
+pairs = json.loads(sys.argv[3])
+sample = random.Random(0).sample(load_gsm8k(sys.argv[1]), 300)
+completions = [p.solution for p in sample] + [f"So \\\\boxed{{{a}}}." for _, a in pairs]
+golds = [p.answer for p in sample] + [g for g, _ in pairs]
+verifier = MathVerifier(deadline=5.0, fast_path=False)
+results = verifier.verify_batch(completions, golds)
+print(json.dumps({"rate": sum(r.reward for r in results) / len(results),
+                  "pool": verifier.stats["pool"],
+                  "bad": [(c[-40:], r.status, r.detail) for c, r in zip(completions, results)
+                          if r.reward != 1.0][:5]}))
+"""
+
+
+def test_unguarded_script_scores_every_gold_answer(tmp_path, gsm8k_path) -> None:
+    """Deliberate bug caught: workers started by `multiprocessing` spawn/forkserver
+    re-run the user's script (no `__main__` guard), fail to start, and every pool item
+    scored 0 ("workers failed to start") with no error: 93 % instead of 100 %.
+    """
+    script = tmp_path / "train_unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT, encoding="utf-8")
+    marker = tmp_path / "ran.txt"
+    out = subprocess.run(
+        [sys.executable, str(script), str(gsm8k_path), str(marker), json.dumps(SYMBOLIC_PAIRS)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["pool"] == 300 + len(SYMBOLIC_PAIRS)  # every item went through the pool
+    assert report["rate"] == 1.0, report["bad"]
+    assert marker.read_text().splitlines() == ["ran"]  # the workers never re-ran the script
+
+
+def _score_in_daemon(queue: Any, pairs: list[tuple[str, str]]) -> None:
+    v = MathVerifier(deadline=5.0, num_workers=1).start()
+    t0 = time.monotonic()
+    hang = v.verify("\\boxed{9^{9^{9^{9}}}}", "5")
+    elapsed = time.monotonic() - t0
+    results = v.verify_batch([f"\\boxed{{{a}}}" for _, a in pairs], [g for g, _ in pairs])
+    queue.put(([r.reward for r in results], hang.status, elapsed, v.stats["pool"]))
+    v.close()
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_reward_inside_a_daemonic_worker(start_method: str, verifier: MathVerifier) -> None:
+    """Deliberate bug caught: a daemonic process may not start `multiprocessing`
+    children, so every pool item scored 0 there. With "fork" the child also inherits
+    the parent's running pool (the session `verifier`), which it must not talk to.
+    """
+    verifier.start()  # a live pool in the parent, inherited by a forked child
+    ctx = mp.get_context(start_method)
+    queue = ctx.Queue()
+    worker = ctx.Process(target=_score_in_daemon, args=(queue, SYMBOLIC_PAIRS), daemon=True)
+    worker.start()
+    rewards, hang_status, elapsed, pool = queue.get(timeout=300)
+    worker.join(timeout=30)
+    assert rewards == [1.0] * len(SYMBOLIC_PAIRS)
+    assert pool == len(SYMBOLIC_PAIRS) + 1
+    assert hang_status == "timeout" and elapsed <= 5.0 + 2 * SLACK  # same deadline as anywhere
+    # the parent's pool is untouched by the child
+    assert verifier.verify("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").reward == 1.0
+
+
+def test_verifier_that_cannot_start_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deliberate bug caught: a pool that cannot start scored items 0 ("error") instead
+    of telling the user; now construction or first use raises `VerifierError`.
+    """
+    monkeypatch.setattr(sys, "executable", "")
+    with pytest.raises(VerifierError, match="starts its worker server with sys.executable"):
+        MathVerifier()
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    v = MathVerifier(num_workers=1, startup_timeout=20.0)
+    assert v.verify("\\boxed{72}", "72").reward == 1.0  # the fast path needs no worker
+    with pytest.raises(VerifierError, match="worker server .* exited with code 1"):
+        v.verify("\\boxed{\\sqrt{2}}", "\\sqrt{2}")
+    v.close()
+
+
+UNIT_WORDS = ["dollars", "cm", "apples", "square feet", "km", "minutes", "people", "hours"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    value=st.one_of(st.integers(-10**6, 10**6),
+                    st.decimals(-1000, 1000, places=2, allow_nan=False, allow_infinity=False)),
+    delta=st.sampled_from([0, 0, 7, -3]),  # > 1e-6 relative: decided by the fast path
+    unit=st.sampled_from(UNIT_WORDS),
+    style=st.sampled_from(["{v} {u}", "{v}\\text{{ {u}}}", "{v} \\text{{{u}}}",
+                           "{v}\\,\\mbox{{{u}}}", "\\${v} {u}", "{v} {u}."]),
+)
+def test_unit_words_in_boxed_score_like_the_bare_number(value, delta, unit, style) -> None:
+    """Deliberate bug caught: `\\boxed{18 dollars}` scored 0 against 18 (math-verify
+    reads the words as symbols) while "The answer is 18 dollars." scored 1.
+    """
+    gold = str(value + delta)
+    boxed = "Work.\n\\boxed{" + style.format(v=value, u=unit) + "}"
+    bare = "Work.\n\\boxed{" + str(value) + "}"
+    with_units = fast_verdict(extract_final_answer(boxed), gold)
+    plain = fast_verdict(extract_final_answer(bare), gold)
+    assert with_units is not None and plain is not None
+    assert with_units.reward == plain.reward == (1.0 if delta == 0 else 0.0)
+    assert strip_unit_words(f"{gold} {unit}") == gold  # a gold with units is read the same way
+
+
+@pytest.mark.parametrize("answer", ["5 xy", "2 pi", "5^2", "5 x", "3 \\sqrt{2}", "x dollars"])
+def test_unit_stripping_leaves_mathematics_alone(answer: str) -> None:
+    assert strip_unit_words(answer) == answer
+
+
+def test_units_through_the_verifier(verifier: MathVerifier) -> None:
+    completions = ["so \\boxed{18 dollars}", "so \\boxed{18\\text{ dollars}}",
+                   "\\boxed{19 dollars}", "The answer is 18 dollars.", "\\boxed{2 pi}"]
+    rewards = [r.reward for r in verifier.verify_batch(completions, ["18"] * 4 + ["2"])]
+    assert rewards == [1.0, 1.0, 0.0, 1.0, 0.0]
 
 
 @settings(max_examples=200, deadline=None)
