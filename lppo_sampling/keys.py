@@ -24,6 +24,7 @@ __all__ = ["KeyIndex", "as_key_array", "validate_keys"]
 
 Key = int | str
 _PLAIN = frozenset({int, str})  # key types that need no normalisation
+_RECENT = 4  # lookups remembered by KeyIndex (see KeyIndex._recent)
 
 
 def _as_key(k: object) -> Key:
@@ -100,6 +101,11 @@ class KeyIndex:
         self._identity = True
         self._row_of: dict[Key, int] | None = None
         self._keys: np.ndarray | None = None  # object array, row → key (dict mode)
+        # (keys as a list, their rows) of the last few lookups: a step looks up the same
+        # batch of keys up to five times (select, plan, observe, keep, weights), and a
+        # dict probe into a million-key table is a cache miss each. Rows never change
+        # once assigned (the index only grows), so a remembered answer stays right.
+        self._recent: list[tuple[list, np.ndarray]] = []
 
     def __len__(self) -> int:
         return self._n
@@ -120,15 +126,44 @@ class KeyIndex:
             rows = arr.astype(np.int64, copy=True).reshape(-1)
             rows[(rows < 0) | (rows >= self._n)] = -1
             return rows
-        items = arr.reshape(-1).tolist()
+        return self._lookup_items(arr.reshape(-1).tolist())
+
+    def find(self, keys: object, name: str = "keys") -> tuple[np.ndarray, np.ndarray]:
+        """Validated keys (see `validate_keys`) and their rows, -1 where unknown.
+
+        One pass over a batch of object keys: `tolist`, a type check, then a remembered
+        answer or one dict probe per key.
+        """
+        arr = as_key_array(keys, name)
+        if arr.dtype.kind != "O" or arr.ndim != 1 or self._identity:
+            arr = validate_keys(arr, name)
+            return arr, self.lookup(arr)
+        items = arr.tolist()
+        if not set(map(type, items)) <= _PLAIN:  # numpy scalars or bad keys: normalise
+            arr = validate_keys(arr, name)
+            items = arr.tolist()
+        return arr, self._lookup_items(items)
+
+    def _lookup_items(self, items: list) -> np.ndarray:
+        """Rows of plain int/str keys (-1 = unknown)."""
         if self._identity:
             out = np.full(len(items), -1, dtype=np.int64)
             for i, k in enumerate(items):
                 if type(k) is int and 0 <= k < self._n:
                     out[i] = k
             return out
+        for known, rows in self._recent:
+            if known == items:  # C-level compare; identical key objects short-circuit
+                return rows.copy()
         get = self._row_of.get  # type: ignore[union-attr]
-        return np.fromiter(map(get, items, repeat(-1)), np.int64, len(items))
+        rows = np.fromiter(map(get, items, repeat(-1)), np.int64, len(items))
+        if rows.size and rows.min() >= 0:
+            self._remember(items, rows)
+        return rows
+
+    def _remember(self, items: list, rows: np.ndarray) -> None:
+        self._recent.insert(0, (items, rows.copy()))
+        del self._recent[_RECENT:]
 
     def validate(self, keys: Sequence[object] | np.ndarray, name: str = "keys") -> np.ndarray:
         """Return `keys` as a 1-D array after checking every key is an int or str."""
@@ -140,12 +175,16 @@ class KeyIndex:
 
         Known keys keep their row; a key repeated within `keys` gets one row.
         """
-        arr = validate_keys(keys)
-        rows = self.lookup(arr)
+        arr, rows = self.find(keys)
+        return self.add_found(arr, rows)
+
+    def add_found(self, arr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """`add` for keys and rows already returned by `find` (no second pass over them)."""
         missing = rows < 0
         if not missing.any():
             return rows
-        new = list(dict.fromkeys(arr[missing].tolist()))
+        absent = arr[missing].tolist()
+        new = list(dict.fromkeys(absent))
         n0 = self._n
         if (
             self._identity
@@ -158,6 +197,9 @@ class KeyIndex:
             self._row_of.update(zip(new, range(n0, n0 + len(new)), strict=True))  # type: ignore[union-attr]
             self._append_keys(new)
             self._n += len(new)
+        if len(new) == len(absent):  # no repeats among the new keys: rows in order
+            rows[missing] = np.arange(n0, n0 + len(new))
+            return rows
         return self.lookup(arr)
 
     def _append_keys(self, new: list[Key]) -> None:
@@ -189,7 +231,9 @@ class KeyIndex:
         rows = np.asarray(rows, dtype=np.int64)
         if self._identity:
             return rows.copy()
-        return self._keys[rows]  # type: ignore[index]
+        keys = self._keys[rows]  # type: ignore[index]
+        self._remember(keys.tolist(), rows)  # the batch will be looked up next
+        return keys
 
     def all_keys(self) -> list[Key]:
         """Every key, in row order."""

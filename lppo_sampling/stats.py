@@ -184,7 +184,7 @@ class SampleStats:
             category: (n,) labels (str or int; e.g. data source, topic, difficulty level)
                 used by category-level strategies (SEC, DUMP, SAI-DPO), or None.
         """
-        arr = self.index.validate(keys)
+        arr, found = self.index.find(keys)
         flags = None
         if has_solution is not None:
             flags = bool_array("has_solution", has_solution, arr.shape)
@@ -212,7 +212,7 @@ class SampleStats:
         before = len(self.index)
         # reserve first so a failure cannot leave the index ahead of the columns
         self._reserve(before + arr.shape[0])
-        rows = self.index.add(arr)
+        rows = self.index.add_found(arr, found)
         if flags is not None:
             self._cols["has_solution"][rows] = flags
         if cat_ids is not None:
@@ -224,8 +224,11 @@ class SampleStats:
 
     def rows(self, keys: object, name: str = "keys") -> np.ndarray:
         """Rows of known keys; `ValueError` naming the first unknown key."""
-        arr = self.index.validate(keys, name)
-        rows = self.index.lookup(arr)
+        return self.find_rows(keys, name)[1]
+
+    def find_rows(self, keys: object, name: str = "keys") -> tuple[np.ndarray, np.ndarray]:
+        """Validated keys and their rows; `ValueError` naming the first unknown key."""
+        arr, rows = self.index.find(keys, name)
         if (rows < 0).any():
             bad = arr[int(np.flatnonzero(rows < 0)[0])]
             bad = bad.item() if isinstance(bad, np.generic) else bad
@@ -233,7 +236,7 @@ class SampleStats:
                 f"{name} holds a key not in the pool: {bad!r}; register samples with "
                 f"add_samples(keys) first"
             )
-        return rows
+        return arr, rows
 
     # ----------------------------------------------------------------- update
     def observe(self, results: GroupResults) -> np.ndarray:
@@ -245,7 +248,6 @@ class SampleStats:
         Returns:
             (n,) rows of `results.keys`.
         """
-        self.index.validate(results.keys)
         rows = self.register(results.keys)
         self.step += 1
         m, g, r = results.mask, results.guided, results.rewards

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lppo_sampling.batch import GroupResults, RolloutPlan
-from lppo_sampling.checks import check_int, check_seed
+from lppo_sampling.checks import check_bool, check_int, check_seed
 from lppo_sampling.roles import (
     Filter,
     Guide,
@@ -173,10 +173,10 @@ class Strategy:
 
     def _rows(self, keys: object) -> tuple[np.ndarray, np.ndarray]:
         """Validated keys and their rows; read calls never grow the pool (see add_samples)."""
-        arr = self.stats.index.validate(keys)
+        arr, rows = self.stats.find_rows(keys)
         if arr.shape[0] == 0:
             raise ValueError("keys is empty")
-        return arr, self.stats.rows(arr)
+        return arr, rows
 
     # --------------------------------------------------------------- metrics
     def metrics(self) -> dict[str, float]:
@@ -493,7 +493,7 @@ def lp_weighting(
     """LPPO ablation: LP-weighting only (uniform batches, no prefixes)."""
     return Strategy(
         selector=UniformSelector(), guide=NoGuide(), filter=KeepAll(),
-        weighter=LPWeighter(kappa, bias, normalize_weights),
+        weighter=LPWeighter(kappa, bias, check_bool("normalize_weights", normalize_weights)),
         group_size=group_size, beta=beta, seed=seed,
     )
 
@@ -534,6 +534,7 @@ def lppo(
     return Strategy(
         selector=UniformSelector(),
         guide=PrefixGuide(prefix_low, prefix_high, guided_fraction, stuck_threshold),
-        filter=KeepAll(), weighter=LPWeighter(kappa, bias, normalize_weights),
+        filter=KeepAll(),
+        weighter=LPWeighter(kappa, bias, check_bool("normalize_weights", normalize_weights)),
         group_size=group_size, beta=beta, seed=seed,
     )

@@ -19,6 +19,7 @@ from abc import abstractmethod
 import numpy as np
 
 from lppo_sampling.batch import GroupResults
+from lppo_sampling.checks import check_int
 from lppo_sampling.roles import KeepAll, NoGuide, Selector, UnitWeighter, check_range
 from lppo_sampling.stats import SampleStats
 from lppo_sampling.strategies import rules_peer
@@ -182,9 +183,7 @@ class DUMPSelector(ArmSelector):
         self, window: int = 300, c: float = 1.0, temperature: float = 0.1, epsilon: float = 1e-6
     ) -> None:
         super().__init__(epsilon)
-        if int(window) != window or window < 1:
-            raise ValueError(f"window must be an int >= 1, got {window!r}")
-        self.window = int(window)
+        self.window = check_int("window", window, 1)
         self.c = check_range("c", c, 0.0, np.inf)
         self.temperature = check_range("temperature", temperature, 0.0, np.inf, closed="right")
         self.values = np.zeros((1, self.window), np.float64)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lppo_sampling.batch import GroupResults, RolloutPlan
+from lppo_sampling.checks import check_int
 from lppo_sampling.roles import Filter, NoGuide, UniformSelector, UnitWeighter, check_range
 from lppo_sampling.stats import SampleStats
 from lppo_sampling.strategies import rules_peer
@@ -46,9 +47,7 @@ class _RefillingFilter(Filter):
 
     def __init__(self, oversample: float, max_num_gen_batches: int) -> None:
         self.oversample = check_range("oversample", oversample, 1.0, np.inf)
-        if int(max_num_gen_batches) != max_num_gen_batches:
-            raise ValueError(f"max_num_gen_batches must be an int, got {max_num_gen_batches!r}")
-        self.max_num_gen_batches = int(max_num_gen_batches)
+        self.max_num_gen_batches = check_int("max_num_gen_batches", max_num_gen_batches)
         self._last_keep_frac = float("nan")
 
     def oversampled_size(self, n: int) -> int:
@@ -219,16 +218,14 @@ def refill(
         ValueError: bad `target`, `oversample` or `gen_batch_size`.
         RefillError: the chunk limit was reached first.
     """
-    if int(target) != target or target < 1:
-        raise ValueError(f"target must be an int >= 1, got {target!r}")
-    target = int(target)
+    target = check_int("target", target, 1)
     flt = strategy.filter
     if gen_batch_size is None:
         factor = oversample if oversample is not None else getattr(flt, "oversample", 1.0)
         factor = check_range("oversample", factor, 1.0, np.inf)
         gen_batch_size = int(math.ceil(factor * target))
-    elif int(gen_batch_size) != gen_batch_size or gen_batch_size < 1:
-        raise ValueError(f"gen_batch_size must be an int >= 1, got {gen_batch_size!r}")
+    else:
+        gen_batch_size = check_int("gen_batch_size", gen_batch_size, 1)
     limit = max_num_gen_batches
     if limit is None:
         limit = getattr(flt, "max_num_gen_batches", 10)

@@ -20,6 +20,7 @@ import numpy as np
 
 from lppo_sampling import rules
 from lppo_sampling.batch import GroupResults
+from lppo_sampling.checks import check_bool
 from lppo_sampling.roles import (
     Guide,
     KeepAll,
@@ -205,7 +206,7 @@ def hint_lppo(
             initial_ratio, step_up, step_down, low, high, target, guided_fraction, stuck_threshold
         ),
         filter=KeepAll(),
-        weighter=LPWeighter(kappa, bias, normalize_weights),
+        weighter=LPWeighter(kappa, bias, check_bool("normalize_weights", normalize_weights)),
         group_size=group_size,
         beta=beta,
         seed=seed,

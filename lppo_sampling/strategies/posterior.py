@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from lppo_sampling.batch import GroupResults
-from lppo_sampling.checks import check_bool
+from lppo_sampling.checks import check_bool, check_int
 from lppo_sampling.roles import KeepAll, NoGuide, Selector, UnitWeighter, check_range
 from lppo_sampling.stats import SampleStats
 from lppo_sampling.strategies import rules_peer
@@ -282,8 +282,7 @@ def allocate_rollouts(
         raise ValueError(
             f"strategy must use a CurESSelector, got {type(strategy.selector).__name__}"
         )
-    if int(budget) != budget or budget < 0:
-        raise ValueError(f"budget must be an int >= 0, got {budget!r}")
+    budget = check_int("budget", budget, 0)
     rows = strategy.stats.rows(keys)
     return strategy.selector.rollout_allocation(strategy.stats, rows, int(budget), sigma)
 

@@ -28,6 +28,7 @@ import math
 import numpy as np
 
 from lppo_sampling.batch import GroupResults
+from lppo_sampling.checks import check_int
 from lppo_sampling.roles import NoGuide, Selector, UnitWeighter, check_range
 from lppo_sampling.stats import SampleStats
 from lppo_sampling.strategies import rules_peer
@@ -76,9 +77,7 @@ class SAIDPOSelector(Selector):
         correct_threshold: float = 0.5,
         error_floor: float = 0.0,
     ) -> None:
-        if int(k) != k or k < 2:
-            raise ValueError(f"k must be an int >= 2, got {k!r}")
-        self.k = int(k)
+        self.k = check_int("k", k, 2)
         self.probe_fraction = check_range(
             "probe_fraction", probe_fraction, 0.0, 1.0, closed="right"
         )
@@ -225,9 +224,8 @@ class SAIDPOSelector(Selector):
         size = len(stats)
         if n is None:
             n = max(1, int(math.ceil(self.probe_fraction * size)))
-        if int(n) != n or n < 1:
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
-        return rng.choice(size, size=min(int(n), size), replace=False).astype(np.int64)
+        n = check_int("n", n, 1)
+        return rng.choice(size, size=min(n, size), replace=False).astype(np.int64)
 
     def _band_rows_of_arm(
         self,
@@ -362,6 +360,7 @@ def saidpo(
     The filter keeps groups with both correct and incorrect rollouts (DAPO's rule), the
     ones that yield a DPO pair (chosen = a correct, rejected = an incorrect rollout).
     """
+    group_size = check_int("group_size", group_size, 2)  # K probes: the selector's k
     return Strategy(
         selector=SAIDPOSelector(
             group_size, probe_fraction, candidate_factor, correct_threshold, error_floor

@@ -102,3 +102,22 @@ def test_guided_slot_count_zero_fraction() -> None:
     assert rules.guided_slot_count(8, 0.0) == 0
     assert rules.guided_slot_count(8, 0.5) == 4
     assert rules.guided_slot_count(2, 0.1) == 1
+
+
+@given(
+    stuck=hnp.arrays(bool, 12),
+    guided_only=hnp.arrays(bool, 12),
+    g=st.integers(1, 16),
+    frac=st.floats(0.01, 1.0),
+)
+def test_allow_guidance_never_fully_guides_twice_in_a_row(stuck, guided_only, g, frac) -> None:
+    """Rule: with every slot guided, a row whose last event was guided-only is not guided now;
+    with fewer guided slots every stuck row is guided. Bugs caught: guiding a stuck row's
+    whole group on every visit (its unguided EMA frozen), or withholding partial guidance."""
+    k = rules.guided_slot_count(g, frac)
+    allowed = rules.allow_guidance(stuck, guided_only, k, g)
+    assert not (allowed & ~stuck).any()
+    if k < g:
+        np.testing.assert_array_equal(allowed, stuck)
+    else:
+        np.testing.assert_array_equal(allowed, stuck & ~guided_only)
