@@ -138,17 +138,24 @@ class StepRecord:
         )
 
 
-def slot_options(keys: np.ndarray, prefix_ratios: np.ndarray) -> dict[str, Any]:
+def slot_options(
+    keys: np.ndarray, prefix_ratios: np.ndarray, texts: list[list[str]] | None = None
+) -> dict[str, Any]:
     """Reset options of a group env with n * G slots: slot i * G + j poses `keys[i]`.
 
     A ratio <= 0 is an unguided slot; a positive ratio asks the env for an expert prefix
-    covering that fraction of the solution (`lppo_env.group_options` per group).
+    covering that fraction of the solution (`lppo_env.group_options` per group). With
+    `texts` (a self-prefix guide's replayed prefixes, `self_prefix_texts`), a guided slot
+    starts from its text instead.
     """
     from lppo_env import group_options
 
     slots: list[dict[str, Any]] = []
-    for key, ratios in zip(keys.tolist(), np.asarray(prefix_ratios), strict=True):
-        group = group_options(key, [float(r) if r > 0 else None for r in ratios])
+    for i, (key, ratios) in enumerate(zip(keys.tolist(), np.asarray(prefix_ratios), strict=True)):
+        group = group_options(key, [
+            (texts[i][j] if texts is not None else float(r)) if r > 0 else None
+            for j, r in enumerate(ratios)
+        ])
         slots += [{**slot, "problem_id": key} for slot in group["slots"]]
     return {"slots": slots}
 
@@ -211,6 +218,8 @@ def step_metrics(
         "rollout/truncated_frac": float(record.truncated.mean()),
         "rollout/tokens": float(lengths.sum()),
         "prefix/guided_frac": float(guided.mean()),
+        # planned guided slots that got no prefix and ran unguided: must stay 0
+        "prefix/planned_unusable": float(((record.prefix_ratios > 0) & ~guided).sum()),
         "prefix/ratio_mean": mean_or_none(record.prefix_ratios[guided]),
         "prefix/tokens_mean": mean_or_none(record.prefix_lengths[guided]),
         "batch/weight_mean": float(weights.mean()),
@@ -270,6 +279,7 @@ def train_step(
         The step record and the step's metrics (without `step` and run totals).
     """
     from agents.rollout.base import RolloutRequest
+    from lppo_sampling.strategies.self_prefix import remember_successes, self_prefix_texts
 
     timer = _Timer()
     with timer("time/sampler"):
@@ -278,7 +288,8 @@ def train_step(
         n, g = plan.prefix_ratios.shape
         if envs.num_envs != n * g:
             raise ValueError(f"expected a group env of {n} x {g} slots, got {envs.num_envs}")
-        prompts, reset_info = envs.reset(options=slot_options(keys, plan.prefix_ratios))
+        texts = self_prefix_texts(strategy, plan)  # None unless the guide replays successes
+        prompts, reset_info = envs.reset(options=slot_options(keys, plan.prefix_ratios, texts))
 
     with timer("time/generate"):
         requests = [
@@ -294,7 +305,7 @@ def train_step(
         keys=keys,
         prompts=np.asarray(prompts, dtype=object).reshape(n, g),
         prefixes=np.asarray(reset_info["prefix"], dtype=object).reshape(n, g),
-        prefix_ratios=np.asarray(reset_info["prefix_ratio"], np.float64).reshape(n, g),
+        prefix_ratios=np.asarray(plan.prefix_ratios, np.float64),
         rollouts=_object_array(rollouts).reshape(n, g),
         rewards=np.asarray(rewards, np.float64).reshape(n, g),
         verifier_status=np.asarray(step_info["status"], dtype=object).reshape(n, g),
@@ -302,6 +313,10 @@ def train_step(
 
     with timer("time/sampler"):
         strategy.observe(record.results())
+        if texts is not None:  # store this step's unguided successes for later replay
+            answers = [envs.envs[0].problem(str(k)).answer for k in keys.tolist()]
+            full = [[r.full_text for r in row] for row in record.rollouts]
+            remember_successes(strategy, keys, record.rewards, full, answers, record.guided)
         keep = strategy.keep(keys)
         weights = strategy.weights(keys)
 

@@ -132,6 +132,7 @@ class Trainer:
             make_group_env,
             split_problems,
         )
+        from lppo_env.prefix import can_guide
         from lppo_sampling import make_strategy
 
         self.cfg = cfg
@@ -154,7 +155,8 @@ class Trainer:
         )
         self.strategy.add_samples(
             [p.id for p in self.train_problems],
-            has_solution=[p.has_solution for p in self.train_problems],
+            # a guided slot is planned only where some prefix is usable (prefix/planned_unusable)
+            has_solution=[can_guide(p) for p in self.train_problems],
             category=[p.tags[0] if p.tags else p.source for p in self.train_problems],
         )
         resume_from = None
