@@ -1,7 +1,7 @@
 """Run outputs: metrics as JSONL (one line per step) and learning-curve plots.
 
 JSONL is the contract: plots, `lppo compare` summaries and the README tables are all
-derived from it, never typed by hand.
+derived from it, never typed by hand. Every metric name and its meaning: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ PLOT_KEYS: dict[str, str] = {
     "eval/accuracy": "held-out accuracy (pass@1, greedy)",
     "rollout/pass_rate": "unguided training pass rate",
     "rollout/reward_mean": "mean reward (all rollouts)",
-    "sampler/weight_mean": "mean sample weight",
-    "sampler/guided_rollout_frac": "guided rollout fraction",
+    "batch/weight_mean": "mean sample weight",
+    "prefix/guided_frac": "guided rollout fraction",
 }
 
 

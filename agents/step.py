@@ -45,6 +45,8 @@ SAMPLER_DUPLICATES = {
     "sampler/batch_guided_pass_rate": "rollout/guided_pass_rate",
     "sampler/guided_rollout_frac": "prefix/guided_frac",
     "sampler/keep_frac": "update/groups",
+    "sampler/filter_pass_frac": "update/groups",
+    "sampler/step": "step",
     "sampler/weight_mean": "batch/weight_mean",
     "sampler/weight_min": "batch/weight_min",
     "sampler/weight_max": "batch/weight_max",
@@ -199,8 +201,11 @@ def guidance_metrics(rewards: np.ndarray, guided: np.ndarray) -> dict[str, float
 def step_metrics(
     record: StepRecord, keep: np.ndarray, weights: np.ndarray
 ) -> dict[str, float | None]:
-    """The step's metrics from its record: `rollout/*`, `prefix/*`, `batch/*` describe all
-    n groups (before the filter); `update/*` the groups kept for the update."""
+    """The step's metrics, derived from its record (names and meanings: docs/metrics.md).
+
+    `rollout/*`, `prefix/*` and `batch/*` describe all n groups, before the filter;
+    `update/*` the groups the filter kept for the update.
+    """
     rewards, guided = record.rewards, record.guided
     kept = np.asarray(keep, bool)
     weights = np.asarray(weights, np.float64)

@@ -268,14 +268,16 @@ class Trainer:
 
     # ---------------------------------------------------------------- eval
     def evaluate(self) -> dict[str, float]:
-        """Greedy pass@1 on the fixed held-out set."""
+        """Greedy pass@1 on the fixed held-out set (`eval/accuracy`; see docs/metrics.md)."""
         from agents.evaluation import EVAL_PROBLEMS_FILE, heldout_accuracy
 
-        return heldout_accuracy(
+        out = heldout_accuracy(
             self.backend, self.eval_problems, self.env.messages, self.verifier,
             max_new_tokens=self.cfg.max_new_tokens, seed=self.cfg.seed,
             log_path=self.run_dir / EVAL_PROBLEMS_FILE, step=self.step_count,
         )
+        out.pop("eval/pass@1", None)  # one greedy sample: pass@1 is eval/accuracy
+        return out
 
     def _initial_eval_key(self) -> str | None:
         """Hash of everything the untrained model's greedy evaluation depends on."""

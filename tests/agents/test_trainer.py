@@ -341,5 +341,81 @@ def test_step_record_is_aligned_slot_by_slot(tiny_dir, tmp_path) -> None:
             reward = t.verifier.verify(r.full_text, problem.answer).reward
             assert record.rewards[i, j] == reward
     batch = record.train_batch(np.array([True, False, True]), np.array([1.0, 2.0, 3.0]), 0)
-    assert batch.index.tolist() == [0] * 4 + [1] * 4 and batch.weights.tolist() == [1.0] * 4 + [3.0] * 4
+    assert batch.index.tolist() == [0] * 4 + [1] * 4
+    assert batch.weights.tolist() == [1.0] * 4 + [3.0] * 4
     assert batch.rewards.tolist() == record.rewards[[0, 2]].ravel().tolist()
+
+
+def _documented_metrics() -> tuple[dict[str, str], dict[str, str]]:
+    """docs/metrics.md tables: {name: when} of the training run, {name: strategies}."""
+    import re
+
+    text = (REPO / "docs" / "metrics.md").read_text()
+    run_part, sampler_part = text.split("## Strategy metrics")
+    row = re.compile(r"^\| `([^`]+)` \| ([^|]+) \|", re.M)
+    run = {k: w.strip() for k, w in row.findall(run_part)}
+    sampler = {k: w.strip() for k, w in row.findall(sampler_part)}
+    return run, sampler
+
+
+def test_logged_metrics_are_exactly_the_documented_ones(tiny_dir, tmp_path) -> None:
+    """Every name the trainer logs is documented once, and every documented name is logged."""
+    run_doc, sampler_doc = _documented_metrics()
+    cache = tmp_path / "eval-cache"
+    runs = {
+        # the default job's learner and strategy; step 0 measures the evaluation
+        "grpo": _cfg(tiny_dir, tmp_path / "a", steps=2, eval_every=2, eval_cache=str(cache)),
+        # PPO with a KL loss term; step 0 is read from the evaluation cache
+        "ppo": _cfg(tiny_dir, tmp_path / "b", steps=1, learner="ppo", strategy="uniform",
+                    learner_kwargs={"kl_coef": 0.01, "use_kl_in_reward": False},
+                    eval_cache=str(cache)),
+    }
+    scopes = {"grpo": {"every step", "update"},
+              "ppo": {"every step", "update", "update, KL", "update, KL loss", "update, ppo"}}
+    logged: set[str] = set()
+    for name, cfg in runs.items():
+        Trainer(cfg).run()
+        lines = (Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines()
+        rows = [json.loads(x) for x in lines]
+        strategy_keys = {
+            k for k, s in sampler_doc.items() if s == "all" or cfg.strategy in s.split(", ")
+        }
+        eval_keys = {k for k, w in run_doc.items() if w == "eval"}
+        row0 = eval_keys | {"step", "rollout/tokens_total"}
+        if name == "ppo":
+            row0 |= {"eval/cached"}
+        assert set(rows[0]) == row0, set(rows[0]) ^ row0
+        for r in rows[1:]:
+            expected = {k for k, w in run_doc.items() if w in scopes[name]} | strategy_keys
+            if "eval/accuracy" in r:
+                expected |= eval_keys
+            assert set(r) == expected, (name, r["step"], set(r) ^ expected)
+        logged |= {k for r in rows for k in r}
+    documented = set(run_doc) | {k for k in sampler_doc if sampler_doc[k] == "all"}
+    documented |= {k for k, s in sampler_doc.items() if "lppo" in s.split(", ")}
+    assert logged == documented, logged ^ documented
+
+
+def test_every_strategy_logs_exactly_its_documented_sampler_metrics() -> None:
+    """No strategy adds an undocumented name, and no batch-level duplicate survives."""
+    from agents.step import SAMPLER_DUPLICATES
+    from lppo_sampling import GroupResults, available_strategies
+
+    _, sampler_doc = _documented_metrics()
+    for name in available_strategies():
+        strategy = make_strategy(name, group_size=3, seed=0)
+        keys = [f"k{i}" for i in range(12)]
+        strategy.add_samples(keys, has_solution=[True] * 12, category=["a", "b"] * 6)
+        rng = np.random.default_rng(0)
+        for _ in range(3):
+            batch = strategy.select(4)
+            plan = strategy.plan(batch)
+            rewards = (rng.random(plan.prefix_ratios.shape) > 0.5).astype(float)
+            strategy.observe(GroupResults.build(batch, rewards, guided=plan.prefix_ratios > 0,
+                                                lengths=np.ones_like(rewards),
+                                                steps=np.ones_like(rewards)))
+            strategy.keep(batch)
+            strategy.weights(batch)
+        logged = set(strategy.metrics()) - set(SAMPLER_DUPLICATES)
+        documented = {k for k, s in sampler_doc.items() if s == "all" or name in s.split(", ")}
+        assert logged == documented, (name, logged ^ documented)
