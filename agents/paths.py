@@ -41,6 +41,15 @@ def _existing_ancestor(path: Path) -> Path:
     return p
 
 
+def _check_creatable(p: Path, setting: str) -> None:
+    """Refuse `p` unless its nearest existing ancestor (itself, if it exists) is writable."""
+    base = _existing_ancestor(p)
+    if not base.is_dir():
+        raise ConfigError(f"{setting}: cannot create {p}: {base} is a file")
+    if not _writable_dir(base):
+        raise ConfigError(f"{setting}: {p} is not writable (no permission to write in {base})")
+
+
 def check_output_dir(path: str | Path, setting: str) -> Path:
     """Refuse an output directory that is a file or could not be created or written.
 
@@ -54,11 +63,7 @@ def check_output_dir(path: str | Path, setting: str) -> Path:
     p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
         raise ConfigError(f"{setting}: {p} is a file, expected a directory")
-    base = _existing_ancestor(p)
-    if not base.is_dir():
-        raise ConfigError(f"{setting}: cannot create {p}: {base} is a file")
-    if not _writable_dir(base):
-        raise ConfigError(f"{setting}: {p} is not writable (no permission to write in {base})")
+    _check_creatable(p, setting)
     return p
 
 
@@ -83,7 +88,7 @@ def check_output_file(path: str | Path, setting: str) -> Path:
             reason = os.strerror(e.errno or errno.EACCES)
             raise ConfigError(f"{setting}: {p} is not writable ({reason})") from None
         return p
-    check_output_dir(p.parent, setting)
+    _check_creatable(p, setting)
     return p
 
 
