@@ -34,6 +34,8 @@ def test_gate_records_before_and_after(monkeypatch):
     assert rec["valid"] is False and "2.0" in rec["invalid_reason"]
 
 
-@pytest.mark.parametrize("flags,expected", [([True, True], True), ([True, False], False), ([], False)])
+@pytest.mark.parametrize(
+    ("flags", "expected"), [([True, True], True), ([True, False], False), ([], False)]
+)
 def test_result_valid_only_if_every_measurement_is(flags, expected):
     assert load.all_valid([{"valid": f} for f in flags]) is expected

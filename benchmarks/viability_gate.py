@@ -1,0 +1,472 @@
+"""Viability gate: does a prefix guide raise the pass rate of the problems it is meant for?
+
+Prefix-guidance arms enter the learning-efficiency matrix only on a task/format where this
+gate passes. Per format (task + cut):
+
+1. screen: 8 unguided rollouts (temperature 1) per problem, in dataset order, until
+   `--n-per-set` problems failed 0/8 (the expert set) and `--n-per-set` solved 1-2/8 (the
+   self set), or `--max-screen` problems were screened;
+2. expert set: 8 *fresh* unguided rollouts and 8 rollouts from the expert prefix at each
+   cut depth (`make_prefix(problem, depth, cut=...)`);
+3. self set: 8 fresh unguided rollouts and 8 rollouts from a cut of the problem's own
+   successful screening rollout at each depth (`lppo_sampling.strategies.self_prefix`: the
+   cut the self-prefix guide makes in training).
+
+Fresh unguided rollouts matter: the sets were chosen on their screening pass rate, so
+that pass rate is biased (regression to the mean); the comparison uses new draws only.
+
+Statistics per (format, guide, depth): pooled pass rates with Wilson and Clopper-Pearson
+95% intervals, Fisher's exact test on the pooled 2x2 table, and an exact paired sign test
+over problems (guided passes vs unguided passes of the same problem). The gate passes for a
+(format, guide) when, at some depth, guided beats unguided with a Holm-adjusted paired
+sign-test p < 0.05 over all (format, guide, depth) tests of the run. Counted and reported:
+planned guided slots without a usable prefix (must be 0) and prefixes that state the answer
+(must be 0).
+
+Output: `benchmarks/results/viability_gate/<format>/{screen,expert,self}.jsonl` (one line per
+problem, appended as chunks finish: the run resumes where it stopped), `gate.json` and
+`gate.md`. Rollouts use vLLM when it is importable (`--backend auto`), else HF `generate`.
+
+    nice -n 10 /tmp/lppo-vllm-venv/bin/python benchmarks/viability_gate.py      # full gate
+    python benchmarks/viability_gate.py --quick                                # CI-sized
+    python benchmarks/viability_gate.py --report                              # stats only
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _load import load_now, load_record  # noqa: E402
+
+OUT = REPO / "benchmarks" / "results" / "viability_gate"
+# format name -> (dataset, dataset kwargs, prefix cut, generation cap)
+FORMATS: dict[str, dict[str, Any]] = {
+    "chain_long:mid": {"data": "chain_long", "kwargs": {"size": 2000}, "cut": "mid",
+                       "max_new_tokens": 96},
+    "default:mid": {"data": "default", "kwargs": {"size": 2000}, "cut": "mid",
+                    "max_new_tokens": 48},
+    "default:step": {"data": "default", "kwargs": {"size": 2000}, "cut": "step",
+                     "max_new_tokens": 48},
+}
+DEPTHS = (0.25, 0.5, 0.75)
+ALPHA = 0.05
+
+
+# ------------------------------------------------------------------ statistics (pure)
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score 95% interval of a binomial proportion ((nan, nan) when n = 0)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (0.0 if k == 0 else max(0.0, c - h), 1.0 if k == n else min(1.0, c + h))
+
+
+def clopper_pearson(k: int, n: int, alpha: float = ALPHA) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a binomial proportion."""
+    from scipy.stats import beta
+
+    if n == 0:
+        return (math.nan, math.nan)
+    lo = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return (lo, hi)
+
+
+def fisher_p(k1: int, n1: int, k0: int, n0: int) -> float:
+    """Two-sided Fisher exact p of the 2x2 table (k1 of n1) vs (k0 of n0)."""
+    from scipy.stats import fisher_exact
+
+    return float(fisher_exact([[k1, n1 - k1], [k0, n0 - k0]]).pvalue)
+
+
+def sign_test_p(diffs: list[int]) -> tuple[int, int, float]:
+    """Exact two-sided paired sign test: (#positive, #negative, p); ties are dropped."""
+    from scipy.stats import binomtest
+
+    pos = sum(d > 0 for d in diffs)
+    neg = sum(d < 0 for d in diffs)
+    p = float(binomtest(pos, pos + neg, 0.5).pvalue) if pos + neg else 1.0
+    return pos, neg, p
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given)."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+# ------------------------------------------------------------------ files (resumable)
+def read_jsonl(path: Path) -> list[dict]:
+    """Lines of a JSONL file; a torn last line (killed mid-write) is ignored."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return out
+
+
+def append_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+# ------------------------------------------------------------------ generation
+class Runner:
+    """Problems of one format, a rollout backend and the verifier."""
+
+    def __init__(self, fmt: str, backend: Any, verifier: Any, args: argparse.Namespace):
+        from lppo_env import MathReasoningEnv, load_problems
+
+        spec = FORMATS[fmt]
+        self.fmt, self.spec, self.backend, self.verifier, self.args = (
+            fmt, spec, backend, verifier, args)
+        kwargs = dict(spec["kwargs"])
+        if args.quick:
+            kwargs["size"] = min(kwargs["size"], 64)
+        self.problems = load_problems(spec["data"], **kwargs)
+        self.env = MathReasoningEnv(self.problems)
+        self.by_id = {p.id: p for p in self.problems}
+        self.dir = args.out / fmt.replace(":", "_")
+        self.chunk = 0
+
+    def generate(self, jobs: list[tuple[Any, str, int, Any]]) -> list[list[tuple[float, str, int]]]:
+        """jobs: (problem, prefix, n, tag) -> per job, n (reward, full text, length)."""
+        from agents.rollout.base import RolloutRequest, SamplingConfig
+
+        requests = [RolloutRequest(self.env.messages(p), prefix=pre, n=n, tag=k)
+                    for k, (p, pre, n, _) in enumerate(jobs)]
+        self.chunk += 1
+        seed = self.args.seed * 1_000_003 + hash(self.fmt) % 10_007 * 101 + self.chunk
+        rollouts = self.backend.generate(
+            requests, SamplingConfig(temperature=1.0, max_new_tokens=self.spec["max_new_tokens"],
+                                     seed=seed % (2**31)))
+        answers = [jobs[r.request_index][0].answer for r in rollouts]
+        verdicts = self.verifier.verify_batch([r.full_text for r in rollouts], answers)
+        out: list[list[tuple[float, str, int]]] = [[] for _ in jobs]
+        for r, v in zip(rollouts, verdicts, strict=True):
+            out[r.request_index].append((float(v.reward), r.full_text, len(r.response_ids)))
+        return out
+
+
+def _passes(res: list[tuple[float, str, int]]) -> int:
+    return int(sum(r >= 1.0 for r, _, _ in res))
+
+
+def screen(run: Runner, log: Any) -> tuple[list[dict], list[dict]]:
+    """Screen until both sets are full; return (expert set, self set) screening rows."""
+    from lppo_env.prefix import can_guide, make_prefix
+    from lppo_sampling.strategies.self_prefix import cut_points, replayable_head
+
+    a, path = run.args, run.dir / "screen.jsonl"
+    rows = read_jsonl(path)
+    done = {r["id"] for r in rows}
+
+    def sets(rs: list[dict]) -> tuple[list[dict], list[dict]]:
+        exp = [r for r in rs if r["passes"] == 0 and r["usable"]][: a.n_per_set]
+        slf = [r for r in rs if 1 <= r["passes"] <= 2 and r["self_usable"]][: a.n_per_set]
+        return exp, slf
+
+    todo = [p for p in run.problems[: a.max_screen] if p.id not in done]
+    while todo:
+        exp, slf = sets(rows)
+        if len(exp) >= a.n_per_set and len(slf) >= a.n_per_set:
+            break
+        batch, todo = todo[: a.chunk_problems], todo[a.chunk_problems:]
+        before, t0 = load_now(), time.perf_counter()
+        res = run.generate([(p, "", a.rollouts, None) for p in batch])
+        new = []
+        for p, rs in zip(batch, res, strict=True):
+            wins = [t for r, t, _ in rs if r >= 1.0]
+            heads = [replayable_head(t, p.answer) for t in wins]
+            new.append({
+                "id": p.id, "passes": _passes(rs), "n": len(rs),
+                "usable": can_guide(p) if run.spec["cut"] == "mid"
+                else all(make_prefix(p, d, cut="step").guided for d in DEPTHS),
+                "self_usable": any(cut_points(h) for h in heads),
+                "success_texts": wins[:2],
+                "mean_len": sum(n for _, _, n in rs) / len(rs),
+            })
+        append_jsonl(path, new)
+        rows += new
+        log(run.fmt, "screen", len(rows), time.perf_counter() - t0, before)
+    return sets(rows)
+
+
+def evaluate_set(run: Runner, guide: str, chosen: list[dict], log: Any) -> None:
+    """Fresh unguided rollouts and guided rollouts at every depth for the chosen problems."""
+    from lppo_env.answers import contains_answer
+    from lppo_env.prefix import make_prefix
+    from lppo_sampling.strategies.self_prefix import cut_self_prefix, replayable_head
+
+    a, path = run.args, run.dir / f"{guide}.jsonl"
+    done = {r["id"] for r in read_jsonl(path)}
+    todo = [r for r in chosen if r["id"] not in done]
+    for start in range(0, len(todo), a.chunk_problems):
+        batch = todo[start: start + a.chunk_problems]
+        jobs, meta = [], []
+        for row in batch:
+            p = run.by_id[row["id"]]
+            prefixes = {}
+            for d in DEPTHS:
+                if guide == "expert":
+                    prefixes[d] = make_prefix(p, d, cut=run.spec["cut"]).text
+                else:
+                    usable = [replayable_head(t, p.answer) for t in row["success_texts"]]
+                    head = next(h for h in usable if cut_self_prefix(h, 1.0))
+                    prefixes[d] = cut_self_prefix(head, d)
+            jobs.append((p, "", a.rollouts, None))
+            for d in DEPTHS:
+                if prefixes[d]:  # an unusable prefix is not planned: counted instead
+                    jobs.append((p, prefixes[d], a.rollouts, None))
+            meta.append((p, prefixes))
+        before, t0 = load_now(), time.perf_counter()
+        res = iter(run.generate(jobs))
+        new = []
+        for p, prefixes in meta:
+            unguided = next(res)
+            rec = {"id": p.id, "unguided": _passes(unguided), "n": len(unguided),
+                   "guided": {}, "prefix": {}, "unusable": [], "leaks": []}
+            for d in DEPTHS:
+                if not prefixes[d]:
+                    rec["unusable"].append(d)
+                    continue
+                rs = next(res)
+                rec["guided"][str(d)] = _passes(rs)
+                rec["prefix"][str(d)] = prefixes[d]
+                if contains_answer(prefixes[d], p.answer):
+                    rec["leaks"].append(d)
+            new.append(rec)
+        append_jsonl(path, new)
+        log(run.fmt, guide, len(done) + start + len(batch), time.perf_counter() - t0, before)
+
+
+# ------------------------------------------------------------------ report
+def analyse(out: Path, n_per_set: int) -> dict:
+    """Pass rates, intervals, exact tests and the Holm-corrected gate verdict."""
+    tests = []
+    formats: dict[str, Any] = {}
+    for fmt in FORMATS:
+        d = out / fmt.replace(":", "_")
+        screen_rows = read_jsonl(d / "screen.jsonl")
+        if not screen_rows:
+            continue
+        f: dict[str, Any] = {
+            "screened": len(screen_rows),
+            "screen_pass_rate": sum(r["passes"] for r in screen_rows)
+            / max(1, sum(r["n"] for r in screen_rows)),
+            "never": sum(r["passes"] == 0 for r in screen_rows),
+            "rare_1_2": sum(1 <= r["passes"] <= 2 for r in screen_rows),
+            "guides": {},
+        }
+        for guide in ("expert", "self"):
+            rows = read_jsonl(d / f"{guide}.jsonl")
+            if not rows:
+                continue
+            k0 = sum(r["unguided"] for r in rows)
+            n0 = sum(r["n"] for r in rows)
+            g: dict[str, Any] = {
+                "problems": len(rows), "target": n_per_set,
+                "unguided": {"passes": k0, "n": n0, "rate": k0 / n0,
+                             "wilson": wilson(k0, n0), "clopper_pearson": clopper_pearson(k0, n0)},
+                "unusable_planned": sum(len(r["unusable"]) for r in rows),
+                "leaks": sum(len(r["leaks"]) for r in rows),
+                "depths": {},
+            }
+            for dep in DEPTHS:
+                pairs = [(r["guided"][str(dep)], r["unguided"]) for r in rows
+                         if str(dep) in r["guided"]]
+                if not pairs:
+                    continue
+                k1 = sum(x for x, _ in pairs)
+                n1 = sum(r["n"] for r in rows if str(dep) in r["guided"])
+                k0d = sum(y for _, y in pairs)
+                pos, neg, p_sign = sign_test_p([x - y for x, y in pairs])
+                g["depths"][str(dep)] = {
+                    "problems": len(pairs), "passes": k1, "n": n1, "rate": k1 / n1,
+                    "wilson": wilson(k1, n1), "clopper_pearson": clopper_pearson(k1, n1),
+                    "unguided_rate_same_problems": k0d / n1,
+                    "diff": k1 / n1 - k0d / n1,
+                    "fisher_p": fisher_p(k1, n1, k0d, n1),
+                    "sign_test": {"better": pos, "worse": neg, "p": p_sign},
+                }
+                tests.append((fmt, guide, str(dep)))
+            f["guides"][guide] = g
+        formats[fmt] = f
+    adj = holm([formats[f]["guides"][g]["depths"][dp]["sign_test"]["p"] for f, g, dp in tests])
+    for (f, g, dp), p in zip(tests, adj, strict=True):
+        row = formats[f]["guides"][g]["depths"][dp]
+        row["sign_test"]["p_holm"] = p
+        row["significant_better"] = p < ALPHA and row["diff"] > 0
+    for f in formats.values():
+        for g in f["guides"].values():
+            complete = g["problems"] >= g["target"]
+            g["passes_gate"] = complete and g["unusable_planned"] == 0 and g["leaks"] == 0 and any(
+                r["significant_better"] for r in g["depths"].values())
+            g["complete"] = complete
+    return {"alpha": ALPHA, "tests": len(tests), "depths": list(DEPTHS), "formats": formats}
+
+
+def _pct(x: float) -> str:
+    return "—" if x != x else f"{100 * x:.1f}"
+
+
+def report_md(result: dict, meta: dict) -> str:
+    lines = [
+        "# Viability gate: do prefixes raise the pass rate where they are meant to?",
+        "",
+        "Generated by `benchmarks/viability_gate.py` from the JSONL files next to this report.",
+        f"Expert set: problems failed 0/{meta['rollouts']} unguided in screening; self set: "
+        f"solved 1-2/{meta['rollouts']}. Each gets {meta['rollouts']} *fresh* unguided rollouts "
+        f"and {meta['rollouts']} guided rollouts per cut depth {list(DEPTHS)}. Intervals: 95% "
+        "Wilson [Clopper-Pearson]. Tests: Fisher exact (pooled rollouts) and an exact paired "
+        f"sign test over problems, Holm-corrected over all {result['tests']} "
+        "(format, guide, depth) tests. A (format, guide) passes when its set is complete, no "
+        "planned guided slot lacked a prefix, no prefix states the answer, and at some depth "
+        "guided beats unguided at Holm p < 0.05.",
+        "",
+        f"Backend: {meta.get('backend')}; model: default; load average at start "
+        f"{meta.get('load_start')}, at the last write {meta.get('load_end')} (pass rates do not "
+        "depend on load; only the wall times do).",
+        "",
+        "| format | guide | problems | unguided % | depth | guided % [Wilson] [C-P] | Δ pts |"
+        " Fisher p | sign test +/− (p, Holm p) | unusable | leaks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts = []
+    for fmt, f in result["formats"].items():
+        for guide, g in f["guides"].items():
+            u = g["unguided"]
+            for dep, r in g["depths"].items():
+                w, cp, st = r["wilson"], r["clopper_pearson"], r["sign_test"]
+                lines.append(
+                    f"| {fmt} | {guide} | {r['problems']}/{g['target']} | "
+                    f"{_pct(r['unguided_rate_same_problems'])} | {dep} | {_pct(r['rate'])} "
+                    f"[{_pct(w[0])}, {_pct(w[1])}] [{_pct(cp[0])}, {_pct(cp[1])}] | "
+                    f"{100 * r['diff']:+.1f} | {r['fisher_p']:.2g} | {st['better']}/{st['worse']}"
+                    f" ({st['p']:.2g}, {st['p_holm']:.2g}) | {g['unusable_planned']} | "
+                    f"{g['leaks']} |")
+            status = ("PASSES" if g["passes_gate"] else
+                      "incomplete" if not g["complete"] else "does not pass")
+            verdicts.append(f"- **{fmt} / {guide}**: {status} ({g['problems']}/{g['target']} "
+                            f"problems; unguided {_pct(u['rate'])} % "
+                            f"[{_pct(u['wilson'][0])}, {_pct(u['wilson'][1])}]).")
+    lines += ["", "Screening:", ""]
+    for fmt, f in result["formats"].items():
+        lines.append(f"- {fmt}: {f['screened']} problems screened, pass rate "
+                     f"{_pct(f['screen_pass_rate'])} %, {f['never']} never solved, "
+                     f"{f['rare_1_2']} solved 1-2 times.")
+    lines += ["", "## Verdict", "", *verdicts, ""]
+    gated = [f"{fmt}/{g}" for fmt, f in result["formats"].items()
+             for g, v in f["guides"].items() if v["passes_gate"]]
+    lines.append("Prefix-guidance arms may run on: " + (", ".join(gated) if gated else
+                 "none yet — the learning-efficiency matrix runs the LP arms only.") + "")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ main
+def make_backend(kind: str, seed: int) -> tuple[Any, str]:
+    if kind == "auto":
+        kind = "vllm" if importlib.util.find_spec("vllm") else "hf"
+    if kind == "vllm":
+        from agents.rollout.vllm import VLLMBackend
+
+        return VLLMBackend("default", seed=seed), "vllm"
+    from agents.policy import load_policy
+    from agents.rollout.hf import HFBackend
+
+    return HFBackend(load_policy("default"), batch_size=64), "hf"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--formats", default="default:mid,chain_long:mid",
+                    help=f"comma-separated, from {sorted(FORMATS)}")
+    ap.add_argument("--n-per-set", type=int, default=100)
+    ap.add_argument("--max-screen", type=int, default=800)
+    ap.add_argument("--rollouts", type=int, default=8)
+    ap.add_argument("--chunk-problems", type=int, default=16)
+    ap.add_argument("--backend", choices=["auto", "vllm", "hf"], default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--stages", default="screen,expert,self")
+    ap.add_argument("--quick", action="store_true", help="tiny sets, for CI")
+    ap.add_argument("--report", action="store_true", help="only recompute gate.json/gate.md")
+    a = ap.parse_args(argv)
+    formats = [f for f in a.formats.split(",") if f]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        print(f"error: unknown format {bad[0]!r}; choose from {sorted(FORMATS)}", file=sys.stderr)
+        return 2
+    if a.quick:
+        a.n_per_set, a.max_screen, a.rollouts, a.chunk_problems = 2, 6, 2, 3
+        if a.out == OUT:
+            a.out = REPO / "runs" / "viability_gate_quick"
+    meta_path = a.out / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta.update(rollouts=a.rollouts, n_per_set=a.n_per_set, max_screen=a.max_screen)
+    if not a.report:
+        from lppo_env import MathVerifier
+
+        backend, kind = make_backend(a.backend, a.seed)
+        meta.setdefault("load_start", load_now())
+        meta["backend"] = kind
+        t_start = time.perf_counter()
+
+        def log(fmt: str, stage: str, done: int, secs: float, before: list[float]) -> None:
+            rec = load_record(before)
+            print(f"[gate] {fmt} {stage}: {done} problems; chunk {secs:.0f} s; load "
+                  f"{rec['load_before'][0]}→{rec['load_after'][0]}; "
+                  f"total {time.perf_counter() - t_start:.0f} s", flush=True)
+            meta["load_end"] = rec["load_after"]
+            meta_path.parent.mkdir(parents=True, exist_ok=True)
+            meta_path.write_text(json.dumps(meta, indent=1))
+
+        stages = a.stages.split(",")
+        with MathVerifier() as verifier:
+            runs = [Runner(f, backend, verifier, a) for f in formats]
+            chosen = {}
+            if "screen" in stages:
+                for run in runs:
+                    chosen[run.fmt] = screen(run, log)
+            for guide in ("expert", "self"):
+                if guide not in stages:
+                    continue
+                for run in runs:
+                    exp, slf = chosen.get(run.fmt) or screen(run, log)
+                    evaluate_set(run, guide, exp if guide == "expert" else slf, log)
+    result = analyse(a.out, a.n_per_set)
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "gate.json").write_text(json.dumps({"meta": meta, **result}, indent=1))
+    (a.out / "gate.md").write_text(report_md(result, meta))
+    print((a.out / "gate.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
