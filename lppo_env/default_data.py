@@ -128,8 +128,14 @@ def _check_size(size: int) -> None:
         raise ValueError(f"expected size to be an integer >= 1, got {size!r}")
 
 
+def _cut_tags(prefix_cut: str) -> tuple[str, ...]:
+    if prefix_cut not in ("step", "mid"):
+        raise ValueError(f"expected prefix_cut 'step' or 'mid', got {prefix_cut!r}")
+    return ("prefix_cut:mid",) if prefix_cut == "mid" else ()
+
+
 def arithmetic_problems(
-    size: int = 2000, seed: int = 0, difficulty: int = 1
+    size: int = 2000, seed: int = 0, difficulty: int = 1, prefix_cut: str = "step"
 ) -> tuple[MathProblem, ...]:
     """Chain sums (`+`/`-`) from reasoning-gym `chain_sum`, with worked solutions.
 
@@ -137,8 +143,11 @@ def arithmetic_problems(
         size: number of distinct problems.
         seed: generation seed.
         difficulty: level >= 1, see `arithmetic_config`.
+        prefix_cut: `"step"` (prefixes end after a whole step) or `"mid"` (inside a step,
+            before its result: tag `prefix_cut:mid`, see `lppo_env.prefix.make_prefix`).
     """
     _check_size(size)
+    extra_tags = _cut_tags(prefix_cut)
     config = arithmetic_config(difficulty)
     problems = []
     for expression, item in _unique_items(
@@ -158,7 +167,7 @@ def arithmetic_problems(
             solution=solution,
             steps=split_steps(solution),
             source="reasoning_gym/chain_sum",
-            tags=("arithmetic", f"difficulty:{difficulty}", f"terms:{n_terms}"),
+            tags=("arithmetic", f"difficulty:{difficulty}", f"terms:{n_terms}", *extra_tags),
         ))
     return tuple(problems)
 
@@ -198,9 +207,11 @@ def chain_long_problems(size: int = 2000, seed: int = 0) -> tuple[MathProblem, .
     return tuple(problems)
 
 
-def default_problems(size: int = 2000, seed: int = 0) -> tuple[MathProblem, ...]:
-    """The default dataset: `arithmetic_problems(size, seed, difficulty=1)`."""
-    return arithmetic_problems(size=size, seed=seed, difficulty=1)
+def default_problems(
+    size: int = 2000, seed: int = 0, prefix_cut: str = "step"
+) -> tuple[MathProblem, ...]:
+    """The default dataset: `arithmetic_problems(size, seed, difficulty=1, prefix_cut)`."""
+    return arithmetic_problems(size=size, seed=seed, difficulty=1, prefix_cut=prefix_cut)
 
 
 def gsm_symbolic_problems(size: int = 1000, seed: int = 0) -> tuple[MathProblem, ...]:

@@ -161,3 +161,18 @@ def test_chain_long_is_deterministic() -> None:
                                                                          seed=2)
     assert load_problems("chain_long", size=40, seed=2) != load_problems("chain_long", size=40,
                                                                          seed=3)
+
+
+def test_default_with_mid_cut_is_the_same_problems_tagged() -> None:
+    from lppo_env import make_prefix
+
+    plain = load_problems("default", size=30)
+    mid = load_problems("default", size=30, prefix_cut="mid")
+    assert [p.id for p in mid] == [p.id for p in plain]
+    assert all("prefix_cut:mid" in p.tags and "prefix_cut:mid" not in q.tags
+               for p, q in zip(mid, plain, strict=True))
+    # the restatement step is given whole and the first partial sum is left open
+    p = mid[0]
+    assert make_prefix(p, 0.5).text == p.steps[0] + "\n" + p.steps[1].split("=")[0] + "="
+    with pytest.raises(ValueError, match="prefix_cut 'step' or 'mid', got 'x'"):
+        load_problems("default", size=3, prefix_cut="x")
