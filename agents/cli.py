@@ -212,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lppo {args.command}: configuration error: {_one_line(e)}", file=sys.stderr)
     except (FileNotFoundError, ValueError) as e:
         print(f"lppo {args.command}: error: {_one_line(e)}", file=sys.stderr)
+    except KeyboardInterrupt:  # outside the trainer's own graceful stop (loading, eval, ...)
+        print(f"lppo {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 2
 
 

@@ -171,6 +171,26 @@ def test_cli_parser_maps_every_field():
     assert "--probe-fraction" in help_text and "paper: ~1%" in help_text
 
 
+def test_cli_parser_is_the_dataclass_helper_s():
+    """`lppo saidpo` has exactly the flags, defaults and help `add_dataclass_arguments`
+    gives `SAIDPOConfig` (catches a hand-written parser drifting from the config)."""
+    from agents.args import add_dataclass_arguments
+
+    ap = argparse.ArgumentParser(prog="lppo")
+    sub = add_saidpo_parser(ap.add_subparsers(dest="command"))
+    ref = add_dataclass_arguments(argparse.ArgumentParser(prog="lppo saidpo"), SAIDPOConfig)
+
+    def flags(p):
+        return {
+            (tuple(a.option_strings), a.dest, repr(a.default), a.help, a.nargs)
+            for a in p._actions
+            if a.dest != "help"
+        }
+
+    assert flags(sub) == flags(ref)
+    assert {a.dest for a in sub._actions} - {"help"} == set(SAIDPOConfig.__dataclass_fields__)
+
+
 # --------------------------------------------------------------------------- the loop (tiny)
 
 
