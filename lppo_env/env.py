@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from lppo_env.answers import contains_answer
 from lppo_env.loaders import load_problems
 from lppo_env.prefix import Prefix, TokenCounter, count_tokens, make_prefix
 from lppo_env.problems import MathProblem, check_unique_ids
@@ -36,7 +38,8 @@ class MathReasoningEnv(gym.Env[str, str]):
 
     ## Action Space
     `UnicodeText(max_completion_chars)`: the completion, i.e. the text the model
-    generated *after* the prefix (the prefix is not repeated).
+    generated *after* the prefix (the prefix is not repeated). Anything but a `str`
+    raises TypeError (a `str()` of an object could state any answer).
 
     ## Observation Space
     `UnicodeText(max_prompt_chars)`: after `reset`, the user message (the question in
@@ -50,7 +53,10 @@ class MathReasoningEnv(gym.Env[str, str]):
       `self.np_random`, so the same seed gives the same problem.
     - `"prefix_ratio"`: float in [0, 1], expert prefix covering that fraction of the
       solution steps (`make_prefix`: cut at a step boundary, never the final answer).
-    - `"prefix"`: explicit prefix text (exclusive with `"prefix_ratio"`).
+    - `"prefix"`: explicit prefix text (exclusive with `"prefix_ratio"`). The same
+      answer-leak guard applies: a prefix that states the final answer is cut to its
+      longest head of whole lines that does not (`prefix_leak_trimmed` in info).
+    A bad option raises an error that names it ("reset option 'prefix_ratio': ...").
     - `"slots"`: a list of per-slot option dicts; the env with `slot=i` merges
       `slots[i]` over the shared options. This is how a vector env gives each of its G
       copies its own prefix (see `make_group_env`).
@@ -68,6 +74,7 @@ class MathReasoningEnv(gym.Env[str, str]):
     `reset` info: `problem_id`, `messages` (system, user and, when guided, a partial
     assistant turn holding the prefix: render with `continue_final_message=True`),
     `prefix`, `prefix_ratio`, `prefix_steps`, `prefix_tokens` (None without tokenizer),
+    `prefix_leak_trimmed` (an explicit prefix was cut before the final answer),
     `guided`.
     `step` info: `problem_id`, `parsed_answer`, `correct`, `status`, `prefix`, `guided`.
 
@@ -82,6 +89,14 @@ class MathReasoningEnv(gym.Env[str, str]):
     - `verifier`: a `MathVerifier`; default the shared `default_verifier()`.
     - `slot`: this env's index in a vector env (selects `options["slots"][slot]`).
     - `max_prompt_chars`, `max_completion_chars`: bounds of the text spaces.
+
+    ## Vector envs
+    `make_group_env` (G slots of one problem, no autoreset) is what training uses.
+    `gymnasium.make_vec(ENV_ID, num_envs, vectorization_mode="async")` works too, with
+    or without shared memory. Without shared memory pass
+    `vector_kwargs={"shared_memory": False, "autoreset_mode": AutoresetMode.DISABLED}`:
+    gymnasium 1.4's async worker forgets a pending autoreset on `reset` only when
+    shared memory is on, so the next `step` would reset instead of scoring the action.
 
     ## Version History
     - v0: initial version.
@@ -187,13 +202,18 @@ class MathReasoningEnv(gym.Env[str, str]):
             )
         slots = opts.pop("slots", None)
         if slots is not None:
-            if not isinstance(slots, Sequence) or self.slot >= len(slots):
-                raise ValueError(f"MathReasoningEnv.reset expects options['slots'] to be a list "
-                                 f"with an entry for slot {self.slot}, got {slots!r:.80}")
-            slot_opts = dict(slots[self.slot] or {})
+            if (not isinstance(slots, Sequence) or isinstance(slots, str)
+                    or self.slot >= len(slots)):
+                raise ValueError(f"reset option 'slots': expected a list with an entry for "
+                                 f"slot {self.slot}, got {slots!r:.80}")
+            entry = slots[self.slot]
+            if entry is not None and not isinstance(entry, Mapping):
+                raise ValueError(f"reset option 'slots': expected a dict of options for slot "
+                                 f"{self.slot}, got {type(entry).__name__}")
+            slot_opts = dict(entry or {})
             bad = set(slot_opts) - (RESET_OPTIONS - {"slots"})
             if bad:
-                raise ValueError(f"MathReasoningEnv.reset expects slot options among "
+                raise ValueError(f"reset option 'slots': expected slot options among "
                                  f"{sorted(RESET_OPTIONS - {'slots'})}, got unknown {sorted(bad)}")
             if slot_opts.keys() & {"prefix", "prefix_ratio"}:
                 opts.pop("prefix", None)
@@ -203,6 +223,16 @@ class MathReasoningEnv(gym.Env[str, str]):
             raise ValueError(
                 "MathReasoningEnv.reset expects either 'prefix' or 'prefix_ratio', got both"
             )
+        ratio = opts.get("prefix_ratio")
+        if ratio is not None:
+            if (isinstance(ratio, bool) or not isinstance(ratio, numbers.Real)
+                    or not 0.0 <= float(ratio) <= 1.0):
+                raise ValueError(f"reset option 'prefix_ratio': expected a number in [0, 1], "
+                                 f"got {ratio!r:.40}")
+            opts["prefix_ratio"] = float(ratio)
+        if opts.get("prefix") is not None and not isinstance(opts["prefix"], str):
+            raise TypeError(f"reset option 'prefix': expected str, "
+                            f"got {type(opts['prefix']).__name__}")
         return opts
 
     def reset(
@@ -212,15 +242,18 @@ class MathReasoningEnv(gym.Env[str, str]):
         super().reset(seed=seed)
         opts = self._options(options)
         if opts.get("problem_id") is not None:
-            problem = self.problem(opts["problem_id"])
+            if opts["problem_id"] not in self._by_id:
+                raise KeyError(f"reset option 'problem_id': expected a known problem id, "
+                               f"got {opts['problem_id']!r:.80}")
+            problem = self._by_id[opts["problem_id"]]
         else:
             problem = self.problems[int(self.np_random.integers(len(self.problems)))]
         ratio = opts.get("prefix_ratio")
+        leak_trimmed = False
         if opts.get("prefix") is not None:
             text = opts["prefix"]
-            if not isinstance(text, str):
-                raise TypeError(f"MathReasoningEnv.reset expects options['prefix'] to be str, "
-                                f"got {type(text).__name__}")
+            if contains_answer(text, problem.answer):
+                text, leak_trimmed = _head_without_answer(text, problem.answer), True
             n_tokens = count_tokens(text, self.tokenizer) if self.tokenizer and text else None
             prefix = Prefix(text=text, n_steps=0, total_steps=len(problem.steps), ratio=0.0,
                             n_tokens=n_tokens if self.tokenizer is None or text else 0)
@@ -235,6 +268,7 @@ class MathReasoningEnv(gym.Env[str, str]):
             "prefix_ratio": prefix.ratio,
             "prefix_steps": prefix.n_steps,
             "prefix_tokens": prefix.n_tokens,
+            "prefix_leak_trimmed": leak_trimmed,
             "guided": prefix.guided,
         }
         return self._observation(messages, prefix.guided), info
@@ -243,8 +277,11 @@ class MathReasoningEnv(gym.Env[str, str]):
         """Score `prefix + action` against the gold answer; the episode ends."""
         if self._problem is None:
             raise gym.error.ResetNeeded("MathReasoningEnv.step expects reset() first, got step()")
+        if not isinstance(action, str):
+            raise TypeError(f"MathReasoningEnv.step expects action to be str (the completion "
+                            f"text), got {type(action).__name__}")
         verifier = self.verifier or default_verifier()
-        completion = self._prefix + (action if isinstance(action, str) else str(action))
+        completion = self._prefix + action
         result = verifier.verify(completion, self._problem.answer)
         info = {
             "problem_id": self._problem.id,
@@ -256,6 +293,19 @@ class MathReasoningEnv(gym.Env[str, str]):
         }
         self._problem = None
         return "", float(result.reward), True, False, info
+
+
+def _head_without_answer(prefix: str, answer: str) -> str:
+    """The longest head of `prefix`, in whole lines, that does not state `answer`.
+
+    The guard `make_prefix` applies to expert steps, applied to an explicit prefix:
+    a prefix that states the final answer would let an empty completion score 1.
+    """
+    lines = prefix.splitlines(keepends=True)
+    k = 0
+    while k < len(lines) and not contains_answer("".join(lines[: k + 1]), answer):
+        k += 1
+    return "".join(lines[:k])
 
 
 def group_options(problem_id: str, prefixes: Sequence[float | str | None]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+from gymnasium.vector import AutoresetMode
 
 from lppo_env import (
     ENV_ID,
@@ -79,8 +80,8 @@ def test_reset_with_problem_and_ratio(env: MathReasoningEnv) -> None:
 
 def test_step_scores_prefix_plus_completion(env: MathReasoningEnv) -> None:
     problem = PROBLEMS[0]
-    _, info = env.reset(options={"problem_id": problem.id, "prefix": f"#### {problem.answer}\n"})
-    obs, reward, terminated, truncated, step_info = env.step("I am done.")
+    _, info = env.reset(options={"problem_id": problem.id, "prefix": "Let me think.\n####"})
+    obs, reward, terminated, truncated, step_info = env.step(f" {problem.answer}")
     assert (obs, reward, terminated, truncated) == ("", 1.0, True, False)
     assert step_info["correct"] and step_info["parsed_answer"] == problem.answer
     assert step_info["status"] == "ok" and step_info["guided"]
@@ -101,8 +102,118 @@ def test_bad_options_are_rejected(env: MathReasoningEnv) -> None:
         env.reset(options={"prefix_ration": 0.5})
     with pytest.raises(ValueError, match="expects either 'prefix' or 'prefix_ratio', got both"):
         env.reset(options={"prefix": "a", "prefix_ratio": 0.5})
-    with pytest.raises(KeyError, match="expects a known problem_id, got 'nope'"):
+    with pytest.raises(KeyError, match="reset option 'problem_id': expected a known problem id, "
+                                       "got 'nope'"):
         env.reset(options={"problem_id": "nope"})
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"prefix_ratio": 1.5}, ValueError,
+         "reset option 'prefix_ratio': expected a number in [0, 1], got 1.5"),
+        ({"prefix_ratio": float("nan")}, ValueError,
+         "reset option 'prefix_ratio': expected a number in [0, 1], got nan"),
+        ({"prefix_ratio": "0.5"}, ValueError,
+         "reset option 'prefix_ratio': expected a number in [0, 1], got '0.5'"),
+        ({"prefix_ratio": True}, ValueError,
+         "reset option 'prefix_ratio': expected a number in [0, 1], got True"),
+        ({"slots": [{"prefix_ratio": -0.1}]}, ValueError,
+         "reset option 'prefix_ratio': expected a number in [0, 1], got -0.1"),
+        ({"prefix": 3}, TypeError, "reset option 'prefix': expected str, got int"),
+        ({"slots": "ab"}, ValueError, "reset option 'slots': expected a list with an entry"),
+        ({"slots": [3]}, ValueError, "reset option 'slots': expected a dict of options for slot 0"),
+    ],
+)
+def test_reset_errors_name_the_option(
+    env: MathReasoningEnv, options: dict, error: type, message: str
+) -> None:
+    """Deliberate bug caught: a bad prefix_ratio raised "make_prefix expects ratio ...",
+    naming a function the user never called instead of the option they set.
+    """
+    with pytest.raises(error) as err:
+        env.reset(options=options)
+    assert str(err.value).startswith(message) and "make_prefix" not in str(err.value)
+
+
+@pytest.mark.parametrize("action", [object(), 72, None, b"\\boxed{72}", ["\\boxed{72}"]])
+def test_non_str_action_is_a_type_error(env: MathReasoningEnv, action: object) -> None:
+    """Deliberate bug caught: actions were passed through str(), so an object whose
+    str() states the answer (or a list holding a right completion) could score 1.0.
+    """
+    env.reset(options={"problem_id": PROBLEMS[0].id})
+    with pytest.raises(TypeError, match="MathReasoningEnv.step expects action to be str"):
+        env.step(action)  # type: ignore[arg-type]
+
+
+class _StatesTheAnswer:
+    def __str__(self) -> str:
+        return f"\\boxed{{{PROBLEMS[0].answer}}}"
+
+
+def test_object_stating_the_answer_cannot_score(env: MathReasoningEnv) -> None:
+    env.reset(options={"problem_id": PROBLEMS[0].id})
+    with pytest.raises(TypeError, match="got _StatesTheAnswer"):
+        env.step(_StatesTheAnswer())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("in_slots", [False, True])
+def test_prefix_option_goes_through_the_answer_leak_guard(
+    verifier: MathVerifier, in_slots: bool
+) -> None:
+    """Deliberate bug caught: an explicit `prefix` stating the final answer was used as
+    is, and an empty completion then scored 1.0.
+    """
+    problem = next(p for p in PROBLEMS if len(p.steps) == 3)
+    env = MathReasoningEnv(PROBLEMS, verifier=verifier)
+    leaking = f"{problem.steps[0]}\nSo the answer is {problem.answer}.\nDone.\n"
+    options = ({"problem_id": problem.id, "slots": [{"prefix": leaking}]} if in_slots
+               else {"problem_id": problem.id, "prefix": leaking})
+    _, info = env.reset(options=options)
+    assert info["prefix"] == f"{problem.steps[0]}\n" and info["prefix_leak_trimmed"]
+    assert info["messages"][-1]["content"] == info["prefix"]
+    _, reward, *_, step_info = env.step("")
+    assert reward == 0.0 and step_info["parsed_answer"] != problem.answer
+    # a prefix whose first line leaks leaves nothing: the rollout is unguided
+    _, info = env.reset(options={"problem_id": problem.id, "prefix": f"#### {problem.answer}"})
+    assert (info["prefix"], info["guided"], info["prefix_leak_trimmed"]) == ("", False, True)
+    assert env.step("")[1] == 0.0
+    # a prefix without the answer is kept as given
+    _, info = env.reset(options={"problem_id": problem.id, "prefix": "We compute"})
+    assert (info["prefix"], info["prefix_leak_trimmed"]) == ("We compute", False)
+
+
+UNICODE_PROBLEM = MathProblem(id="unicode-1", question="Half of £4 is ½ × £4: how much? ∑ é 𝑥",
+                              answer="2", solution="½ × 4 = 2\n#### 2", steps=("½ × 4 = 2",))
+
+
+@pytest.mark.parametrize(
+    "vector_kwargs",
+    [{}, {"shared_memory": True, "autoreset_mode": AutoresetMode.DISABLED},
+     # gymnasium 1.4's async worker clears its autoreset flag on reset only with shared
+     # memory, so without it episodes must not autoreset (see the env's Version notes)
+     {"shared_memory": False, "autoreset_mode": AutoresetMode.DISABLED}],
+)
+def test_make_vec_async_works(vector_kwargs: dict) -> None:
+    """Deliberate bugs caught: with shared memory (the default) the worker failed with
+    KeyError(':') (a `Text` buffer holds charset indices only) and every later prompt
+    read back as a stale ""; without it the daemonic workers could not start the
+    verifier pool, so symbolic answers scored 0.
+    """
+    problems = (*PROBLEMS, UNICODE_PROBLEM)
+    envs = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="async", problems=problems,
+                        vector_kwargs=vector_kwargs)
+    try:
+        for problem, symbolic in ((UNICODE_PROBLEM, "\\boxed{\\sqrt{4}}"),
+                                  (PROBLEMS[2], "\\boxed{" + PROBLEMS[2].answer + ".0}")):
+            obs, info = envs.reset(options={"problem_id": problem.id})
+            assert tuple(obs) == (problem.question, problem.question)
+            assert list(info["problem_id"]) == [problem.id] * 2
+            _, rewards, terminated, _, step_info = envs.step((symbolic, "\\boxed{-12345}"))
+            np.testing.assert_array_equal(rewards, [1.0, 0.0], err_msg=str(step_info))
+            assert terminated.all() and list(step_info["status"]) == ["ok", "ok"]
+    finally:
+        envs.close()
 
 
 def test_same_seed_same_problem(env: MathReasoningEnv) -> None:
