@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zlib
@@ -495,3 +496,53 @@ def test_two_process_run_observes_each_reward_once(tmp_path) -> None:
     assert states[0].state_checksum() == states[1].state_checksum()
     assert (tmp_path / "sampler_rank0.npz").read_bytes() == (
         tmp_path / "sampler_rank1.npz").read_bytes()
+
+
+# ---------------------------------------------------------------- the example script
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "trl" / "train_lppo_grpo.py"
+
+
+def run_example(*argv: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(EXAMPLE), *argv], capture_output=True, text=True,
+                          env=env, timeout=1200, cwd=EXAMPLE.parents[2])
+
+
+def test_example_script_bad_settings_exit_2_with_one_line(tmp_path) -> None:
+    for argv, pattern in [
+        (["--strategy", "lpo"], r"^error: --strategy: unknown strategy 'lpo'\. Did you mean "
+                                r"'lppo'\?"),
+        (["--data", str(tmp_path / "none.jsonl")], r"^error: --data: '.*none\.jsonl' is neither"),
+        (["--use-vllm"], r"^error: --use-vllm: vLLM loads the model from a path"),
+    ]:
+        out = run_example("--model", "tiny", *argv, "--output-dir", str(tmp_path / "o"))
+        assert out.returncode == 2, out.stderr[-2000:]
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert re.match(pattern, lines[0]), lines[0]
+
+
+def test_example_script_trains_checkpoints_and_resumes(tmp_path, gsm8k_path) -> None:
+    common = ["--model", "tiny", "--data", str(gsm8k_path), "--size", "12", "--cpu",
+              "--max-completion-length", "12", "--save-steps", "1", "--output-dir",
+              str(tmp_path)]
+    out = run_example(*common, "--steps", "2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and summary["sampler/seen_frac"] > 0
+    logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in logged if "loss" in x] == [1, 2]
+    assert all("sampler/ema_mean" in x for x in logged if "loss" in x)
+    saved = make_strategy("lppo", group_size=4, seed=0)
+    saved.load(tmp_path / "checkpoint-2" / SAMPLER_FILE)
+    assert saved.stats.step == 2
+    out = run_example(*common, "--steps", "3", "--resume", str(tmp_path / "checkpoint-2"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = make_strategy("lppo", group_size=4, seed=0)
+    resumed.load(tmp_path / "checkpoint-3" / SAMPLER_FILE)
+    assert resumed.stats.step == 3                   # restored 2 + one new generation
+    # resuming with another strategy is a start-up error, not a silent restart
+    out = run_example(*common, "--steps", "4", "--strategy", "uniform", "--resume",
+                      str(tmp_path / "checkpoint-3"))
+    assert out.returncode == 2 and "resume_from_checkpoint=" in out.stderr
+    assert "Traceback" not in out.stderr
