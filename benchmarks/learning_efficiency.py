@@ -23,6 +23,20 @@ steps and ends >= 3 points higher) that says so when LPPO does not win.
     python benchmarks/learning_efficiency.py                 # the full protocol (hours on CPU)
     python benchmarks/learning_efficiency.py --quick         # CI: whole pipeline in minutes
     python benchmarks/learning_efficiency.py --report        # only regenerate results + report
+
+Protocol v2 (`--protocol v2`, issue 15; results in benchmarks/results/learning_efficiency_v2):
+power analysis first (benchmarks/power.py: seeds and held-out size chosen so the minimum
+detectable difference is <= 3 points), per-problem evaluation logs at every evaluation
+(eval_problems.jsonl) and paired tests against uniform (McNemar exact over problem x seed
+pairs, paired bootstrap over problems pooled over seeds) with a Holm-corrected verdict; arms
+uniform, LP-weighting with raw and normalised weights (mean 1 over the batch), and the prefix
+arms (expert: prefix_guidance, lppo; self: self_prefix, lppo_self) only where the viability
+gate (benchmarks/viability_gate.py) passed on the protocol's data format.
+
+GPU preset (`--protocol gpu`), the same protocol at a useful scale: Qwen2.5-Math-1.5B on
+MATH-style JSONL (`problem`, `solution` with a boxed answer), a few hundred steps:
+
+    python benchmarks/learning_efficiency.py --protocol gpu --data /path/to/math_train.jsonl
 """
 
 from __future__ import annotations
@@ -92,6 +106,53 @@ QUICK: dict[str, Any] = dict(
     max_new_tokens=16,
     save_every=1,
 )
+# Protocol v2 (issue 15). Sized by benchmarks/power.py (results/power.md): 7 seeds and 1500
+# held-out problems for an MDE <= 3 points; 64 training problems, 48 steps x 4 prompts, so
+# each training problem is visited ~3 times (learning progress needs revisits); evaluated
+# every 4 steps so "steps to reach uniform's final accuracy" has a resolution of 4 steps.
+# The mid cut leaves the model a computation to finish (lppo_env.prefix).
+PROTOCOL_V2: dict[str, Any] = dict(
+    PROTOCOL,
+    data="default",
+    data_kwargs={"size": 1564, "prefix_cut": "mid"},
+    eval_size=1500,
+    eval_every=4,
+    steps=48,
+    batch_size=4,
+    group_size=8,
+    max_new_tokens=48,
+    save_every=4,
+)
+V2_SEEDS = [0, 1, 2, 3, 4, 5, 6]
+# GPU preset: the same script and arms on a 1.5B math model and MATH-style data.
+GPU: dict[str, Any] = dict(
+    PROTOCOL_V2,
+    model="Qwen/Qwen2.5-Math-1.5B",
+    data="math_train.jsonl",
+    data_kwargs={},
+    eval_size=500,
+    eval_every=10,
+    steps=300,
+    batch_size=64,
+    group_size=8,
+    max_new_tokens=1024,
+    lr=1e-6,
+    backend="vllm",
+    save_every=25,
+)
+PROTOCOLS = {"v1": PROTOCOL, "v2": PROTOCOL_V2, "gpu": GPU}
+# An arm is a registered strategy plus its arguments; the label names the run directory.
+ARMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "uniform": ("uniform", {}),
+    "lp_weighting": ("lp_weighting", {}),
+    "lp_weighting_norm": ("lp_weighting", {"normalize_weights": True}),
+    "prefix_guidance": ("prefix_guidance", {}),
+    "lppo": ("lppo", {}),
+    "self_prefix": ("self_prefix", {}),
+    "lppo_self": ("lppo_self", {}),
+}
+LP_ARMS = ["uniform", "lp_weighting", "lp_weighting_norm"]
+GATED_ARMS = {"expert": ["prefix_guidance", "lppo"], "self": ["self_prefix", "lppo_self"]}
 GOAL_STEP_FRACTION = 0.5
 GOAL_MARGIN = 0.03
 
@@ -477,6 +538,26 @@ def write_report(
             f"| {_pct(r['final'], r['final_std'])} | {_pct(r['best'], r['best_std'])} "
             f"| {dd} | {stt} | {ttt} | {r.get('seeds_reached', '–')}/{r['n_complete']} | {tok} |"
         )
+    paired = paired_rows(results, result)
+    lines += ["", "## Paired tests against uniform", "", *paired_lines(paired)]
+    if protocol.get("power"):
+        pw = protocol["power"]
+        lines += [
+            "", "## Power analysis (planned before the runs; benchmarks/power.py)", "",
+            f"- seed sd of final accuracy {100 * pw['sigma_seed']:.1f} points, systematic "
+            f"per-problem variance q = {pw['q']:.3f} ({pw['source']})",
+            f"- this design: {len(protocol['seeds'])} seeds, {cfg['eval_size']} held-out "
+            f"problems: minimum detectable difference {100 * pw['design_mde']:.1f} points at "
+            "80 % power, two-sided 5 % (before the Holm correction over the arms)",
+        ]
+    if protocol.get("compute_plan"):
+        cp = protocol["compute_plan"]
+        lines += [f"- planned compute: {cp['runs']} runs × {cp['per_run_s']} s = "
+                  f"{cp['total_h']} h ({cp['assumptions']})"]
+    if protocol.get("gate_notes") is not None:
+        lines += ["", "## Prefix arms and the viability gate", ""]
+        lines += [f"- {n}" for n in protocol["gate_notes"]] or [
+            "- every prefix guide passed the gate on this data format"]
     lines += [
         "",
         "## What the strategies did during training",
@@ -543,12 +624,158 @@ def write_report(
                 "arms": rows,
                 "mechanics": mech,
                 "notes": notes,
+                "paired": paired,
             },
             indent=2,
         )
         + "\n"
     )
     return path
+
+
+# --------------------------------------------------------------------------- v2: arms, gate
+def gate_format(cfg: dict[str, Any]) -> str:
+    """The viability-gate format name of a protocol's data ("default:mid", "chain_long:mid")."""
+    cut = (cfg.get("data_kwargs") or {}).get("prefix_cut", "mid" if cfg["data"] == "chain_long"
+                                               else "step")
+    return f"{cfg['data']}:{cut}"
+
+
+def gated_arms(gate_json: Path, fmt: str) -> tuple[list[str], list[str]]:
+    """Prefix arms the viability gate let in for this data format, and why the others are out.
+
+    A guide's arms run only when its gate row for `fmt` passed (complete set, no unusable
+    planned slot, no leak, Holm-significant gain at some depth).
+    """
+    arms, notes = [], []
+    gate = json.loads(gate_json.read_text()) if gate_json.is_file() else {}
+    f = gate.get("formats", {}).get(fmt, {})
+    for guide, names in GATED_ARMS.items():
+        g = f.get("guides", {}).get(guide)
+        if g and g.get("passes_gate"):
+            arms += names
+        else:
+            why = ("not run" if g is None else "incomplete" if not g.get("complete")
+                   else "no significant gain")
+            notes.append(f"{guide} prefixes on {fmt}: gate {why}; arms {names} left out")
+    return arms, notes
+
+
+def arm_specs(cfg: TrainConfig, arms: list[str], learners: list[str], seeds: list[int],
+              out: Path) -> list[Any]:
+    """The matrix over arm labels: each label's strategy with its own arguments."""
+    import dataclasses
+
+    from agents.compare import RunSpec, run_name
+
+    specs = []
+    for learner in learners:
+        for seed in seeds:
+            for label in arms:
+                strategy, kwargs = ARMS.get(label, (label, {}))
+                (spec,) = build_matrix(
+                    dataclasses.replace(cfg, strategy_kwargs={**cfg.strategy_kwargs, **kwargs}),
+                    [strategy], [learner], [seed], out)
+                name = run_name(label, learner, seed)
+                specs.append(RunSpec(name, label, learner, int(seed), dataclasses.replace(
+                    spec.cfg, run_dir=str(out / name))))
+    return specs
+
+
+# --------------------------------------------------------------------------- v2: paired tests
+def _eval_logs(results: Path, run: str) -> dict[int, dict[str, int]]:
+    from agents.evaluation import read_eval_problems
+
+    return read_eval_problems(results / "runs" / run / "eval_problems.jsonl")
+
+
+def paired_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every arm vs uniform (same learner) at the final step, on the same problems and seeds.
+
+    McNemar exact over (problem, seed) pairs (seed s of the arm against seed s of uniform:
+    same initial model and data order); paired bootstrap over problems of the seed-pooled
+    per-problem accuracy difference; Holm over all comparisons of the report.
+    """
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import power
+
+    complete = [r for r in result["runs"] if r["complete"]]
+    by = {}
+    for r in complete:
+        logs = _eval_logs(results, r["run"])
+        if logs:
+            by.setdefault((r["strategy"], r["learner"]), {})[r["seed"]] = logs[max(logs)]
+    rows = []
+    for (arm, learner), seeds in sorted(by.items()):
+        uni = by.get(("uniform", learner))
+        if arm == "uniform" or not uni:
+            continue
+        common = sorted(set(seeds) & set(uni))
+        if not common:
+            continue
+        n = b = c = 0
+        for s in common:
+            k, only_a, only_u = power.paired_table(seeds[s], uni[s])
+            n, b, c = n + k, b + only_a, c + only_u
+        pa = power.pooled_correct([seeds[s] for s in common])
+        pu = power.pooled_correct([uni[s] for s in common])
+        mean, lo, hi = power.paired_bootstrap(pa, pu)
+        rows.append({"strategy": arm, "learner": learner, "seeds": len(common),
+                     "pairs": n, "arm_only": b, "uniform_only": c,
+                     "mcnemar_p": power.mcnemar_exact(b, c),
+                     "diff": mean, "ci": [lo, hi], "problems": len(pa)})
+    for r, p in zip(rows, power.holm([r["mcnemar_p"] for r in rows]), strict=True):
+        r["holm_p"] = p
+        r["significant"] = p < 0.05
+    return rows
+
+
+def paired_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The paired-test table of the report (empty when no run logged per-problem results)."""
+    if not rows:
+        return ["No complete run has per-problem evaluation logs yet (eval_problems.jsonl): "
+                "no paired test."]
+    out = [
+        "Final step, each arm against uniform on the same held-out problems and seeds. "
+        "McNemar exact over (problem, seed) pairs; 95 % paired-bootstrap interval over "
+        "problems of the seed-pooled accuracy difference; Holm over all rows.",
+        "",
+        "| learner | arm | seeds | problems | arm only / uniform only | Δ (points) [95 % CI] "
+        "| McNemar p | Holm p | detectable |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    sig = [f"{r['strategy']}/{r['learner']}" for r in rows if r["significant"]]
+    out_verdict = (
+        "Detectable after Holm: " + ", ".join(sig) + "." if sig else
+        "No arm differs detectably from uniform after the Holm correction: any true "
+        "difference is smaller than the design's minimum detectable difference (below).")
+    for r in rows:
+        out.append(
+            f"| {r['learner']} | {r['strategy']} | {r['seeds']} | {r['problems']} | "
+            f"{r['arm_only']} / {r['uniform_only']} | {100 * r['diff']:+.1f} "
+            f"[{100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}] | {r['mcnemar_p']:.2g} | "
+            f"{r['holm_p']:.2g} | {'yes' if r['significant'] else 'no'} |")
+    return [*out, "", out_verdict]
+
+
+def compute_plan(cfg: dict[str, Any], arms: list[str], learners: list[str], seeds: list[int],
+                 step_s_per_8: float = 16.0, eval_tokens_per_s: float = 300.0) -> dict[str, Any]:
+    """Total compute the matrix needs, stated before it runs (idle-machine step time).
+
+    One GRPO step of 8 rollouts x 48 tokens took 16 s on the idle 2-core machine; a step
+    scales with its rollouts (batch x G) and generation cap.
+    """
+    runs = len(arms) * len(learners) * len(seeds)
+    step_s = step_s_per_8 * cfg["batch_size"] * cfg["group_size"] / 8 * cfg["max_new_tokens"] / 48
+    n_evals = cfg["steps"] // max(1, cfg["eval_every"]) + 1
+    eval_s = cfg["eval_size"] * cfg["max_new_tokens"] * 0.6 / eval_tokens_per_s
+    per_run = cfg["steps"] * step_s + n_evals * eval_s
+    return {"runs": runs, "evaluations_per_run": n_evals, "step_s": step_s,
+            "eval_s": round(eval_s), "per_run_s": round(per_run),
+            "total_h": round(runs * per_run / 3600, 1),
+            "assumptions": f"{step_s:.0f} s per training step (scaled from 16 s for GRPO on 8 "
+            "rollouts x 48 tokens, measured idle on 2 cores), greedy evaluation at "
+            f"{eval_tokens_per_s:.0f} tokens/s, responses ~60 % of the generation cap"}
 
 
 # --------------------------------------------------------------------------- main
@@ -561,7 +788,8 @@ def copy_results(result: dict[str, Any], runs_root: Path, results: Path) -> None
     for r in result["runs"]:
         src, dst = runs_root / r["run"], results / "runs" / r["run"]
         dst.mkdir(parents=True, exist_ok=True)
-        for f in ("summary.json", "metrics.jsonl", "config.json", "compare_status.json"):
+        for f in ("summary.json", "metrics.jsonl", "config.json", "compare_status.json",
+                  "eval_problems.jsonl"):
             if (src / f).is_file():
                 shutil.copy2(src / f, dst / f)
 
@@ -592,7 +820,8 @@ def restore_complete_runs(specs: list[Any], runs_root: Path, results: Path) -> l
         if not summarize_run(src, target_steps=spec.cfg.steps)["complete"]:
             continue
         dst.mkdir(parents=True, exist_ok=True)
-        for f in ("metrics.jsonl", "config.json", "summary.json", "compare_status.json"):
+        for f in ("metrics.jsonl", "config.json", "summary.json", "compare_status.json",
+                  "eval_problems.jsonl"):
             if (src / f).is_file():
                 shutil.copy2(src / f, dst / f)
         restored.append(spec.name)
@@ -603,6 +832,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run (or resume) the matrix, summarise it, copy results, write the report."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="CI: tiny budget, 1 seed, 2 arms")
+    ap.add_argument("--protocol", choices=sorted(PROTOCOLS), default="v1",
+                    help="v1: the first matrix (committed); v2: issue 15's protocol (power "
+                    "analysis, paired tests, gated prefix arms); gpu: v2 on a 1.5B model")
     ap.add_argument("--report", action="store_true", help="do not train: summarise and report only")
     ap.add_argument("--strategies", nargs="+", default=None)
     ap.add_argument("--learners", nargs="+", default=None)
@@ -638,19 +870,32 @@ def main(argv: list[str] | None = None) -> int:
             ap.add_argument("--" + k.replace("_", "-"), dest=k, type=type(v), default=None)
     args = ap.parse_args(argv)
 
-    base = dict(QUICK if args.quick else PROTOCOL)
+    v2 = args.protocol != "v1"
+    base = dict(QUICK if args.quick else PROTOCOLS[args.protocol])
     base.update({k: getattr(args, k) for k in PROTOCOL if getattr(args, k) is not None})
-    strategies = args.strategies or (["uniform", "lppo"] if args.quick else STRATEGIES)
-    learners = args.learners or (["grpo"] if args.quick else LEARNERS)
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    suffix = "" if args.protocol == "v1" else f"_{args.protocol}"
+    gate_notes: list[str] = []
+    if args.strategies:
+        strategies = args.strategies
+    elif args.quick:
+        strategies = ["uniform", "lppo"]
+    elif v2:
+        extra, gate_notes = gated_arms(
+            REPO / "benchmarks/results/viability_gate/gate.json", gate_format(base))
+        strategies = LP_ARMS + extra
+    else:
+        strategies = STRATEGIES
+    learners = args.learners or (["grpo"] if args.quick or v2 else LEARNERS)
+    seeds = args.seeds or ([0] if args.quick else V2_SEEDS if v2 else [0, 1, 2])
     runs_root = args.runs_root or REPO / (
-        "runs/learning_efficiency_quick" if args.quick else "runs/learning_efficiency"
+        "runs/learning_efficiency_quick" if args.quick else f"runs/learning_efficiency{suffix}"
     )
     results = args.results or (
-        runs_root / "results" if args.quick else REPO / "benchmarks/results/learning_efficiency"
+        runs_root / "results" if args.quick
+        else REPO / f"benchmarks/results/learning_efficiency{suffix}"
     )
     cfg = TrainConfig(progress=not args.quick, **base)
-    specs = build_matrix(cfg, strategies, learners, seeds, runs_root)
+    specs = arm_specs(cfg, strategies, learners, seeds, runs_root)
     runs_root.mkdir(parents=True, exist_ok=True)
     protocol_path = runs_root / "protocol.json"
     protocol = {
@@ -668,6 +913,18 @@ def main(argv: list[str] | None = None) -> int:
         # the flags define the protocol in --report mode too, so the command is always right
         "reproduce_command": reproduce_command(list(sys.argv[1:] if argv is None else argv)),
     }
+    if v2:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import power
+
+        protocol["protocol"] = args.protocol
+        protocol["gate_notes"] = gate_notes
+        protocol["compute_plan"] = compute_plan(protocol["config"], strategies, learners, seeds)
+        power_json = REPO / "benchmarks/results/power.json"
+        if power_json.is_file():
+            pw = json.loads(power_json.read_text())
+            protocol["power"] = {**pw, "design_mde": power.mde(
+                pw["sigma_seed"], len(seeds), int(protocol["config"]["eval_size"]), pw["q"])}
     # Keep the first start's record: a resumed matrix, or a fresh clone regenerating the
     # report from the committed runs, is the same experiment on the hardware that trained it.
     first = protocol_path if protocol_path.is_file() else results / "protocol.json"

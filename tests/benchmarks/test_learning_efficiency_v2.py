@@ -1,0 +1,85 @@
+"""Protocol v2 of the learning-efficiency benchmark: arms with arguments, gated prefix arms,
+paired tests over per-problem logs."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from agents.config import TrainConfig
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def le():
+    spec = importlib.util.spec_from_file_location("le_v2", BENCH / "learning_efficiency.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_arm_labels_carry_their_strategy_arguments(le, tmp_path):
+    specs = le.arm_specs(TrainConfig(), ["uniform", "lp_weighting_norm"], ["grpo"], [0, 1],
+                         tmp_path)
+    by = {s.name: s for s in specs}
+    norm = by["lp_weighting_norm__grpo__s1"]
+    assert norm.strategy == "lp_weighting_norm" and norm.cfg.strategy == "lp_weighting"
+    assert norm.cfg.strategy_kwargs == {"normalize_weights": True}
+    assert by["uniform__grpo__s0"].cfg.strategy_kwargs == {}
+    assert norm.cfg.run_dir == str(tmp_path / "lp_weighting_norm__grpo__s1")
+    # every arm shares the step-0 evaluation cache of the matrix
+    assert len({s.cfg.eval_cache for s in specs}) == 1
+
+
+def test_prefix_arms_only_where_the_gate_passed(le, tmp_path):
+    gate = {"formats": {"default:mid": {"guides": {
+        "expert": {"passes_gate": False, "complete": True},
+        "self": {"passes_gate": True, "complete": True}}}}}
+    (tmp_path / "gate.json").write_text(json.dumps(gate))
+    arms, notes = le.gated_arms(tmp_path / "gate.json", "default:mid")
+    assert arms == ["self_prefix", "lppo_self"]
+    assert notes == ["expert prefixes on default:mid: gate no significant gain; arms "
+                     "['prefix_guidance', 'lppo'] left out"]
+    arms, notes = le.gated_arms(tmp_path / "missing.json", "default:mid")
+    assert arms == [] and len(notes) == 2
+    assert le.gate_format({"data": "default", "data_kwargs": {"prefix_cut": "mid"}}) == \
+        "default:mid"
+    assert le.gate_format({"data": "chain_long", "data_kwargs": {}}) == "chain_long:mid"
+
+
+def _write_run(results, arm, seed, correct):
+    d = results / "runs" / f"{arm}__grpo__s{seed}"
+    d.mkdir(parents=True)
+    lines = [json.dumps({"step": 0, "problem_id": f"p{i}", "correct": 0}) for i in range(40)]
+    lines += [json.dumps({"step": 8, "problem_id": f"p{i}", "correct": c})
+              for i, c in enumerate(correct)]
+    (d / "eval_problems.jsonl").write_text("\n".join(lines) + "\n")
+    return {"run": d.name, "strategy": arm, "learner": "grpo", "seed": seed, "complete": True}
+
+
+def test_paired_rows_count_discordant_pairs_at_the_final_step(le, tmp_path):
+    runs = []
+    for seed in (0, 1):
+        runs.append(_write_run(tmp_path, "uniform", seed, [1] * 10 + [0] * 30))
+        runs.append(_write_run(tmp_path, "lp_weighting", seed, [1] * 30 + [0] * 10))
+        runs.append(_write_run(tmp_path, "lp_weighting_norm", seed, [1] * 10 + [0] * 30))
+    rows = {r["strategy"]: r for r in le.paired_rows(tmp_path, {"runs": runs})}
+    lw, ln = rows["lp_weighting"], rows["lp_weighting_norm"]
+    assert (lw["pairs"], lw["arm_only"], lw["uniform_only"]) == (80, 40, 0)
+    assert lw["diff"] == pytest.approx(0.5) and lw["significant"]
+    assert (ln["arm_only"], ln["uniform_only"], ln["mcnemar_p"]) == (0, 0, 1.0)
+    assert not ln["significant"] and lw["holm_p"] == pytest.approx(2 * lw["mcnemar_p"])
+    text = "\n".join(le.paired_lines(list(rows.values())))
+    assert "Detectable after Holm: lp_weighting/grpo." in text
+
+
+def test_compute_plan_scales_with_the_design(le):
+    cfg = {"steps": 48, "eval_every": 4, "eval_size": 1500, "max_new_tokens": 48,
+           "batch_size": 4, "group_size": 8}
+    plan = le.compute_plan(cfg, ["uniform", "lp_weighting"], ["grpo"], [0, 1, 2])
+    assert plan["runs"] == 6 and plan["evaluations_per_run"] == 13
+    assert plan["step_s"] == pytest.approx(64.0)
+    bigger = le.compute_plan(cfg, ["uniform", "lp_weighting"], ["grpo"], list(range(6)))
+    assert bigger["total_h"] == pytest.approx(2 * plan["total_h"], abs=0.15)
