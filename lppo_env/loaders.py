@@ -3,7 +3,9 @@
 Why strict: a row that is silently skipped or half-parsed shows up weeks later as a
 sampler statistic with no problem behind it. Every loader validates each row and
 raises one `DataError` naming the file, the 1-based row and the field; nothing is
-dropped, and duplicate ids are an error (`DuplicateIdError`).
+dropped (blank JSONL lines are not rows), and duplicate ids are an error
+(`DuplicateIdError`) naming both rows. Rows are JSONL line numbers, or Parquet row
+indices + 1, so an error points at the line to open.
 """
 
 from __future__ import annotations
@@ -42,14 +44,16 @@ class FieldMapping:
     ("reward_model.ground_truth"); None means "not present".
 
     Attributes:
-        id: id field; None numbers rows as "<file stem>-<row index>".
+        id: id field (default "id"); rows are numbered "<file stem>-<record index>" when it
+            is None, or when it is absent from the first row. Once the first row has it,
+            every row must.
         question: question field (required).
         answer: gold-answer field (required; str or a number).
         solution: worked-solution field, or None.
         tags: field holding a str or a list of str, or None.
     """
 
-    id: str | None = None
+    id: str | None = "id"
     question: str = "question"
     answer: str = "answer"
     solution: str | None = None
@@ -72,8 +76,8 @@ def _type_name(value: Any) -> str:
 class _Row:
     """One raw row plus where it came from, with typed getters that raise `DataError`."""
 
-    def __init__(self, data: Any, file: Path, row: int) -> None:
-        self.file, self.row = file, row
+    def __init__(self, data: Any, file: Path, row: int, index: int) -> None:
+        self.file, self.row, self.index = file, row, index  # line (1-based), record (0-based)
         if not isinstance(data, Mapping):
             raise DataError(f"expected a JSON object, got {type(data).__name__}",
                             file=file, row=row)
@@ -125,30 +129,69 @@ class _Row:
         raise self.error(field, f"expected a string or a list of strings, got {value!r:.60}")
 
 
+def _decode_line(raw: bytes, path: Path, row: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"expected UTF-8 text, got byte 0x{raw[e.start]:02x} at column "
+                        f"{e.start + 1} (re-save the file as UTF-8)", file=path, row=row) from None
+
+
 def _read_jsonl(path: Path) -> Iterator[_Row]:
-    with path.open("r", encoding="utf-8", errors="strict") as f:
-        for row, line in enumerate(f, start=1):
+    """Rows of a JSONL file; blank lines (anywhere, e.g. a trailing one) are skipped."""
+    index = 0
+    with path.open("rb") as f:
+        for row, raw in enumerate(f, start=1):
+            line = _decode_line(raw, path, row)
+            if row == 1:
+                line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
             if not line.strip():
-                raise DataError("expected one JSON object per line, got an empty line",
-                                file=path, row=row)
+                continue
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"expected valid JSON, got {e.msg} at column {e.colno}",
                                 file=path, row=row) from e
-            yield _Row(data, path, row)
+            yield _Row(data, path, row, index)
+            index += 1
 
 
-def _read_parquet(path: Path) -> Iterator[_Row]:
+def _one_line(error: Exception) -> str:
+    """Pyarrow's messages span lines; an error here is one line."""
+    return " ".join(str(error).split())[:200]
+
+
+def _parquet_file(path: Path) -> Any:
+    """The opened file (footer and schema read), or a `DataError` naming the file."""
     import pyarrow.parquet as pq  # only parquet users pay for pyarrow
 
     try:
-        table = pq.read_table(path)
+        return pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several unrelated types for bad files
-        raise DataError(f"expected a readable Parquet file, got {type(e).__name__}: {e}",
-                        file=path) from e
-    for row, data in enumerate(table.to_pylist(), start=1):
-        yield _Row(data, path, row)
+        raise DataError(f"expected a readable Parquet file, got {type(e).__name__}: "
+                        f"{_one_line(e)}", file=path) from e
+
+
+def _read_parquet(path: Path) -> Iterator[_Row]:
+    """Rows of a Parquet file, read one row group at a time.
+
+    Why by row group: a damaged page then names the rows it holds ("row 1001, ...
+    row group 1 (rows 1001-2000)") instead of failing the whole file without a place.
+    """
+    file = _parquet_file(path)
+    first = 1
+    for group in range(file.num_row_groups):
+        n = file.metadata.row_group(group).num_rows
+        try:
+            rows = file.read_row_group(group).to_pylist()
+        except Exception as e:  # corrupt pages, bad UTF-8 in a string column, ...
+            raise DataError(
+                f"expected readable Parquet data, got {type(e).__name__} in row group "
+                f"{group} (rows {first}-{first + n - 1}): {_one_line(e)}", file=path, row=first,
+            ) from e
+        for offset, data in enumerate(rows):
+            yield _Row(data, path, first + offset, first + offset - 1)
+        first += n
 
 
 def _check_file(path: str | Path) -> Path:
@@ -158,11 +201,47 @@ def _check_file(path: str | Path) -> Path:
     return p
 
 
-def _finish(problems: list[MathProblem], path: Path) -> tuple[MathProblem, ...]:
+def _finish(
+    problems: list[MathProblem], path: Path, rows: list[int]
+) -> tuple[MathProblem, ...]:
     if not problems:
         raise DataError("expected at least one row, got an empty file", file=path)
-    check_unique_ids(problems, file=str(path))
+    check_unique_ids(problems, file=str(path), rows=rows)
     return tuple(problems)
+
+
+class _Ids:
+    """Ids of a file's rows: its `field` when the first row has it, else numbered.
+
+    Why decided by the first row: a file either carries stable ids (then every row
+    must, or two kinds of ids would mix) or it does not (then the row number is the id).
+    """
+
+    def __init__(self, path: Path, field: str | None) -> None:
+        self.path, self.field = path, field
+        self.use_field: bool | None = None if field is not None else False
+
+    def __call__(self, row: _Row) -> str:
+        if self.use_field is None:
+            self.use_field = _get(row.data, self.field) is not _MISSING  # type: ignore[arg-type]
+        if self.use_field:
+            return row.key(self.field)  # type: ignore[arg-type]
+        return f"{self.path.stem}-{row.index}"
+
+
+def _boxed_solution(row: _Row, field: str, text: str) -> tuple[str, str | None]:
+    r"""(answer, solution) of an answer field: a full solution yields its `\boxed{}` answer.
+
+    MATH-style files often keep the whole worked solution under "answer"; taking it
+    as the gold answer would make every completion wrong and leave no prefix steps.
+    """
+    if "\\boxed" not in text and "\\fbox" not in text:
+        return text, None
+    boxed = last_boxed(text)
+    if not boxed:
+        raise row.error(field, f"expected a closed \\boxed{{}} answer, got {text[-60:]!r}")
+    # a field with reasoning steps besides the boxed line is a worked solution
+    return boxed, (text if split_steps(text) else None)
 
 
 def _make(row: _Row, **fields: Any) -> MathProblem:
@@ -177,10 +256,12 @@ def load_gsm8k(path: str | Path) -> tuple[MathProblem, ...]:
 
     The solution keeps the original text minus calculator annotations (`<<48/2=24>>`),
     so a prefix reads as prose; the gold answer is the text after the last `####`.
-    Ids are "<file stem>-<0-based row>", stable for a given file.
+    Ids come from an `id` field when the rows have one, else "<file stem>-<0-based
+    record index>" (blank lines do not count), stable for a given file.
     """
     path = _check_file(path)
-    problems = []
+    problems, rows = [], []
+    ids = _Ids(path, "id")
     for row in _read_jsonl(path):
         question = row.text("question")
         raw = row.text("answer")
@@ -193,34 +274,39 @@ def load_gsm8k(path: str | Path) -> tuple[MathProblem, ...]:
             raise row.error("answer", "expected an answer after '####', got nothing")
         solution = strip_calculator_annotations(raw)
         problems.append(_make(
-            row, id=f"{path.stem}-{row.row - 1}", question=question, answer=answer,
+            row, id=ids(row), question=question, answer=answer,
             solution=solution, steps=split_steps(solution), source="gsm8k",
         ))
-    return _finish(problems, path)
+        rows.append(row.row)
+    return _finish(problems, path, rows)
 
 
 def load_math(path: str | Path) -> tuple[MathProblem, ...]:
     r"""Load MATH-style JSONL (`problem`, `solution` with a `\boxed{}` answer).
 
-    Optional fields: `answer` (overrides the boxed one), `unique_id` or `id`, `level`
-    and `type` (become tags "level:..", "type:..").
+    Optional fields: `answer` (overrides the boxed one; when it holds a whole worked
+    solution, as in some MATH exports, its `\boxed{}` content is the answer and the
+    text is the solution), `unique_id` or `id`, `level` and `type` (become tags
+    "level:..", "type:..").
     """
     path = _check_file(path)
-    problems = []
+    problems, rows = [], []
     for row in _read_jsonl(path):
         question = row.text("problem")
-        solution = row.text("solution")
+        solution_given = _get(row.data, "solution") not in (_MISSING, None)
         if _get(row.data, "answer") not in (_MISSING, None):
-            answer = row.answer("answer")
+            answer, from_answer = _boxed_solution(row, "answer", row.answer("answer"))
+            solution = (row.text("solution") if solution_given or from_answer is None
+                        else from_answer)
         else:
-            boxed = last_boxed(solution)
-            if not boxed:
+            solution = row.text("solution")
+            answer = last_boxed(solution) or ""
+            if not answer:
                 raise row.error(
                     "solution", f"expected a \\boxed{{}} answer, got {solution[-60:]!r}"
                 )
-            answer = boxed
         id_field = next((f for f in ("unique_id", "id") if f in row.data), None)
-        pid = row.key(id_field) if id_field else f"{path.stem}-{row.row - 1}"
+        pid = row.key(id_field) if id_field else f"{path.stem}-{row.index}"
         tags = tuple(
             f"{f}:{row.data[f]}"
             for f in ("level", "type")
@@ -230,26 +316,32 @@ def load_math(path: str | Path) -> tuple[MathProblem, ...]:
             row, id=pid, question=question, answer=answer, solution=solution,
             steps=split_steps(solution), source="math", tags=tags,
         ))
-    return _finish(problems, path)
+        rows.append(row.row)
+    return _finish(problems, path, rows)
 
 
 def _generic(rows: Iterator[_Row], path: Path, mapping: FieldMapping) -> tuple[MathProblem, ...]:
-    problems = []
+    problems, numbers = [], []
+    ids = _Ids(path, mapping.id)
     for row in rows:
         solution = row.optional_text(mapping.solution)
+        answer, from_answer = _boxed_solution(row, mapping.answer, row.answer(mapping.answer))
+        if solution is None:
+            solution = from_answer
         if solution is not None:
             solution = strip_calculator_annotations(solution)
         problems.append(_make(
             row,
-            id=row.key(mapping.id) if mapping.id else f"{path.stem}-{row.row - 1}",
+            id=ids(row),
             question=row.text(mapping.question),
-            answer=row.answer(mapping.answer),
+            answer=answer,
             solution=solution,
             steps=split_steps(solution) if solution else (),
             source=path.stem,
             tags=row.tags(mapping.tags),
         ))
-    return _finish(problems, path)
+        numbers.append(row.row)
+    return _finish(problems, path, numbers)
 
 
 def load_jsonl(path: str | Path, mapping: FieldMapping | None = None) -> tuple[MathProblem, ...]:
@@ -274,7 +366,7 @@ def load_verl_parquet(path: str | Path) -> tuple[MathProblem, ...]:
     `extra_info.answer` when it is a GSM8K-style solution with `####`.
     """
     path = _check_file(path)
-    problems = []
+    problems, rows = [], []
     for row in _read_parquet(path):
         prompt = _get(row.data, "prompt")
         if not isinstance(prompt, (list, tuple)) or not prompt:
@@ -307,28 +399,33 @@ def load_verl_parquet(path: str | Path) -> tuple[MathProblem, ...]:
             steps=split_steps(solution) if solution else (),
             source=source if isinstance(source, str) and source else "verl",
         ))
-    return _finish(problems, path)
+        rows.append(row.row)
+    return _finish(problems, path, rows)
 
 
 def _sniff_jsonl(path: Path) -> Callable[[Path], tuple[MathProblem, ...]]:
-    with path.open("r", encoding="utf-8") as f:
-        first = f.readline()
-    try:
-        row = json.loads(first)
-    except json.JSONDecodeError:
-        return load_jsonl  # reports the bad row with its location
+    """The loader for a JSONL file, from its first non-blank line."""
+    row: Any = None
+    with path.open("rb") as f:
+        for raw in f:
+            if raw.strip():
+                try:
+                    row = json.loads(raw.decode("utf-8").removeprefix("\ufeff"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    return load_jsonl  # reports the bad row with its location
+                break
     if isinstance(row, dict):
-        if isinstance(row.get("answer"), str) and "####" in row["answer"] and "question" in row:
+        answer = row.get("answer")
+        if isinstance(answer, str) and "####" in answer and "question" in row:
             return load_gsm8k
-        if "problem" in row and "solution" in row:
+        if "problem" in row and ("solution" in row or (
+                isinstance(answer, str) and "\\boxed" in answer)):
             return load_math
     return load_jsonl
 
 
 def _sniff_parquet(path: Path) -> Callable[[Path], tuple[MathProblem, ...]]:
-    import pyarrow.parquet as pq
-
-    names = set(pq.read_schema(path).names)
+    names = set(_parquet_file(path).schema_arrow.names)
     return load_verl_parquet if {"prompt", "reward_model"} <= names else load_parquet
 
 

@@ -60,14 +60,26 @@ class MathProblem:
         return len(self.steps) > 0
 
 
-def check_unique_ids(problems: Iterable[MathProblem], *, file: str | None = None) -> None:
-    """Raise `DuplicateIdError` on the first repeated id.
+def check_unique_ids(
+    problems: Iterable[MathProblem],
+    *,
+    file: str | None = None,
+    rows: Sequence[int] | None = None,
+) -> None:
+    """Raise `DuplicateIdError` on the first repeated id, naming both rows.
 
     Why an error, not a dedup: two rows with one id would silently merge their sampler
     statistics, and silently dropping either loses data.
+
+    Args:
+        problems: the problems, in file order.
+        file: the file they came from, for the message.
+        rows: each problem's row in that file (e.g. JSONL line numbers when blank lines
+            were skipped); default 1, 2, 3, ...
     """
     seen: dict[str, int] = {}
-    for row, problem in enumerate(problems, start=1):
+    numbered = zip(rows, problems, strict=True) if rows is not None else enumerate(problems, 1)
+    for row, problem in numbered:
         if problem.id in seen:
             raise DuplicateIdError(
                 f"expected unique ids, got {problem.id!r} again (first at row {seen[problem.id]})",

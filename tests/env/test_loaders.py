@@ -7,6 +7,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lppo_env import (
     DataError,
@@ -108,11 +110,159 @@ def test_empty_file_is_an_error(tmp_path: Path) -> None:
         load_jsonl(path)
 
 
-def test_blank_line_is_not_skipped(tmp_path: Path) -> None:
-    path = tmp_path / "blank.jsonl"
-    path.write_text('{"question": "q", "answer": "1"}\n\n{"question": "r", "answer": "2"}\n')
-    with pytest.raises(DataError, match=re.escape(f"{path}, row 2: expected one JSON object")):
+ROWS = [{"question": f"q{i}?", "answer": str(i)} for i in range(5)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(blanks=st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["\n", "  \n", "\t\r\n"])),
+                       max_size=6))
+def test_blank_lines_are_skipped_anywhere(tmp_path_factory, blanks) -> None:
+    """Deliberate bug caught: one trailing blank line rejected the whole file
+    ("expected one JSON object per line, got an empty line"). Blank lines anywhere
+    change nothing, ids included (they count records, not lines).
+    """
+    lines = [json.dumps(r) + "\n" for r in ROWS]
+    for position, blank in sorted(blanks, reverse=True):
+        lines.insert(position, blank)
+    path = tmp_path_factory.mktemp("blank") / "blank.jsonl"
+    path.write_text("".join(lines), encoding="utf-8")
+    plain = tmp_path_factory.mktemp("plain") / "blank.jsonl"
+    write_jsonl(plain, ROWS)
+    assert load_jsonl(path) == load_jsonl(plain)
+    assert load_problems(path) == load_problems(plain)
+
+
+def test_errors_after_blank_lines_name_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "b.jsonl"
+    path.write_text('\n{"question": "q", "answer": "1"}\n\n{"question": "r"}\n\n')
+    with pytest.raises(DataError) as err:
         load_jsonl(path)
+    assert (err.value.row, err.value.field) == (4, "answer")
+
+
+def test_invalid_utf8_names_file_and_row(tmp_path: Path) -> None:
+    """Deliberate bug caught: a UnicodeDecodeError without the file or the line."""
+    path = tmp_path / "latin1.jsonl"
+    good = json.dumps(ROWS[0]).encode() + b"\n"
+    latin1 = b'{"question": "caf\xe9?", "answer": "1"}\n'
+    path.write_bytes(good + good.replace(b"q0?", b"q1?") + latin1)
+    message = (f"{path}, row 3: expected UTF-8 text, got byte 0xe9 at column 18 "
+               "(re-save the file as UTF-8)")
+    for load in (load_jsonl, load_problems, lambda p: load_problems("jsonl", path=p)):
+        with pytest.raises(DataError) as err:
+            load(path)
+        assert str(err.value) == message and err.value.row == 3
+    first = tmp_path / "first.jsonl"  # the format sniffer reads the first line
+    first.write_bytes(b'{"question": "\xff", "answer": "#### 1"}\n')
+    with pytest.raises(DataError, match=re.escape(f"{first}, row 1: expected UTF-8 text")):
+        load_problems(first)
+    with pytest.raises(DataError, match=re.escape(f"{first}, row 1: expected UTF-8 text")):
+        load_gsm8k(first)
+
+
+def test_corrupt_parquet_names_file_and_rows(tmp_path: Path) -> None:
+    """Deliberate bug caught: `load_problems` on a damaged Parquet file raised
+    pyarrow's ArrowInvalid/OSError, naming neither the file nor the rows.
+    """
+    path = tmp_path / "c.parquet"
+    table = pa.table({"question": [f"q{i}?" for i in range(6)],
+                      "answer": [str(i) for i in range(6)]})
+    pq.write_table(table, path, row_group_size=2, compression="NONE")
+    data = path.read_bytes()
+    offset = pq.ParquetFile(path).metadata.row_group(1).column(0).data_page_offset
+
+    damaged = tmp_path / "damaged.parquet"  # the page header of rows 3-4 overwritten
+    damaged.write_bytes(data[:offset] + b"\xff" * 12 + data[offset + 12:])
+    for load in (load_problems, load_parquet):
+        with pytest.raises(DataError) as err:
+            load(damaged)
+        assert err.value.file == str(damaged) and err.value.row == 3
+        assert str(err.value).startswith(
+            f"{damaged}, row 3: expected readable Parquet data, got OSError in row group 1 "
+            "(rows 3-4): ")
+        assert "\n" not in str(err.value)
+
+    halved = tmp_path / "halved.parquet"
+    halved.write_bytes(data[: len(data) // 2])
+    for load in (load_problems, load_parquet, load_verl_parquet):
+        with pytest.raises(DataError, match=re.escape(
+                f"{halved}: expected a readable Parquet file, got ArrowInvalid: ")):
+            load(halved)
+
+
+def test_id_column_is_used_by_default(tmp_path: Path) -> None:
+    """Deliberate bug caught: an `id` column was ignored unless mapped, so ids were
+    replaced by row numbers and duplicate ids passed.
+    """
+    path = write_jsonl(tmp_path / "ids.jsonl", [
+        {"id": "alpha", "question": "q1", "answer": "1"},
+        {"id": 7, "question": "q2", "answer": "2"},
+    ])
+    assert [p.id for p in load_jsonl(path)] == ["alpha", "7"]
+    assert [p.id for p in load_problems(path)] == ["alpha", "7"]
+    assert [p.id for p in load_jsonl(path, FieldMapping(id=None))] == ["ids-0", "ids-1"]
+    gsm = write_jsonl(tmp_path / "g.jsonl", [{"id": "g1", "question": "q", "answer": "#### 1"}])
+    assert [p.id for p in load_gsm8k(gsm)] == ["g1"]
+
+
+def test_duplicate_ids_name_the_file_and_both_rows(tmp_path: Path) -> None:
+    path = tmp_path / "dup.jsonl"
+    path.write_text("".join([
+        json.dumps({"id": "a", "question": "q1", "answer": "1"}) + "\n", "\n",
+        json.dumps({"id": "b", "question": "q2", "answer": "2"}) + "\n",
+        json.dumps({"id": "a", "question": "q3", "answer": "3"}) + "\n",
+    ]), encoding="utf-8")
+    for load in (load_jsonl, load_problems):
+        with pytest.raises(DuplicateIdError) as err:
+            load(path)
+        assert str(err.value) == (
+            f"{path}, row 4, field 'id': expected unique ids, got 'a' again (first at row 1)"
+        )
+    parquet = tmp_path / "dup.parquet"
+    pq.write_table(pa.table({"id": ["x", "y", "x"], "question": ["a", "b", "c"],
+                             "answer": ["1", "2", "3"]}), parquet)
+    with pytest.raises(DuplicateIdError, match=re.escape(
+            f"{parquet}, row 3, field 'id': expected unique ids, got 'x' again (first at row 1)")):
+        load_problems(parquet)
+
+
+def test_id_column_missing_on_a_later_row(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "mixed.jsonl", [
+        {"id": "a", "question": "q1", "answer": "1"}, {"question": "q2", "answer": "2"},
+    ])
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}, row 2, field 'id': expected a string or an integer id, got nothing")):
+        load_jsonl(path)
+
+
+MATH_SOLUTION = ("We add the fractions: $\\frac{1}{2} + \\frac{1}{4} = \\frac{3}{4}$.\n"
+                 "Then we check the sum against the picture.\n"
+                 "So the answer is $\\boxed{\\frac{3}{4}}$.")
+
+
+def test_math_style_answer_holding_the_solution(tmp_path: Path) -> None:
+    """Deliberate bug caught: a file whose answer field holds the whole worked solution
+    loaded with answer = that solution (no completion could match it) and no steps.
+    """
+    steps = ("We add the fractions: $\\frac{1}{2} + \\frac{1}{4} = \\frac{3}{4}$.",
+             "Then we check the sum against the picture.")
+    generic = write_jsonl(tmp_path / "generic.jsonl", [
+        {"question": "What is $1/2 + 1/4$?", "answer": MATH_SOLUTION},
+        {"question": "What is 2+3?", "answer": "$\\boxed{5}$"},
+    ])
+    math_like = write_jsonl(tmp_path / "math_like.jsonl", [
+        {"problem": "What is $1/2 + 1/4$?", "answer": MATH_SOLUTION, "level": "Level 1"},
+    ])
+    for problems in (load_jsonl(generic), load_problems(generic), load_problems(math_like),
+                     load_math(math_like)):
+        p = problems[0]
+        assert (p.answer, p.solution, p.steps) == ("\\frac{3}{4}", MATH_SOLUTION, steps)
+    bare = load_jsonl(generic)[1]
+    assert (bare.answer, bare.solution, bare.steps) == ("5", None, ())
+    unclosed = write_jsonl(tmp_path / "u.jsonl", [{"question": "q", "answer": "so \\boxed{5"}])
+    with pytest.raises(DataError, match=re.escape(
+            f"{unclosed}, row 1, field 'answer': expected a closed \\boxed{{}} answer")):
+        load_jsonl(unclosed)
 
 
 def test_math_loader_uses_last_boxed(tmp_path: Path) -> None:
