@@ -2,7 +2,10 @@
 
 Numbers in the README are never typed by hand: this script rewrites the block between
 `<!-- results:start -->` and `<!-- results:end -->`. A benchmark whose JSON is missing
-is listed as "not run".
+is listed as "not run". Only valid timings are published: a timing benchmark whose result
+is marked `valid: false`, or (for results recorded before the load gate existed) whose
+1-minute load average at start exceeds 1.5 (benchmarks/_load.py), is listed as invalid
+with its load, and its figures are withheld.
 
 Usage: python benchmarks/readme_tables.py [--readme README.md] [--check]
 """
@@ -11,7 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _load import MAX_START_LOAD  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -30,11 +37,44 @@ def _load_note(d: dict) -> str:
     return f" (load average {la[0]:.1f} on {d.get('machine', {}).get('cpus', '?')} cores)"
 
 
+def start_load(d: dict) -> float | None:
+    """1-minute load average at the start of a result, whichever schema recorded it."""
+    m, h = d.get("machine", {}), d.get("hardware", {})
+    for v in (d.get("load_before"), d.get("load", {}).get("load_before"), m.get("loadavg"),
+              m.get("loadavg_1m"), h.get("load_average_1_5_15"), d.get("loadavg_start")):
+        if isinstance(v, (int, float)):
+            return float(v)
+        if isinstance(v, list) and v:
+            return float(v[0])
+    return None
+
+
+def validity(d: dict) -> tuple[bool, str]:
+    """(publishable, why not): the result's own `valid` flag, else its start load."""
+    load = start_load(d)
+    if "valid" in d:
+        ok = bool(d["valid"])
+    else:  # recorded before the load gate: judge by its recorded start load
+        ok = load is not None and load <= MAX_START_LOAD
+    if ok:
+        return True, ""
+    where = "unknown load" if load is None else f"load average {load:.1f} at start"
+    return False, (f"measured at {where} (> {MAX_START_LOAD} on this shared machine): invalid, "
+                   "figures withheld until a rerun on a quiet machine")
+
+
+def _invalid(title: str, script: str, why: str) -> str:
+    return f"**{title}** (benchmarks/{script}): {why}.\n"
+
+
 def sampler_table() -> str:
     """Sampler overhead per step for every strategy."""
     d = _load("sampler_throughput.json")
     if d is None:
         return "_sampler_throughput: not run_\n"
+    ok, why = validity(d)
+    if not ok:
+        return _invalid("Sampler step", "sampler_throughput.py", why)
     c, g = d["config"], d["goals"]
     lines = [
         f"**Sampler step** (select + plan + observe + keep + weights), pool {c['pool']:,}, "
@@ -60,6 +100,9 @@ def verifier_table() -> str:
     d = _load("verifier_throughput.json")
     if d is None:
         return "_verifier_throughput: not run_\n"
+    ok, why = validity(d)
+    if not ok:
+        return _invalid("Verifier throughput", "verifier_throughput.py", why)
     lines = [
         f"**Verifier** (math-verify in a worker pool, deadline {d['deadline_s']} s). Goals: ≥ "
         f"{d['goal_completions_per_s']}/s, worst hostile item ≤ {d['goal_worst_latency_s']} s.",
@@ -80,6 +123,9 @@ def rollout_table() -> str:
     d = _load("rollout_throughput.json")
     if d is None:
         return "_rollout_throughput: not run_\n"
+    bad = [validity(r)[1] for r in d.values() if not validity(r)[0]]
+    if bad:
+        return _invalid("Rollout throughput", "rollout_throughput.py", bad[0])
     lines = [
         "**Rollout throughput**, default model, temperature 1 (goal: vLLM ≥ 5× HF).",
         "",
@@ -106,6 +152,9 @@ def learner_table() -> str:
     d = _load("learner_speed.json")
     if d is None:
         return "_learner_speed: not run_\n"
+    ok, why = validity(d)
+    if not ok:
+        return _invalid("Learner speed vs TRL", "learner_speed.py", why)
     la = d.get("hardware", {}).get("load_average_1_5_15", [float("nan")])
     lines = [
         f"**Learner speed** (benchmarks/learner_speed.py, load average {la[0]:.1f} at start; "
@@ -151,6 +200,40 @@ def evidence_section() -> str:
     return "\n".join(lines) + "\n"
 
 
+def gate_section() -> str:
+    """Viability gate verdict per (format, guide) from viability_gate/gate.json."""
+    d = _load("viability_gate/gate.json")
+    if d is None:
+        return "_viability_gate: not run_\n"
+    lines = ["**Viability gate** (benchmarks/viability_gate.py): do prefixes raise the pass rate "
+             "of the problems they are meant for (fresh rollouts, paired exact test, Holm)?", ""]
+    for fmt, f in d["formats"].items():
+        for guide, g in f["guides"].items():
+            best = max(g["depths"].values(), key=lambda r: r["diff"], default=None)
+            status = ("passes" if g["passes_gate"] else "incomplete" if not g["complete"]
+                      else "does not pass")
+            lines.append(
+                f"- {fmt} / {guide} prefixes: {status} ({g['problems']}/{g['target']} problems; "
+                f"unguided {100 * g['unguided']['rate']:.1f} %"
+                + (f", best depth {100 * best['rate']:.1f} % (Holm p "
+                   f"{best['sign_test']['p_holm']:.2g})" if best else "") + ")")
+    rel = "benchmarks/results/viability_gate/gate.md"
+    return "\n".join([*lines, "", f"Details: [{rel}]({rel})."]) + "\n"
+
+
+def power_section() -> str:
+    """The planned design of the second matrix (benchmarks/power.py)."""
+    d = _load("power.json")
+    if d is None:
+        return "_power analysis: not run_\n"
+    p = d.get("plan")
+    plan = (f"{p['seeds']} seeds x {p['n_eval']} held-out problems (MDE {100 * p['mde']:.1f} "
+            "points)" if p else "no design up to 64 seeds")
+    return (f"**Power analysis** (benchmarks/power.py): the first matrix (3 seeds, 200 problems) "
+            f"could detect only {100 * d['v1_design_mde']:.1f} points at 80 % power; a "
+            f"3-point MDE needs {plan}.\n")
+
+
 def render() -> str:
     """The whole generated block."""
     parts = [
@@ -159,6 +242,8 @@ def render() -> str:
         rollout_table(),
         learner_table(),
         evidence_section(),
+        gate_section(),
+        power_section(),
     ]
     note = "<!-- generated by benchmarks/readme_tables.py; do not edit -->"
     return "\n".join([START, note, *parts, END])

@@ -25,9 +25,13 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _load import load_now, load_record  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "rollout_throughput.json"
 
@@ -64,7 +68,7 @@ def hardware() -> dict[str, Any]:
 
 def load_avg() -> list[float]:
     """1/5/15-minute load averages, rounded; other engineers share this CPU."""
-    return [round(x, 2) for x in os.getloadavg()]
+    return load_now()
 
 
 def make_requests(num_prompts: int, samples: int, seed: int) -> list[Any]:
@@ -88,7 +92,10 @@ def measure(backend: Any, requests: list[Any], sampling: Any) -> dict[str, Any]:
     rollouts = backend.generate(requests, sampling)
     seconds = time.perf_counter() - start
     tokens = sum(len(r.response_ids) for r in rollouts)
+    gate = load_record(before)
     return {
+        "valid": gate["valid"],
+        **({"invalid_reason": gate["invalid_reason"]} if not gate["valid"] else {}),
         "prompts": len(requests),
         "rollouts": len(rollouts),
         "new_tokens": tokens,
@@ -194,7 +201,8 @@ def main() -> None:
         record["hf"] = run_hf(args, requests, sampling)
     if not args.skip_vllm:
         record["vllm"] = run_vllm(args, requests, sampling)
-    if "hf" in record and "vllm" in record:
+    record["valid"] = all(record[k]["valid"] for k in ("hf", "vllm") if k in record)
+    if "hf" in record and "vllm" in record and record["valid"]:
         record["speedup_vllm_over_hf"] = round(
             record["vllm"]["tokens_per_s"] / record["hf"]["tokens_per_s"], 2
         )
@@ -214,6 +222,8 @@ def main() -> None:
     if "speedup_vllm_over_hf" in record:
         print(f"vLLM / HF speed-up: {record['speedup_vllm_over_hf']}x")
     print(f"load average start/end: {record['loadavg_start']} / {record['loadavg_end']}")
+    if not record["valid"]:
+        print("INVALID: a measurement started at 1-minute load > 1.5; not a figure to publish")
 
     results: dict[str, Any] = {}
     if args.out.is_file():
