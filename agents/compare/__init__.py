@@ -3,7 +3,7 @@ r"""`lppo compare`: a matrix of strategies × learners × seeds on one data set,
 Why a separate command: a claim such as "LPPO learns faster than uniform sampling" is only
 worth something when every arm saw the same model, data, held-out set, step budget and
 seeds, and when the numbers come from code rather than from a hand-copied table. This
-module runs the matrix and derives everything from each run's `metrics.jsonl`:
+package runs the matrix and derives everything from each run's `metrics.jsonl`:
 
     out/<strategy>__<learner>__s<seed>/   one Trainer run dir (metrics.jsonl, checkpoints)
     out/<run>/summary.json                final/best held-out accuracy, steps and tokens to a
