@@ -390,13 +390,14 @@ def report_md(result: dict, meta: dict) -> str:
 
 
 # ------------------------------------------------------------------ main
-def make_backend(kind: str, seed: int) -> tuple[Any, str]:
+def make_backend(kind: str, seed: int, eager: bool) -> tuple[Any, str]:
     if kind == "auto":
         kind = "vllm" if importlib.util.find_spec("vllm") else "hf"
     if kind == "vllm":
         from agents.rollout.vllm import VLLMBackend
 
-        return VLLMBackend("default", seed=seed), "vllm"
+        # eager: no torch.compile warm-up, which took > 10 min on the loaded 2-core machine
+        return VLLMBackend("default", seed=seed, enforce_eager=eager), "vllm"
     from agents.policy import load_policy
     from agents.rollout.hf import HFBackend
 
@@ -413,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-problems", type=int, default=16)
     ap.add_argument("--backend", choices=["auto", "vllm", "hf"], default="auto")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compile", action="store_true",
+                    help="let vLLM compile its graphs (slow start, faster decoding)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--stages", default="screen,expert,self")
     ap.add_argument("--quick", action="store_true", help="tiny sets, for CI")
@@ -433,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.report:
         from lppo_env import MathVerifier
 
-        backend, kind = make_backend(a.backend, a.seed)
+        backend, kind = make_backend(a.backend, a.seed, eager=not a.compile)
         meta.setdefault("load_start", load_now())
         meta["backend"] = kind
         t_start = time.perf_counter()
