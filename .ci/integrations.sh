@@ -33,6 +33,10 @@ if [[ "${LPPO_INTEG_REUSE:-0}" != 1 || ! -x "$VENV/bin/python" ]]; then
   "$PIP" install -q ray tensordict==0.10.0 omegaconf hydra-core codetiming torchdata \
     pylatexenc aiohttp pandas pyarrow pillow peft dill pybind11 cachetools uvicorn fastapi 2>&1 \
     | grep -v "^WARNING" || true
+  # verl's V1 trainer imports transfer_queue (its deps minus ray[default]); the verl tests
+  # check that LPPO refuses the V1 trainer at start-up
+  "$PIP" install -q --no-deps transferqueue==0.1.11
+  "$PIP" install -q pyzmq msgspec prometheus_client 2>&1 | grep -v "^WARNING" || true
   stamp "verl + openrlhf"
   "$PIP" install -q --no-deps -e .
   # lppo_env (prefix builder, verifier) for the tests that use it
