@@ -278,6 +278,7 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
         n_roll = n_guided = guided_pass = unguided_pass = 0.0
         n_control = control_pass = n_paired = paired_pass = 0.0
         paired_seeds = 0
+        unusable = 0.0  # planned guided slots that got no prefix (must be 0)
         w_lo, w_hi = float("inf"), float("-inf")
         for name in names:
             path = results / "runs" / name / "metrics.jsonl"
@@ -289,6 +290,7 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
                 if "prefix/guided_frac" not in m:
                     continue  # the step-0 evaluation line
                 k = 1.0  # every step has batch_size × G rollouts
+                unusable += float(m.get("prefix/planned_unusable") or 0.0)
                 g = float(m["prefix/guided_frac"])
                 n_roll += k
                 n_guided += k * g
@@ -321,6 +323,7 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
                 "paired_seeds": paired_seeds,
                 "paired_guided_pass_rate": paired_pass / n_paired if n_paired else None,
                 "control_pass_rate": control_pass / n_control if n_control else None,
+                "planned_unusable": unusable,
                 "weight_min": w_lo if w_lo != float("inf") else None,
                 "weight_max": w_hi if w_hi != float("-inf") else None,
             }
@@ -568,8 +571,8 @@ def write_report(
         "and of all unguided rollouts (%), and the range of per-sample weights.",
         "",
         "| learner | strategy | guided rollouts | guided pass | paired: guided vs control "
-        "(seeds) | unguided pass | weights |",
-        "|---|---|---|---|---|---|---|",
+        "(seeds) | unguided pass | weights | planned guided slots without prefix |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(mech, key=lambda r: (r["learner"], _arm_order(r["strategy"]))):
         w = "–" if r["weight_min"] is None else f"{r['weight_min']:.2f}–{r['weight_max']:.2f}"
@@ -582,7 +585,7 @@ def write_report(
         lines.append(
             f"| {r['learner']} | {r['strategy']} | {_pct(r['guided_frac'])} "
             f"| {_pct(r['guided_pass_rate'])} | {paired} "
-            f"| {_pct(r['unguided_pass_rate'])} | {w} |"
+            f"| {_pct(r['unguided_pass_rate'])} | {w} | {r.get('planned_unusable', 0):.0f} |"
         )
     lines += [
         "",
