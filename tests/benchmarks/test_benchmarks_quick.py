@@ -1,0 +1,49 @@
+"""`--quick` runs of the evidence benchmarks on the real default model (slow; CI --run-slow)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_q_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_viability_gate_quick_is_resumable_and_reports(tmp_path):
+    gate = _load("viability_gate")
+    argv = ["--quick", "--backend", "hf", "--out", str(tmp_path), "--formats", "chain_long:mid"]
+    assert gate.main(argv) == 0
+    screened = (tmp_path / "chain_long_mid" / "screen.jsonl").read_text().splitlines()
+    assert screened and all(json.loads(x)["n"] == 2 for x in screened)
+    result = json.loads((tmp_path / "gate.json").read_text())
+    f = result["formats"]["chain_long:mid"]
+    for g in f["guides"].values():  # every planned guided set had usable prefixes, no leaks
+        assert g["unusable_planned"] == 0 and g["leaks"] == 0
+    assert "# Viability gate" in (tmp_path / "gate.md").read_text()
+    # a second run screens nothing new: the JSONL is the resume point
+    assert gate.main(argv) == 0
+    assert (tmp_path / "chain_long_mid" / "screen.jsonl").read_text().splitlines() == screened
+
+
+@pytest.mark.slow
+def test_learner_speed_quick_records_load_per_measurement(tmp_path):
+    ls = _load("learner_speed")
+    out = tmp_path / "ls.json"
+    assert ls.main(["--quick", "--frameworks", "lppo", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    (m,) = d["measurements"]
+    assert {"load_before", "load_after", "valid"} <= set(m["load"])
+    assert d["valid"] == m["load"]["valid"]
+    if not d["valid"]:  # a loaded machine publishes no ratio
+        assert d["ratio_lppo_over_trl_median_step"] is None
+        assert d["summary_lines"][0].startswith("INVALID")
