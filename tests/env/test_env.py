@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lppo_env import (
     ENV_ID,
@@ -16,6 +18,7 @@ from lppo_env import (
     MathReasoningEnv,
     MathVerifier,
     UnicodeText,
+    contains_answer,
     group_options,
     load_problems,
     make_group_env,
@@ -181,6 +184,34 @@ def test_prefix_option_goes_through_the_answer_leak_guard(
     # a prefix without the answer is kept as given
     _, info = env.reset(options={"problem_id": problem.id, "prefix": "We compute"})
     assert (info["prefix"], info["prefix_leak_trimmed"]) == ("We compute", False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    templates=st.lists(st.sampled_from([
+        "We add.", "Carry the one.", "so we get {other}.", "so we get {answer}.",
+        "$x = {answer}.0$", "\\frac{{{double}}}{{2}} is half", "####", "So {other} + 0",
+    ]), max_size=6),
+    index=st.integers(0, len(PROBLEMS) - 1),
+    newline_at_end=st.booleans(),
+)
+def test_explicit_prefix_never_states_the_answer(templates, index, newline_at_end) -> None:
+    """The guard on `prefix`: what is kept is a head of the given text in whole lines,
+    never states the final answer, and is the longest such head.
+    """
+    problem = PROBLEMS[index]
+    value = int(problem.answer)
+    lines = [t.format(answer=value, other=value + 1, double=2 * value) for t in templates]
+    text = "\n".join(lines) + ("\n" if newline_at_end and lines else "")
+    env = MathReasoningEnv(PROBLEMS)
+    _, info = env.reset(options={"problem_id": problem.id, "prefix": text})
+    kept = info["prefix"]
+    assert text.startswith(kept) and not contains_answer(kept, problem.answer)
+    assert kept == "" or kept.endswith("\n") or kept == text
+    assert info["prefix_leak_trimmed"] == (kept != text)
+    if kept != text:  # one more line would state the answer
+        rest = text[len(kept):].splitlines(keepends=True)
+        assert contains_answer(kept + rest[0], problem.answer)
 
 
 UNICODE_PROBLEM = MathProblem(id="unicode-1", question="Half of £4 is ½ × £4: how much? ∑ é 𝑥",
