@@ -209,7 +209,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tiny_dir, tmp_path) -> None
         (["--learner", "grp"], "learner: unknown learner 'grp'. Did you mean 'grpo'"),
         (["--data", "/nonexistent/train.jsonl"], "data: '/nonexistent/train.jsonl' is neither"),
         (["--group-size", "1"], "group_size must be >= 2 for grpo"),
-        (["--model", "/nonexistent/model"], "model: cannot load '/nonexistent/model'"),
+        (["--model", "/nonexistent/model"], "--model: no such model directory: /nonexistent/model"),
         (["--strategy-kwargs", '{"kapa": 1}'], "kapa"),
         (["--stepz", "3"], None),
     ],
