@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from lppo_sampling.batch import GroupResults
-from lppo_sampling.integrations._common import exact_match_score
+from lppo_sampling.integrations._common import exact_match_score, unit_rewards
 from lppo_sampling.strategy import Strategy
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "check_prompts",
     "append_observation",
     "feed_observations",
+    "feed_observation_files",
+    "log_path_for_this_process",
     "default_score",
 ]
 
@@ -176,16 +179,29 @@ def check_prompts(path: str | os.PathLike, group_size: int, *, input_key: str = 
     return n
 
 
+def log_path_for_this_process(path: str | os.PathLike) -> str:
+    """`path` with `{host}` and `{pid}` filled in for the calling process.
+
+    O_APPEND is atomic on a local filesystem but not across NFS clients, so on several
+    nodes give each writer its own file on the shared storage, e.g.
+    `/shared/run/obs/{host}-{pid}.jsonl`, and read them with `feed_observation_files`.
+    """
+    return str(path).format(host=socket.gethostname(), pid=os.getpid())
+
+
 def append_observation(sample_id: int | str, reward: float, guided: bool,
                        path: str | os.PathLike | None = None) -> None:
     """Append one rollout's outcome to the observation log (no-op without a path).
 
     One `os.write` of one short line on an `O_APPEND` descriptor, so concurrent actors
-    never interleave partial lines.
+    of one machine never interleave partial lines. `{host}`/`{pid}` in the path are
+    filled in (`log_path_for_this_process`).
     """
     path = path if path is not None else os.environ.get(LOG_ENV)
     if not path:
         return
+    path = log_path_for_this_process(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({"sample_id": sample_id, "reward": float(reward), "guided": bool(guided)})
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -194,12 +210,8 @@ def append_observation(sample_id: int | str, reward: float, guided: bool,
         os.close(fd)
 
 
-def feed_observations(strategy: Strategy, path: str | os.PathLike, offset: int = 0) -> int:
-    """Observe every complete log line after byte `offset`; return the new offset.
-
-    Call once per episode; pass the returned offset next time (or truncate the log).
-    All lines read in one call form one observation event per sample.
-    """
+def _read_log(path: str | os.PathLike, offset: int) -> tuple[list, list, list, int]:
+    """Complete lines of one log after byte `offset`: keys, rewards, guided, new offset."""
     keys, rewards, guided = [], [], []
     with open(path, "rb") as f:
         f.seek(offset)
@@ -217,10 +229,52 @@ def feed_observations(strategy: Strategy, path: str | os.PathLike, offset: int =
             raise ValueError(
                 f"{path}: bad observation line {i} after offset {offset}: {raw[:80]!r}"
             ) from e
+    return keys, rewards, guided, offset + end
+
+
+def _observe(strategy: Strategy, keys: list, rewards: list, guided: list, source: str) -> None:
     if keys:
         k = np.asarray(keys, dtype=object) if isinstance(keys[0], str) else np.asarray(keys)
-        strategy.observe(GroupResults.from_flat(k, np.clip(rewards, 0.0, 1.0), guided=guided))
-    return offset + end
+        r = unit_rewards(rewards, (0.0, 1.0), source)
+        strategy.observe(GroupResults.from_flat(k, r, guided=guided))
+
+
+def feed_observations(strategy: Strategy, path: str | os.PathLike, offset: int = 0) -> int:
+    """Observe every complete log line after byte `offset`; return the new offset.
+
+    Call once per episode; pass the returned offset next time (or truncate the log).
+    All lines read in one call form one observation event per sample.
+    """
+    keys, rewards, guided, end = _read_log(path, offset)
+    _observe(strategy, keys, rewards, guided, str(path))
+    return end
+
+
+def feed_observation_files(strategy: Strategy, pattern: str | os.PathLike,
+                           offsets: Mapping[str, int] | None = None) -> dict[str, int]:
+    """`feed_observations` over every per-process log matching `pattern` ({host}, {pid}).
+
+    All new lines of all files form one observation event, as with one shared log.
+
+    Args:
+        strategy: the strategy to feed.
+        pattern: the `$LPPO_OBSERVATION_LOG` value, e.g. `/shared/obs/{host}-{pid}.jsonl`.
+        offsets: the dict this function returned last time (None the first time).
+
+    Returns:
+        file -> byte offset after its last complete line; pass it back next time.
+    """
+    glob = str(pattern).replace("{host}", "*").replace("{pid}", "*")
+    files = sorted(str(f) for f in Path(glob).parent.glob(Path(glob).name))
+    out = dict(offsets or {})
+    keys, rewards, guided = [], [], []
+    for f in files:
+        k, r, g, out[f] = _read_log(f, out.get(f, 0))
+        keys += k
+        rewards += r
+        guided += g
+    _observe(strategy, keys, rewards, guided, glob)
+    return out
 
 
 def default_score(text: str, answer: str) -> float:

@@ -238,3 +238,28 @@ def test_check_prompts_names_file_row_and_field(tmp_path):
         bad.write_text(text)
         with pytest.raises(ValueError, match=pattern):
             glue.check_prompts(bad, G)
+
+
+def test_per_node_logs_are_read_together_once(tmp_path, monkeypatch):
+    """Several nodes: one log per writer on shared storage ({host}-{pid}), read as one event."""
+    pattern = str(tmp_path / "obs" / "{host}-{pid}.jsonl")
+    for host, rows in [("nodeA", [("p0", 1.0, False), ("p1", 0.0, True)]),
+                       ("nodeB", [("p0", 0.0, False), ("p0", 1.0, False)])]:
+        monkeypatch.setattr(glue.socket, "gethostname", lambda h=host: h)
+        for k, r, g in rows:
+            glue.append_observation(k, r, g, pattern)
+    files = sorted(p.name for p in (tmp_path / "obs").iterdir())
+    assert [f.split("-")[0] for f in files] == ["nodeA", "nodeB"]
+    strat = Strategy(selector=UniformSelector(), guide=HalfGuide(), filter=KeepAll(),
+                     weighter=UnitWeighter(), group_size=G, seed=0)
+    offsets = glue.feed_observation_files(strat, pattern)
+    assert strat.stats.step == 1                     # one event, as from one shared log
+    r0, r1 = strat.stats.rows(["p0", "p1"])
+    assert strat.stats["n_rollouts"][r0] == 3 and strat.stats["reward_sum"][r0] == 2.0
+    assert strat.stats["guided_rollouts"][r1] == 1
+    assert glue.feed_observation_files(strat, pattern, offsets) == offsets
+    assert strat.stats.step == 1                     # nothing new, nothing observed twice
+    monkeypatch.setattr(glue.socket, "gethostname", lambda: "nodeC")
+    glue.append_observation("p1", 2.0, False, pattern)     # a scorer outside [0, 1]
+    with pytest.raises(ValueError, match=r"reward 2\.0 lies outside reward_range"):
+        glue.feed_observation_files(strat, pattern, offsets)
