@@ -260,6 +260,41 @@ def test_unguarded_script_scores_every_gold_answer(tmp_path, gsm8k_path) -> None
     assert marker.read_text().splitlines() == ["ran"]  # the workers never re-ran the script
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie is not running
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_no_worker_outlives_a_killed_caller(tmp_path) -> None:
+    """Deliberate bug caught: a caller killed with SIGKILL (a scheduler, the OOM killer)
+    must not leave its verifier server and workers running, hanging on to CPU and RAM.
+    """
+    script = tmp_path / "victim.py"
+    script.write_text(
+        "import sys, time\n"
+        "from lppo_env import MathVerifier\n"
+        "v = MathVerifier(num_workers=2).start()\n"
+        "print(v._pool.server.process.pid, *v.worker_pids(), flush=True)\n"
+        "v.verify('\\\\boxed{9^{9^{9^{9}}}}', '5')  # a worker busy past its deadline\n"
+        "time.sleep(600)\n", encoding="utf-8")
+    victim = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(x) for x in victim.stdout.readline().split()]  # type: ignore[union-attr]
+        assert len(pids) == 3 and all(_alive(p) for p in pids)
+        time.sleep(0.5)
+    finally:
+        victim.kill()
+        victim.wait()
+    t_end = time.monotonic() + 10.0
+    while any(_alive(p) for p in pids) and time.monotonic() < t_end:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids), [p for p in pids if _alive(p)]
+
+
 def _score_in_daemon(queue: Any, pairs: list[tuple[str, str]]) -> None:
     v = MathVerifier(deadline=5.0, num_workers=1).start()
     t0 = time.monotonic()
