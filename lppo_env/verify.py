@@ -330,6 +330,8 @@ class MathVerifier:
     Use as a context manager (or call `close()`) to shut the pool down; a closed
     verifier restarts its workers on next use. Workers start lazily, on the first item
     the fast path cannot decide (or on `start()`). Thread-safe: calls are serialised.
+    Works the same from any script (no `if __name__ == "__main__":` needed), thread,
+    daemonic process or forked child (which starts its own pool on first use).
 
     Args:
         num_workers: worker processes; default min(2, CPU count).
