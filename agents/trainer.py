@@ -209,26 +209,38 @@ class Trainer:
         return HFBackend(self.policy, batch_size=64)
 
     def _resume(self, ckpt: Path) -> None:
+        """Restore learner, strategy, RNGs and counters from a verified checkpoint.
+
+        A file that passed verification but cannot be applied (e.g. the strategy or learner
+        config changed since it was written) raises `CheckpointError` naming it.
+        """
         import json
 
         import torch
 
-        from agents.checkpoint import load_rng_state
+        from agents.checkpoint import checkpoint_file, load_rng_state
 
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        self.learner.load_state_dict(torch.load(ckpt / "learner.pt", weights_only=False))
-        self.strategy.load(ckpt / "sampler.npz")
-        load_rng_state(torch.load(ckpt / "rng.pt", weights_only=False))
-        self.step_count = int(state["step"])
-        self.tokens_generated = int(state.get("tokens_generated", 0))
+        with checkpoint_file(ckpt / "trainer_state.json"):
+            state = json.loads((ckpt / "trainer_state.json").read_text())
+            step, tokens = int(state["step"]), int(state.get("tokens_generated", 0))
+        with checkpoint_file(ckpt / "learner.pt"):
+            self.learner.load_state_dict(torch.load(ckpt / "learner.pt", weights_only=False))
+        with checkpoint_file(ckpt / "sampler.npz"):
+            self.strategy.load(ckpt / "sampler.npz")
+        with checkpoint_file(ckpt / "rng.pt"):
+            load_rng_state(torch.load(ckpt / "rng.pt", weights_only=False))
+        self.step_count, self.tokens_generated = step, tokens
+        self._saved_step = step
         self.metrics.truncate_after(self.step_count)
         log.info("resumed from %s at step %d", ckpt, self.step_count)
 
+    _saved_step: int | None = None  # the step whose checkpoint this process wrote or read
+
     def save_checkpoint(self) -> Path:
-        """Write an atomic checkpoint of the current step."""
+        """Write an atomic, checksummed checkpoint of the current step."""
         from agents.checkpoint import save_checkpoint
 
-        return save_checkpoint(
+        path = save_checkpoint(
             self.ckpt_root,
             self.step_count,
             policy=self.policy,
@@ -237,6 +249,35 @@ class Trainer:
             trainer_state={"tokens_generated": self.tokens_generated, "config": self.cfg.to_dict()},
             keep=self.cfg.keep_checkpoints,
         )
+        self._saved_step = self.step_count
+        return path
+
+    def _state_before_step(self) -> dict[str, Any]:
+        """What a step changes before its first optimizer step, to undo an abandoned step.
+
+        The learner's state dict holds references to the optimizer tensors (unchanged
+        until that optimizer step) and copies of its RNG; the strategy's is deep-copied
+        because `observe` writes its arrays in place.
+        """
+        import copy
+
+        from agents.checkpoint import capture_rng_state
+
+        return {
+            "rng": capture_rng_state(),
+            "strategy": copy.deepcopy(self.strategy.state_dict()),
+            "learner": self.learner.state_dict(),
+            "counters": (self.step_count, self.tokens_generated),
+        }
+
+    def _restore_state(self, before: dict[str, Any]) -> None:
+        """Undo a step abandoned before its first optimizer step (see `_state_before_step`)."""
+        from agents.checkpoint import load_rng_state
+
+        load_rng_state(before["rng"])
+        self.strategy.load_state_dict(before["strategy"])
+        self.learner.load_state_dict(before["learner"])
+        self.step_count, self.tokens_generated = before["counters"]
 
     # ---------------------------------------------------------------- one step
     def step(self) -> StepOutput:
@@ -335,15 +376,20 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def run(self) -> dict[str, Any]:
-        """Train to `cfg.steps`; returns a summary. Ctrl-C saves a checkpoint and returns."""
+        """Train to `cfg.steps`; returns a summary.
+
+        SIGTERM or SIGINT (Ctrl-C), whatever disposition the process inherited, stops the
+        run within seconds: a step still before its first optimizer step is abandoned
+        (and undone), one past it is finished; an evaluation is dropped; then a checkpoint
+        of the last finished step is written and the summary says `stopped_by`.
+        """
+        import contextlib
+
         from tqdm.auto import tqdm
 
+        from agents.stopping import GracefulStop, StopRequested, commit_on_optimizer_step
+
         cfg = self.cfg
-        interrupted = False
-        if self.step_count == 0 and cfg.eval_size:
-            self.metrics.write(
-                {"step": 0, **self.initial_evaluation(), "rollout/tokens_total": 0.0}
-            )
         bar = tqdm(
             total=cfg.steps,
             initial=self.step_count,
@@ -352,31 +398,43 @@ class Trainer:
             unit="step",
         )
         last_eval = None
-        try:
-            while self.step_count < cfg.steps:
-                out = self.step()
-                m = out.metrics
-                if cfg.eval_size and (
-                    (cfg.eval_every and self.step_count % cfg.eval_every == 0)
-                    or self.step_count == cfg.steps
-                ):
-                    m.update(self.evaluate())
-                    last_eval = m["eval/accuracy"]
-                self.metrics.write(m)
-                bar.update(1)
-                bar.set_postfix(
-                    reward=f"{m['rollout/reward_mean']:.2f}",
-                    eval="-" if last_eval is None else f"{last_eval:.2f}",
-                    s=f"{m['time/step']:.0f}",
-                )
-                if self.step_count % cfg.save_every == 0 or self.step_count == cfg.steps:
-                    self.save_checkpoint()
-        except KeyboardInterrupt:
-            interrupted = True
-            log.warning("interrupted at step %d: saving a checkpoint", self.step_count)
-            self.save_checkpoint()
-        finally:
-            bar.close()
+        with GracefulStop() as stop, commit_on_optimizer_step(stop):
+            try:
+                if self.step_count == 0 and cfg.eval_size:
+                    with stop.abandonable():
+                        first = self.initial_evaluation()
+                    self.metrics.write({"step": 0, **first, "rollout/tokens_total": 0.0})
+                while self.step_count < cfg.steps and not stop.requested:
+                    before = self._state_before_step()
+                    try:
+                        with stop.abandonable():
+                            out = self.step()
+                    except StopRequested:
+                        self._restore_state(before)  # no optimizer step happened yet
+                        break
+                    m = out.metrics
+                    if cfg.eval_size and (
+                        (cfg.eval_every and self.step_count % cfg.eval_every == 0)
+                        or self.step_count == cfg.steps
+                    ):
+                        with contextlib.suppress(StopRequested), stop.abandonable():
+                            m.update(self.evaluate())  # dropped if a stop interrupts it
+                            last_eval = m["eval/accuracy"]
+                    self.metrics.write(m)
+                    bar.update(1)
+                    bar.set_postfix(
+                        reward=f"{m['rollout/reward_mean']:.2f}",
+                        eval="-" if last_eval is None else f"{last_eval:.2f}",
+                        s=f"{m['time/step']:.0f}",
+                    )
+                    if self.step_count % cfg.save_every == 0 or self.step_count == cfg.steps:
+                        self.save_checkpoint()
+            except StopRequested:
+                pass  # the step-0 evaluation was interrupted: nothing to keep
+            finally:
+                bar.close()
+            if stop.requested:
+                self._checkpoint_on_stop(str(stop.signal_name))
         plot = None
         try:
             from agents.metrics import plot_runs
@@ -389,9 +447,24 @@ class Trainer:
         return {
             "run_dir": str(self.run_dir),
             "steps": self.step_count,
-            "interrupted": interrupted,
+            "interrupted": stop.requested,
+            "stopped_by": stop.signal_name,
             "plot": str(plot) if plot else None,
             "metrics": str(self.run_dir / "metrics.jsonl"),
             "checkpoint": str(self.ckpt_root),
             "pid": os.getpid(),
         }
+
+    def _checkpoint_on_stop(self, signal_name: str) -> None:
+        """Checkpoint the last finished step (unless it is saved already) and say so."""
+        if self.step_count == 0:
+            log.warning("stopped by %s before the first step; nothing to save", signal_name)
+            return
+        if self._saved_step == self.step_count:
+            path = self.ckpt_root / f"step-{self.step_count:06d}"
+        else:
+            path = self.save_checkpoint()
+        log.warning(
+            "stopped by %s at step %d; checkpoint %s (run the same command to resume)",
+            signal_name, self.step_count, path,
+        )
