@@ -473,18 +473,24 @@ def _encode_key(k: int | str) -> str:
     return f"i:{k}" if isinstance(k, int) else f"s:{k}"
 
 
-def tag_uids(batch: DataProto) -> DataProto:
+def tag_uids(batch: DataProto, *, strict: bool = True) -> DataProto:
     """Append each row's sample key to its `uid`, in place (idempotent).
 
     verl gives each prompt a fresh uuid per step and keeps `uid` on every path (the
     generation batch, the reward step, the update), while `index` is moved into the
     generation batch and comes back only on some paths. Appending the key keeps uids
     unique per group, so GRPO grouping is unchanged, and `keys_from_uids` recovers it.
+    With `strict=False` a batch whose rows carry no key (validation data) is left as is.
     """
     ntb = batch.non_tensor_batch
     if "uid" not in ntb:
         raise ValueError("tag_uids needs non_tensor_batch['uid']")
-    keys = _row_index(ntb)
+    try:
+        keys = _row_index(ntb)
+    except ValueError:
+        if strict:
+            raise
+        return batch
     ntb["uid"] = np.array(
         [u if _UID_SEP in str(u) else f"{u}{_UID_SEP}{_encode_key(_norm_key(k))}"
          for u, k in zip(ntb["uid"], keys, strict=True)], dtype=object)
@@ -690,9 +696,10 @@ class LPPORayPPOTrainer(RayPPOTrainer):
         if est == "remax":
             raise ValueError("algorithm.adv_estimator=remax is not supported with LPPO (its greedy "
                              "baseline rollouts share the prompts' uids)")
-        custom = _cfg_get(_cfg_get(_cfg_get(cfg, "reward"), "custom_reward_function"), "path")
-        if custom:
-            return
+        reward = _cfg_get(cfg, "reward")
+        custom = _cfg_get(_cfg_get(reward, "custom_reward_function"), "path")
+        if custom or _cfg_get(_cfg_get(reward, "reward_model"), "enable", False):
+            return  # the scorer is the user's function or a reward model: range unknown here
         df = getattr(self.train_dataset, "dataframe", None)
         if df is None or "data_source" not in df.column_names:
             return
@@ -716,8 +723,11 @@ class LPPORayPPOTrainer(RayPPOTrainer):
         self.async_rollout_manager = _GuidedRollout(self.async_rollout_manager, self.lppo_sampler)
 
     def _get_gen_batch(self, batch: DataProto) -> DataProto:
-        """Tag the fresh uids with sample keys before verl splits off the generation batch."""
-        tag_uids(batch)
+        """Tag the fresh uids with sample keys before verl splits off the generation batch.
+
+        Validation batches pass here too; their rows need no keys (they are never observed).
+        """
+        tag_uids(batch, strict=False)
         return super()._get_gen_batch(batch)
 
     def _update_actor(self, batch: DataProto) -> Any:

@@ -451,6 +451,10 @@ def test_bad_settings_fail_at_start_naming_the_setting(model_dir, tmp_path) -> N
     problems_parquet(tmp_path / "b" / "train.parquet", data_source="lppo")
     with pytest.raises(ValueError, match=r"reward\.custom_reward_function\.path"):
         start_run(cfg)
+    # ... which a reward model scores instead (its range is the user's to declare)
+    OmegaConf.update(cfg, "reward.reward_model.enable", True)
+    OmegaConf.update(cfg, "reward.reward_model.model_path", model_dir)
+    assert isinstance(start_run(cfg, use_rm=True)[0], lv.LPPORayPPOTrainer)
     with pytest.raises(ValueError, match=r"data\.lppo\.kwargs\.group_size=3"):
         start_run(compose(model_dir, tmp_path / "c", "actor_rollout_ref.rollout.n=3"))
     with pytest.raises(ValueError, match=r"algorithm\.adv_estimator=lppo_grpo"):
@@ -658,23 +662,32 @@ def test_example_config_runs_with_lppo_env_reward(model_dir, tmp_path, monkeypat
 
     monkeypatch.chdir(REPO)                 # the launch script runs from the repo root
     train = problems_parquet(tmp_path / "train.parquet")
+    # validation data needs no stable keys (it is never observed) and is never guided;
+    # the shipped config validates before training
+    val = tmp_path / "val.parquet"
+    pq.write_table(pa.Table.from_pylist([
+        {"data_source": "x", "prompt": [{"role": "user", "content": "What is 30+30?"}],
+         "reward_model": {"style": "rule", "ground_truth": "60"}, "extra_info": {"split": "t"}}]),
+        val)
     with initialize_config_dir(config_dir=os.path.join(REPO, "examples", "verl"),
                                version_base=None):
         config = hydra_compose("lppo_grpo", overrides=[
             f"actor_rollout_ref.model.path={model_dir}", f"data.train_files={train}",
-            f"data.val_files={train}", f"+data.cache_dir={tmp_path / 'cache'}",
+            f"data.val_files={val}", f"+data.cache_dir={tmp_path / 'cache'}",
             "data.train_batch_size=4", "data.max_prompt_length=64",
             "data.max_response_length=24", "actor_rollout_ref.rollout.prompt_length=96",
             "actor_rollout_ref.rollout.n=2", "data.lppo.kwargs.group_size=2",
             "actor_rollout_ref.actor.ppo_mini_batch_size=4", "trainer.device=cpu",
             # the reference policy is one more GPU worker group; KL is not what is tested
             "actor_rollout_ref.actor.use_kl_loss=False", "trainer.total_training_steps=3",
-            "trainer.total_epochs=2", "trainer.val_before_train=False",
-            "trainer.test_freq=-1", "trainer.save_freq=-1",
+            "trainer.total_epochs=2", "trainer.test_freq=-1", "trainer.save_freq=-1",
             f"trainer.default_local_dir={tmp_path / 'ckpt'}"])
     assert config.reward.custom_reward_function.path == "pkg://lppo_env.verify"
     trainer, llm = start_run(config)
     trainer.fit()
+    val_prompts = [p for p in llm.prompts if "30+30" in llm.tokenizer.decode(p)]
+    assert val_prompts and all(llm.tokenizer.decode(p).rstrip().endswith("<|assistant|>")
+                               for p in val_prompts)            # validated, unguided
     scores = np.concatenate([update_rows(td)["scores"] for td in trainer.actor_rollout_wg.updates])
     assert len(scores) == 3 * 4 * 2 and set(scores) <= {0.0, 1.0} and scores.max() == 1.0
     strat = trainer.lppo_sampler.strategy
