@@ -13,5 +13,6 @@ fi
 python -m verl.trainer.main_ppo \
   --config-path="$PWD/examples/verl" --config-name=lppo_grpo \
   actor_rollout_ref.model.path="$MODEL_PATH" \
+  data.lppo.prefix_fn.path="$PWD/examples/verl/lppo_prefix.py" \
   trainer.n_gpus_per_node="$N_GPUS" \
   "$@"
