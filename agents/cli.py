@@ -28,7 +28,7 @@ from typing import Literal
 from agents.args import ArgumentParser, add_dataclass_arguments, dataclass_from_args
 from agents.config import ConfigError, TrainConfig
 from agents.fields import coerce_fields, from_mapping
-from agents.paths import check_model, check_output_dir, check_output_file
+from agents.paths import check_data, check_model, check_output_dir, check_output_file
 
 __all__ = ["EvalConfig", "build_parser", "main"]
 
@@ -118,6 +118,7 @@ def _train(args: argparse.Namespace) -> int:
     if cfg.eval_cache:
         check_output_dir(cfg.eval_cache, "--eval-cache")
     check_model(cfg.model, "--model")
+    check_data(cfg.data, cfg.data_kwargs)
 
     from agents.trainer import Trainer
 
@@ -133,6 +134,7 @@ def _eval(args: argparse.Namespace) -> int:
     if cfg.out:
         check_output_file(cfg.out, "--out")
     check_model(cfg.model, "--model")
+    check_data(cfg.data, cfg.data_kwargs)
 
     from agents.evaluation import evaluate
     from agents.policy import load_policy

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agents.fields import ConfigError
 
-__all__ = ["check_model", "check_output_dir", "check_output_file"]
+__all__ = ["check_data", "check_model", "check_output_dir", "check_output_file"]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 """`name` or `org/name`: what the Hugging Face hub accepts as a repo id."""
@@ -121,3 +121,20 @@ def check_model(model: str, setting: str = "model") -> None:
             f"{setting}: no such model directory: {model} (nor a hub model in the local cache; "
             "download it first, or give a local directory)"
         )
+
+
+def check_data(data: str, data_kwargs: dict, setting: str = "--data-kwargs") -> None:
+    """Refuse builder options the data set does not take, naming the setting.
+
+    The embedded builders raise a bare TypeError on an unknown keyword (`{"sise": 3}`);
+    building the (small, embedded) data set once here turns that into a one-line error.
+    Only runs when options are given: without them the loader's own errors name the file.
+    """
+    if not data_kwargs:
+        return
+    from lppo_env import load_problems
+
+    try:
+        load_problems(data, **data_kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{setting}: {data!r} does not take {data_kwargs!r}: {e}") from None

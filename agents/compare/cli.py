@@ -18,7 +18,7 @@ from agents.compare.matrix import MATRIX_FIELDS, build_matrix
 from agents.compare.report import summarize_matrix
 from agents.config import ConfigError, TrainConfig
 from agents.fields import coerce_fields, from_mapping
-from agents.paths import check_model, check_output_dir
+from agents.paths import check_data, check_model, check_output_dir
 
 __all__ = ["CompareConfig", "add_compare_parser", "run_compare"]
 
@@ -87,6 +87,7 @@ def run_compare(args: argparse.Namespace) -> int:
     if base.eval_cache:
         check_output_dir(base.eval_cache, "--eval-cache")
     check_model(base.model, "--model")
+    check_data(base.data, base.data_kwargs)
     specs = build_matrix(base, cc.strategies, cc.learners, cc.seeds, out)
     for spec in {(s.strategy, s.learner): s for s in specs}.values():
         preflight(spec.cfg)  # every name checked before the first (long) run starts

@@ -8,7 +8,7 @@ from typing import Any
 
 from agents.args import add_dataclass_arguments
 from agents.fields import from_mapping
-from agents.paths import check_model, check_output_dir, check_output_file
+from agents.paths import check_data, check_model, check_output_dir, check_output_file
 from agents.saidpo.config import SAIDPOConfig
 
 __all__ = ["add_saidpo_parser", "run_saidpo"]
@@ -36,6 +36,7 @@ def run_saidpo(args: argparse.Namespace) -> int:
     if cfg.tags_cache:
         check_output_file(cfg.tags_cache, "--tags-cache")
     check_model(cfg.model, "--model")
+    check_data(cfg.data, cfg.data_kwargs)
     summary = SAIDPOLoop(cfg).run()
     print(json.dumps(summary, indent=2))
     return 0

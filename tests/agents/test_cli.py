@@ -155,6 +155,8 @@ def test_config_file_missing_or_not_a_mapping(tmp_path) -> None:
         (["eval", "--k", "4"], "k values in [1, n_samples=1]"),
         (["compare", "--seeds", "one"], "--seeds"),
         (["saidpo", "--k", "1"], "k >= 2"),
+        (["eval", "--data-kwargs", '{"sise": 3}'], "--data-kwargs: 'default' does not take"),
+        (["train", "--data-kwargs", '{"sise": 3}'], "--data-kwargs: 'default' does not take"),
         (["frobnicate"], "frobnicate"),
     ],
 )
