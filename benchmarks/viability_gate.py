@@ -61,6 +61,7 @@ FORMATS: dict[str, dict[str, Any]] = {
 }
 DEPTHS = (0.25, 0.5, 0.75)
 ALPHA = 0.05
+MIN_SET = 100  # problems per set before a gate verdict counts (issue 15)
 
 
 # ------------------------------------------------------------------ statistics (pure)
@@ -325,7 +326,7 @@ def analyse(out: Path, n_per_set: int) -> dict:
         row["significant_better"] = p < ALPHA and row["diff"] > 0
     for f in formats.values():
         for g in f["guides"].values():
-            complete = g["problems"] >= g["target"]
+            complete = g["problems"] >= max(g["target"], MIN_SET)
             g["passes_gate"] = complete and g["unusable_planned"] == 0 and g["leaks"] == 0 and any(
                 r["significant_better"] for r in g["depths"].values())
             g["complete"] = complete
@@ -348,7 +349,8 @@ def report_md(result: dict, meta: dict) -> str:
         f"sign test over problems, Holm-corrected over all {result['tests']} "
         "(format, guide, depth) tests. A (format, guide) passes when its set is complete, no "
         "planned guided slot lacked a prefix, no prefix states the answer, and at some depth "
-        "guided beats unguided at Holm p < 0.05.",
+        f"guided beats unguided at Holm p < 0.05. A set counts as complete at >= {MIN_SET} "
+        "problems; smaller runs are preliminary and gate nothing.",
         "",
         f"Backend: {meta.get('backend')}; model: default; load average at start "
         f"{meta.get('load_start')}, at the last write {meta.get('load_end')} (pass rates do not "
@@ -452,23 +454,25 @@ def main(argv: list[str] | None = None) -> int:
 
         stages = a.stages.split(",")
         with MathVerifier() as verifier:
-            runs = [Runner(f, backend, verifier, a) for f in formats]
-            chosen = {}
-            if "screen" in stages:
-                for run in runs:
-                    chosen[run.fmt] = screen(run, log)
-            for guide in ("expert", "self"):
-                if guide not in stages:
-                    continue
-                for run in runs:
-                    exp, slf = chosen.get(run.fmt) or screen(run, log)
-                    evaluate_set(run, guide, exp if guide == "expert" else slf, log)
+            # one format to its end before the next: a stopped run leaves whole verdicts
+            for fmt in formats:
+                run = Runner(fmt, backend, verifier, a)
+                exp, slf = screen(run, log)
+                for guide, chosen in (("expert", exp), ("self", slf)):
+                    if guide in stages:
+                        evaluate_set(run, guide, chosen, log)
+                        write_outputs(a, meta)
+    write_outputs(a, meta)
+    print((a.out / "gate.md").read_text())
+    return 0
+
+
+def write_outputs(a: argparse.Namespace, meta: dict) -> None:
+    """gate.json and gate.md from the JSONL files written so far."""
     result = analyse(a.out, a.n_per_set)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "gate.json").write_text(json.dumps({"meta": meta, **result}, indent=1))
     (a.out / "gate.md").write_text(report_md(result, meta))
-    print((a.out / "gate.md").read_text())
-    return 0
 
 
 if __name__ == "__main__":
