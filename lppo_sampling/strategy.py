@@ -11,6 +11,12 @@ The protocol a trainer (ours, verl, TRL, OpenRLHF) drives once per step::
 
 A strategy owns its random generator, so `state_dict()` → `load_state_dict()` restores
 future choices exactly, and two replicas fed the same results stay bit-identical.
+
+Samples enter the pool through `add_samples` (or `observe`, which registers the keys it is
+given results for); the read calls `plan`, `keep` and `weights` refuse a key that is not in
+the pool, so a typo is an error instead of a new sample. Every argument is checked at this
+boundary and refused with a `ValueError` that names it; `load_state_dict` and `load` are
+all or nothing.
 """
 
 from __future__ import annotations
@@ -105,8 +111,9 @@ class Strategy:
 
         Args:
             keys: (n,) stable sample keys (ints or strings from the data).
-            has_solution: (n,) bool, whether an expert solution exists (PG-sampling only
-                guides samples that have one). Omitted: left unchanged (False for new keys).
+            has_solution: (n,) bool (or 0/1), whether an expert solution exists (PG-sampling
+                only guides samples that have one). Omitted: left unchanged (False for new
+                keys). Strings are refused: "no" is not False.
             category: (n,) labels for category-level strategies (SEC, DUMP, SAI-DPO
                 clusters): data source, topic, difficulty level. Omitted: unchanged.
         """
@@ -131,7 +138,10 @@ class Strategy:
         arr, rows = self._rows(keys)
         ratios = self.guide.plan(self.stats, rows, self.group_size, self.rng)
         self._last["sampler/guided_rollout_frac"] = float((ratios > 0).mean())
-        return RolloutPlan(keys=arr, prefix_ratios=ratios)
+        # guides that also set env options (token budget, format, restructuring)
+        sample_options = getattr(self.guide, "sample_options", None)
+        options = sample_options(self.stats, rows) if sample_options is not None else None
+        return RolloutPlan(keys=arr, prefix_ratios=ratios, options=options)
 
     def observe(self, results: GroupResults) -> None:
         """Fold finished groups into the statistics (unknown keys are registered)."""
@@ -462,8 +472,23 @@ def make_strategy(name: str, **kwargs: object) -> Strategy:
     bound.apply_defaults()
     strategy = fn(**bound.arguments)
     strategy.name = name
-    strategy.config = _jsonable(dict(bound.arguments))  # type: ignore[assignment]
+    strategy.config = _jsonable(  # type: ignore[assignment]
+        {k: _config_value(v) for k, v in bound.arguments.items()}
+    )
     return strategy
+
+
+def _config_value(value: object) -> object:
+    """A model-side callable (predictor, estimator) by its type, not its memory address.
+
+    The config is compared on `load_state_dict`; a repr with an address would differ in
+    every process, and the callable's own state is saved with its role.
+    """
+    if value is None or isinstance(value, (bool, int, float, str, list, tuple, dict)):
+        return value
+    if callable(value) and hasattr(value, "__qualname__") and hasattr(value, "__module__"):
+        return f"<{value.__module__}.{value.__qualname__}>"  # function, method or class
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
 def _load_builtin_strategies() -> None:

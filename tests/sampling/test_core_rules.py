@@ -16,12 +16,15 @@ betas = st.floats(0.0, 0.999, allow_nan=False)
 
 @given(delta=deltas, kappa=st.floats(0, 100), bias=st.floats(0, 5))
 def test_lp_weight_bounded(delta: float, kappa: float, bias: float) -> None:
+    """Bug caught: a weight outside [b, 1 + b] (e.g. the bias dropped, or a linear κΔ + b),
+    which could silence a sample or blow up its advantages."""
     w = rules.lp_weight(np.array([delta]), kappa, bias)[0]
     assert bias <= w <= 1.0 + bias
 
 
 @given(d1=deltas, d2=deltas, kappa=st.floats(0, 100), bias=st.floats(0, 5))
 def test_lp_weight_monotone_in_progress(d1: float, d2: float, kappa: float, bias: float) -> None:
+    """Bug caught: a sign flip (σ(−κΔ)) that up-weights regressing samples."""
     lo, hi = sorted((d1, d2))
     w = rules.lp_weight(np.array([lo, hi]), kappa, bias)
     assert w[0] <= w[1]
@@ -42,6 +45,8 @@ def test_sigmoid_extreme_inputs_do_not_overflow() -> None:
 
 @given(old=unit, new=unit, beta=betas, seen=st.booleans())
 def test_ema_stays_in_unit_interval(old: float, new: float, beta: float, seen: bool) -> None:
+    """Bugs caught: an EMA that leaves [0, 1] (e.g. β·old + p without the 1 − β), and a
+    first sight that does not take the observed rate."""
     e = rules.ema_update(np.array([old]), np.array([new]), beta, np.array([seen]))[0]
     assert 0.0 <= e <= 1.0
     if not seen:
@@ -50,6 +55,8 @@ def test_ema_stays_in_unit_interval(old: float, new: float, beta: float, seen: b
 
 @given(start=unit, target=unit, beta=betas, k=st.integers(1, 60))
 def test_ema_converges_to_constant_rate(start: float, target: float, beta: float, k: int) -> None:
+    """Bug caught: β and 1 − β swapped (the error then shrinks by 1 − β per step, above the
+    β^k bound when β < 0.5), or an update that does not move toward the observed rate."""
     e = np.array([start])
     for _ in range(k):
         e = rules.ema_update(e, np.array([target]), beta, np.array([True]))
@@ -59,6 +66,8 @@ def test_ema_converges_to_constant_rate(start: float, target: float, beta: float
 
 @given(old=unit, new=unit, seen=st.booleans())
 def test_progress_zero_on_first_sight(old: float, new: float, seen: bool) -> None:
+    """Bug caught: Δ = new − old on first sight (old is the fill 0): a fake jump of p that
+    up-weights every newly seen sample."""
     d = rules.learning_progress(np.array([old]), np.array([new]), np.array([seen]))[0]
     assert d == (new - old if seen else 0.0)
 
@@ -71,6 +80,8 @@ def test_progress_zero_on_first_sight(old: float, new: float, seen: bool) -> Non
     thr=st.floats(0, 0.5),
 )
 def test_stuck_requires_history_and_solution(ema, last, seen, sol, thr) -> None:
+    """Bug caught: guiding unseen samples or samples without a solution, or dropping either
+    stuck criterion (last group all failed / EMA ≤ threshold)."""
     stuck = rules.is_stuck(ema, last, seen, sol, thr)
     assert not (stuck & ~seen).any()
     assert not (stuck & ~sol).any()
@@ -87,6 +98,8 @@ def test_stuck_requires_history_and_solution(ema, last, seen, sol, thr) -> None:
     seed=st.integers(0, 2**32 - 1),
 )
 def test_prefix_ratios_in_band_and_layout(rows, g, frac, band, seed) -> None:
+    """Bug caught: ratios outside [low, high] (e.g. U[0, 1]), guidance on rows that are not
+    stuck, or guided slots not at the end of the group (slot 0 must stay unguided)."""
     lo, hi = band
     k = rules.guided_slot_count(g, frac)
     assert 1 <= k <= g

@@ -38,25 +38,86 @@ STAT_COLUMNS_EXCEPT_CLOCK = [
 
 
 # ------------------------------------------------------------------ split rules
-@SETTINGS
-@given(
-    n=st.integers(1, 40),
-    g=st.integers(1, 8),
-    seed=st.integers(0, 10_000),
-    cut=st.floats(0, 1),
-)
-def test_split_with_unique_keys_is_exact(n: int, g: int, seed: int, cut: float) -> None:
-    """Each sample in one part, parts in any order → identical statistics."""
+UNGUIDED_COLUMNS = ["ema", "delta", "last_pass_rate", "n_rollouts", "reward_sum", "n_events"]
+ORACLE_COLUMNS = UNGUIDED_COLUMNS + ["guided_rollouts", "guided_reward_sum"]
+
+
+def reference_stats(batches: list[tuple], beta: float = 0.8) -> dict[object, dict[str, float]]:
+    """The documented rules as a plain loop, one sample at a time (the test oracle).
+
+    Per call, a sample's rollouts are pooled into one event; only unguided rollouts move
+    the EMA (first sight: EMA = p, Δ = 0; then EMA ← β·EMA + (1 − β)·p, Δ = new − old).
+    """
+    out: dict[object, dict[str, float]] = {}
+    for keys, r, guided in batches:
+        pooled: dict[object, list[list[float]]] = {}
+        for i, k in enumerate(keys.tolist()):
+            u, gd = pooled.setdefault(k, [[], []])
+            for j in range(r.shape[1]):
+                (gd if guided[i, j] else u).append(float(r[i, j]))
+        for k, (u, gd) in pooled.items():
+            st_ = out.setdefault(k, dict.fromkeys(ORACLE_COLUMNS, 0.0) | {"last_pass_rate": np.nan})
+            st_["guided_rollouts"] += len(gd)
+            st_["guided_reward_sum"] += sum(gd)
+            if not u:
+                continue
+            p = sum(u) / len(u)
+            old = st_["ema"]
+            new = beta * old + (1.0 - beta) * p if st_["n_events"] > 0 else p
+            st_["delta"] = new - old if st_["n_events"] > 0 else 0.0
+            st_["ema"], st_["last_pass_rate"] = new, p
+            st_["n_events"] += 1
+            st_["n_rollouts"] += len(u)
+            st_["reward_sum"] += sum(u)
+    return out
+
+
+class GuidedLeakStats(SampleStats):
+    """Deliberate bug (mutant): for a sample already seen, the EMA update uses the pass rate
+    of *all* its rollouts, guided ones included. Samples seen for the first time are exact,
+    which is why properties that only observe fresh samples cannot see it."""
+
+    def observe(self, results: GroupResults) -> np.ndarray:
+        known = self.index.lookup(self.index.validate(results.keys))
+        at = np.maximum(known, 0)
+        seen = (known >= 0) & (self["n_events"][at] > 0) if len(self) else known >= 0
+        old = np.where(seen, self["ema"][at], 0.0) if len(self) else np.zeros(known.shape)
+        rows = super().observe(results)
+        m = results.mask
+        total = np.where(m, results.rewards, 0.0).sum(1)
+        uniq, first, inv = np.unique(rows, return_index=True, return_inverse=True)
+        p_all = np.bincount(inv, weights=total) / np.bincount(inv, weights=m.sum(1))
+        leak = seen[first]
+        u = uniq[leak]
+        new = 0.8 * old[first][leak] + 0.2 * p_all[leak]
+        self._cols["delta"][u] = new - old[first][leak]
+        self._cols["ema"][u] = new
+        return rows
+
+
+def _history(rng: np.random.Generator, keys: np.ndarray, g: int, seen_frac: float) -> tuple:
+    """An earlier batch over a `seen_frac` share of `keys`, some of its slots guided."""
+    k = keys[rng.random(keys.shape[0]) < seen_frac]
+    if k.size == 0:
+        return None
+    return k, _binary(rng, (k.size, g)), rng.random((k.size, g)) < 0.3
+
+
+def check_split_equals_whole(stats_cls, n, g, seed, cut, seen_frac) -> None:
+    """Observe one batch whole or split in two (each sample in one part, parts in either
+    order), after a shared history; both must equal each other and the reference loop."""
     rng = np.random.default_rng(seed)
     keys = rng.permutation(1000)[:n]
+    hist = _history(rng, keys, g, seen_frac)
     r = _binary(rng, (n, g))
     guided = rng.random((n, g)) < 0.3
     lengths = rng.integers(1, 300, (n, g)).astype(float)
-    whole = SampleStats()
-    whole.register(np.arange(1000))
+    whole, parts = stats_cls(), stats_cls()
+    for s in (whole, parts):
+        s.register(np.arange(1000))
+        if hist is not None:
+            s.observe(GroupResults.build(hist[0], hist[1], guided=hist[2]))
     whole.observe(GroupResults.build(keys, r, guided=guided, lengths=lengths))
-    parts = SampleStats()
-    parts.register(np.arange(1000))
     perm = rng.permutation(n)
     k = int(cut * n)
     for idx in (perm[k:], perm[:k]):
@@ -66,12 +127,68 @@ def test_split_with_unique_keys_is_exact(n: int, g: int, seed: int, cut: float) 
             )
     for c in STAT_COLUMNS_EXCEPT_CLOCK:
         np.testing.assert_array_equal(whole[c], parts[c], err_msg=c)
+    ref = reference_stats(([hist] if hist is not None else []) + [(keys, r, guided)])
+    rows = whole.rows(keys)
+    for c in ORACLE_COLUMNS:
+        expect = np.array([ref[kk][c] for kk in keys.tolist()], dtype=whole[c].dtype)
+        np.testing.assert_allclose(whole[c][rows], expect, rtol=0, atol=1e-12, err_msg=c)
+
+
+def check_guided_never_moves_unguided(stats_cls, n, g, seed, seen_frac) -> None:
+    """Flip every guided outcome of a batch (after a shared history): the unguided
+    statistics must not change."""
+    rng = np.random.default_rng(seed)
+    keys = np.arange(n)
+    hist = _history(rng, keys, g, seen_frac)
+    guided = rng.random((n, g)) < 0.4
+    guided[:, g // 2 :] = True
+    guided[:, 0] = False  # every sample keeps an unguided slot
+    r = _binary(rng, (n, g))
+    r_other = r.copy()
+    r_other[guided] = 1.0 - r_other[guided]
+    a, b = stats_cls(), stats_cls()
+    for s, rew in ((a, r), (b, r_other)):
+        if hist is not None:
+            s.observe(GroupResults.build(hist[0], hist[1], guided=hist[2]))
+        s.register(keys)
+        s.observe(GroupResults.build(keys, rew, guided=guided))
+    for c in UNGUIDED_COLUMNS:
+        np.testing.assert_array_equal(a[c], b[c], err_msg=c)
+    np.testing.assert_array_equal(a["guided_rollouts"], b["guided_rollouts"])
+
+
+split_case = {
+    "n": st.integers(1, 40),
+    "g": st.integers(1, 8),
+    "seed": st.integers(0, 10_000),
+    "cut": st.floats(0, 1),
+    "seen_frac": st.floats(0.5, 1.0),
+}
+guided_case = {
+    "n": st.integers(1, 30),
+    "g": st.integers(2, 8),
+    "seed": st.integers(0, 10_000),
+    "seen_frac": st.floats(0.5, 1.0),
+}
+
+
+@SETTINGS
+@given(**split_case)
+def test_split_with_unique_keys_is_exact(n: int, g: int, seed: int, cut: float, seen_frac) -> None:
+    """Each sample in one part, parts in any order → identical statistics, equal to the
+    reference loop — on samples that already have history. Bugs caught: an update that
+    depends on how the batch is split (e.g. a batch-level mean), and guided rewards leaking
+    into a seen sample's EMA (`GuidedLeakStats`: whole and split agree with each other, so
+    only the comparison with the reference loop on seen samples exposes it)."""
+    check_split_equals_whole(SampleStats, n, g, seed, cut, seen_frac)
 
 
 @SETTINGS
 @given(n=st.integers(2, 40), g=st.integers(1, 6), seed=st.integers(0, 10_000))
 def test_counts_and_sums_are_order_free_even_with_repeated_keys(n: int, g: int, seed: int) -> None:
-    """Counts and sums do not depend on how rollouts of a sample are split across calls."""
+    """Counts and sums do not depend on how rollouts of a sample are split across calls. Bug
+    caught: a key repeated in one call counted once (`col[rows] += x` with duplicate rows,
+    which numpy applies once) instead of pooling its rollouts."""
     rng = np.random.default_rng(seed)
     keys = rng.integers(0, 5, n)  # many repeats
     r = _binary(rng, (n, g))
@@ -102,21 +219,42 @@ def test_repeated_key_in_one_call_is_one_event() -> None:
 
 
 @SETTINGS
-@given(n=st.integers(1, 30), g=st.integers(2, 8), seed=st.integers(0, 10_000))
-def test_guided_results_never_move_unguided_stats(n: int, g: int, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    keys = np.arange(n)
-    guided = np.zeros((n, g), bool)
-    guided[:, g // 2 :] = True
-    r = _binary(rng, (n, g))
-    r_other = r.copy()
-    r_other[guided] = 1.0 - r_other[guided]  # flip every guided outcome
-    a, b = SampleStats(), SampleStats()
-    a.observe(GroupResults.build(keys, r, guided=guided))
-    b.observe(GroupResults.build(keys, r_other, guided=guided))
-    for c in ["ema", "delta", "last_pass_rate", "n_rollouts", "reward_sum", "n_events"]:
-        np.testing.assert_array_equal(a[c], b[c], err_msg=c)
-    assert (a["guided_rollouts"] == g - g // 2).all()
+@given(**guided_case)
+def test_guided_results_never_move_unguided_stats(n: int, g: int, seed: int, seen_frac) -> None:
+    """Flipping every guided outcome leaves EMA, Δ, last pass rate and unguided counts
+    unchanged, for samples with history as well as new ones. Bug caught: guided rewards
+    leaking into the EMA of a sample already seen (`GuidedLeakStats`), which a test on
+    fresh samples only — first sight takes the unguided rate — cannot see."""
+    check_guided_never_moves_unguided(SampleStats, n, g, seed, seen_frac)
+
+
+def test_strengthened_properties_kill_the_guided_leak_mutant() -> None:
+    """Both properties fail on `GuidedLeakStats`; restricted to fresh samples (the old
+    tests: no history) they pass it, which is the gap the history closes."""
+    fast = settings(max_examples=60, deadline=None, database=None)
+
+    @fast
+    @given(**split_case)
+    def split_on_mutant(n, g, seed, cut, seen_frac):
+        check_split_equals_whole(GuidedLeakStats, n, g, seed, cut, seen_frac)
+
+    @fast
+    @given(**guided_case)
+    def guided_on_mutant(n, g, seed, seen_frac):
+        check_guided_never_moves_unguided(GuidedLeakStats, n, g, seed, seen_frac)
+
+    for prop in (split_on_mutant, guided_on_mutant):
+        with pytest.raises(AssertionError):
+            prop()
+
+    @fast
+    @given(n=st.integers(1, 30), g=st.integers(2, 8), seed=st.integers(0, 10_000),
+           cut=st.floats(0, 1))
+    def fresh_only(n, g, seed, cut):
+        check_split_equals_whole(GuidedLeakStats, n, g, seed, cut, 0.0)
+        check_guided_never_moves_unguided(GuidedLeakStats, n, g, seed, 0.0)
+
+    fresh_only()  # the mutant is invisible without history
 
 
 def test_ema_and_delta_follow_lppo_rule() -> None:
@@ -140,6 +278,8 @@ def test_ema_and_delta_follow_lppo_rule() -> None:
     seed=st.integers(0, 10_000),
 )
 def test_selection_stays_in_pool_and_respects_size(name, pool, n, seed) -> None:
+    """Bug caught: a selector drawing with replacement while the pool allows none, returning
+    fewer than n, or returning rows instead of keys (outside the pool for string keys)."""
     s = make_strategy(name, seed=seed)
     keys = [f"id-{i}" for i in range(pool)]
     s.add_samples(keys)
@@ -154,6 +294,8 @@ def test_selection_stays_in_pool_and_respects_size(name, pool, n, seed) -> None:
 @SETTINGS
 @given(name=st.sampled_from(BUILTIN), seed=st.integers(0, 10_000), steps=st.integers(0, 6))
 def test_state_round_trip_is_exact_and_replays_choices(name, seed, steps, tmp_path_factory) -> None:
+    """Bug caught: a state that misses the RNG or a column (the restored strategy then
+    chooses differently), or a load that keeps the target's own seed."""
     rng = np.random.default_rng(seed)
     s = make_strategy(name, group_size=4, seed=seed)
     s.add_samples(np.arange(50), has_solution=rng.random(50) < 0.7)
@@ -178,6 +320,8 @@ def test_state_round_trip_is_exact_and_replays_choices(name, seed, steps, tmp_pa
 @SETTINGS
 @given(name=st.sampled_from(BUILTIN), seed=st.integers(0, 10_000))
 def test_replicas_fed_same_results_are_bit_identical(name, seed) -> None:
+    """Bug caught: randomness outside the strategy's own generator (global np.random, set
+    ordering), which makes two ranks' strategies diverge."""
     a = make_strategy(name, seed=seed)
     b = make_strategy(name, seed=seed)
     for s in (a, b):

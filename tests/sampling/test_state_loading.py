@@ -118,8 +118,10 @@ CORRUPTIONS = {
     "step_negative": (other(("stats", "step"), -1), r"\['step'\] must be an int >= 0", None),
     "index_size": (other(("stats", "index", "size"), 7), r"shape", None),
     "rng": (other(("rng",), {"bit_generator": "PCG64"}), r"rng", None),
-    "other_strategy": (other(("name",), "mopps"), r"saved by strategy 'mopps'.*this strategy is",
-                       None),
+    "other_strategy": (
+        lambda s: other(("name",), "mopps" if s["name"] != "mopps" else "sec")(s),
+        r"saved by strategy '(mopps|sec)'; this strategy is '\w+'", None,
+    ),
     "role_type": (other(("role_types", "selector"), "Nope"), r"'Nope'", None),
     "version": (other(("version",), 99), r"version 99", None),
     "not_a_dict": (lambda s: ["state"], r"must be a dict", None),

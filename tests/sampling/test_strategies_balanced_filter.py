@@ -33,6 +33,8 @@ def test_balanced_keep_hand_values():
 @given(p=p_st, a=st.floats(0, 0.5))
 def test_symmetric_band_equals_variance_threshold(p, a):
     # [a, 1 - a] is exactly {p : p(1-p) >= a(1-a)} (up to float rounding at the edges)
+    """Bug caught: a band test on the wrong quantity (keeping p outside [a, 1 − a], or
+    comparing p itself to a(1 − a)), which breaks the equivalence with p(1 − p) ≥ a(1 − a)."""
     lhs = bool(balanced_keep(np.array([p]), a, 1 - a)[0])
     rhs = p * (1 - p) >= a * (1 - a)
     if abs(p * (1 - p) - a * (1 - a)) > 1e-12:
@@ -42,6 +44,8 @@ def test_symmetric_band_equals_variance_threshold(p, a):
 @SET
 @given(p=p_st, lo=st.floats(0, 1), hi=st.floats(0, 1), widen=st.floats(0, 0.3))
 def test_wider_band_keeps_a_superset_and_is_symmetric(p, lo, hi, widen):
+    """Bug caught: low and high comparisons swapped, or a band that is not mirror-symmetric
+    under p ↔ 1 − p."""
     lo, hi = min(lo, hi), max(lo, hi)
     x = np.array([p])
     if balanced_keep(x, lo, hi)[0]:

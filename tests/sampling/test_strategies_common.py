@@ -73,6 +73,8 @@ case = st.tuples(
 @SETTINGS
 @given(c=case)
 def test_select_keys_in_pool_size_and_no_repeats(name, c):
+    """Bug caught: a selector that repeats samples while the pool allows none, returns keys
+    outside the pool, or fewer than n."""
     pool, n_cats, steps, batch, seed = c
     s = make_strategy(name, seed=seed)
     for keys in drive(s, pool, n_cats, steps, batch, seed):
@@ -88,6 +90,8 @@ def test_select_keys_in_pool_size_and_no_repeats(name, c):
 @SETTINGS
 @given(c=case)
 def test_determinism_and_replicas(name, c):
+    """Bug caught: randomness outside the strategy's own generator (global np.random, set
+    ordering), so reruns and ranks diverge."""
     pool, n_cats, steps, batch, seed = c
     a, b = make_strategy(name, seed=seed), make_strategy(name, seed=seed)
     ka = drive(a, pool, n_cats, steps, batch, seed)
@@ -100,6 +104,8 @@ def test_determinism_and_replicas(name, c):
 @SETTINGS
 @given(c=case)
 def test_state_round_trip_exact(name, c, tmp_path_factory):
+    """Bug caught: role state missing from `state_dict` (SEC's Q, DUMP's windows, a
+    posterior column), so a restored strategy chooses differently."""
     pool, n_cats, steps, batch, seed = c
     s = make_strategy(name, seed=seed)
     drive(s, pool, n_cats, steps, batch, seed)

@@ -36,6 +36,8 @@ def test_rule_hand_values():
 @SET
 @given(p=st.floats(0, 1), s=st.integers(0, 50), t=st.floats(0.01, 100))
 def test_logits_bounded_and_symmetric(p, s, t):
+    """Bug caught: the temperature multiplied instead of divided (logits above 0.5/T), or a
+    score not symmetric about p = 0.5 (e.g. sqrt(p) alone)."""
     x = cures_logits(np.array([p, 1 - p]), np.array([s, s]), t)
     assert (x >= 0).all() and (x <= 0.5 / t + 1e-12).all()
     assert np.isclose(x[0], x[1])
@@ -47,6 +49,8 @@ def test_logits_bounded_and_symmetric(p, s, t):
     budget=st.integers(0, 4096),
 )
 def test_allocation_is_proportional_and_monotone(sig, budget):
+    """Bug caught: rollouts allocated inversely to σ, or a normalisation that loses the
+    budget (Σ n far from the budget)."""
     n = cures_rollout_allocation(sig, budget)
     assert (n >= 0).all()
     assert abs(int(n.sum()) - budget) <= sig.size / 2 + 1e-9

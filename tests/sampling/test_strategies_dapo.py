@@ -42,6 +42,8 @@ binary = hnp.arrays(
 @SET
 @given(r=binary, seed=st.integers(0, 1000))
 def test_dapo_keep_is_zero_lt_correct_lt_g_and_slot_order_free(r, seed):
+    """Bug caught: keeping all-0 or all-1 groups (e.g. `std >= 0`), or a verdict that
+    depends on slot order (e.g. comparing only the first two rewards)."""
     m = np.ones_like(r, bool)
     keep = dapo_keep(r, m)
     c = r.sum(axis=1)
@@ -85,6 +87,9 @@ def _generator(pass_p: np.ndarray, seed: int):
 @SET
 @given(target=st.integers(1, 20), pool=st.integers(60, 120), seed=st.integers(0, 10_000))
 def test_refill_returns_exactly_target_kept_groups(target, pool, seed):
+    """Bug caught: a refill that returns more or fewer than `target` groups (the last
+    chunk's surplus not dropped), trains on a group the filter rejected, or sizes chunks
+    other than ceil(oversample · target)."""
     s = make_strategy("dapo", seed=seed, max_num_gen_batches=0)
     s.add_samples(np.arange(pool))
     pass_p = np.random.default_rng(seed).uniform(0.1, 0.9, pool)

@@ -28,6 +28,8 @@ counts = hnp.arrays(np.int64, st.integers(2, 6), elements=st.integers(0, 1000))
 @SET
 @given(n=counts, i=st.integers(0, 5), c=st.floats(0.1, 3))
 def test_ucb_bonus_shrinks_with_own_count(n, i, c):
+    """Bug caught: an exploration bonus that grows with the arm's own count (n_j in the
+    numerator), so a neglected arm never comes back."""
     i %= n.size
     L = np.zeros(n.size)
     base = ucb_scores(L, n, c)
@@ -42,6 +44,8 @@ def test_ucb_bonus_shrinks_with_own_count(n, i, c):
 @SET
 @given(z=hnp.arrays(np.float64, st.integers(1, 6), elements=st.floats(-50, 50)))
 def test_softmax_is_a_shift_invariant_distribution(z):
+    """Bug caught: unnormalised or negative probabilities, or a softmax that is not shift-
+    invariant (e.g. exponentials divided by the sum of logits)."""
     p = softmax(z)
     assert np.isclose(p.sum(), 1.0) and (p >= 0).all()
     assert np.allclose(softmax(z + 7.0), p)

@@ -32,6 +32,8 @@ rate = st.one_of(st.just(nan), st.floats(0, 1))
 @SET
 @given(r=st.floats(0.15, 0.55), g=rate, u=rate, dg=st.floats(0, 1), du=st.floats(0, 1))
 def test_rule_bounded_and_non_increasing_in_pass_rates(r, g, u, dg, du):
+    """Bug caught: a ratio outside [low, high] (clip missing), or a rule that lengthens the
+    hint as a pass rate rises (sign of step_down flipped)."""
     x = next_hint_ratio(np.array([r]), np.array([g]), np.array([u]))[0]
     assert 0.15 <= x <= 0.55
     if not np.isnan(g):
@@ -82,6 +84,8 @@ def test_hint_lppo_weights_are_lp_weights():
     seed=st.integers(0, 100),
 )
 def test_ratio_stays_in_band_over_any_history(seq, seed):
+    """Bug caught: the stored per-sample ratio or the planned ratios escaping the band over
+    many updates (a clip applied to one but not the other)."""
     s = _stuck_strategy(low=0.2, high=0.4)
     rng = np.random.default_rng(seed)
     for pg, pu in seq:

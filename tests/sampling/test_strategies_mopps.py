@@ -38,6 +38,8 @@ def test_posterior_update_hand_values():
     lam=st.floats(0, 1),
 )
 def test_posterior_stays_positive_adds_k_and_mean_moves_toward_s(a, b, k, s, lam):
+    """Bug caught: α and β updates swapped (the mean moves away from the observed rate s), k
+    pseudo-counts not added, or discounting that drives a parameter to ≤ 0."""
     na, nb = beta_posterior_update(np.array([a]), np.array([b]), np.array([k]), np.array([s]), lam)
     assert na[0] > 0 and nb[0] > 0
     assert np.isclose(na[0] + nb[0], lam * (a + b) + (1 - lam) * 2 + k)
@@ -58,6 +60,8 @@ draws = hnp.arrays(np.float64, st.integers(1, 40), elements=st.floats(0, 1))
 @SET
 @given(g=draws, n=st.integers(1, 40), t=st.floats(0, 1))
 def test_closest_to_target_keeps_the_n_nearest(g, n, t):
+    """Bug caught: keeping the n farthest draws (partition on −distance) or returning
+    repeated indices."""
     idx = closest_to_target(g, t, n)
     assert idx.shape == (min(n, g.size),) and len(set(idx.tolist())) == idx.size
     d = np.abs(g - t)

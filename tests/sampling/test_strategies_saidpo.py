@@ -48,6 +48,8 @@ meas = st.tuples(st.integers(0, 8), st.floats(0, 20), st.floats(0, 1000))
 @SET
 @given(items=st.lists(meas, min_size=1, max_size=15))
 def test_hardness_order_is_lexicographic(items):
+    """Bug caught: a wrong priority (steps before NoP) or direction (more passes counted as
+    harder)."""
     nop, steps, length = (np.array(x, dtype=float) for x in zip(*items, strict=True))
     order = saidpo_hardness_order(nop, steps, length)
     assert sorted(order.tolist()) == list(range(len(items)))
@@ -62,6 +64,8 @@ def test_hardness_order_is_lexicographic(items):
     bump=st.floats(0, 1),
 )
 def test_cluster_weights_distribution_and_monotone_in_error(err, i, bump):
+    """Bug caught: weights that are not a distribution, or that fall as a cluster's error
+    rises (q ∝ 1 − err)."""
     avail = np.ones(err.size, bool)
     q = cluster_error_weights(err, avail)
     assert np.isclose(q.sum(), 1) and (q >= 0).all()

@@ -40,6 +40,8 @@ rewards = hnp.arrays(
 @SET
 @given(r=rewards)
 def test_grpo_advantages_zero_mean_and_abs_mean_matches_pass_rate(r):
+    """Bug caught: advantages not centred on the group mean, or scaled by the population std
+    instead of the unbiased one (mean |A| then misses the closed form)."""
     m = np.ones_like(r, bool)
     a = grpo_advantages(r, m)
     assert np.allclose(a.sum(axis=1), 0.0, atol=1e-9)
@@ -64,6 +66,8 @@ def test_td0_hand_values():
     alpha=st.floats(0, 1),
 )
 def test_td0_is_convex_combination(q, r, alpha):
+    """Bug caught: an update that overshoots (e.g. Q + α·r without the (1 − α)·Q decay) and
+    leaves the interval between the old value and the reward."""
     new = td0_update(np.array([q]), np.array([r]), alpha, np.array([True]))[0]
     assert min(q, r) - 1e-12 <= new <= max(q, r) + 1e-12
 
@@ -82,6 +86,8 @@ def test_boltzmann_hand_values():
     i=st.integers(0, 5),
 )
 def test_boltzmann_is_a_distribution_monotone_in_value(q, tau, i):
+    """Bug caught: a sign flip (exp(−Q/τ)) that draws high-value arms less, or probabilities
+    that do not sum to 1."""
     p = boltzmann_probs(q, tau)
     assert np.isclose(p.sum(), 1.0) and (p >= 0).all()
     i %= q.size
