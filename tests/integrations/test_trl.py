@@ -13,6 +13,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("trl")
 pytest.importorskip("datasets")
@@ -115,6 +117,35 @@ def test_repeat_sampler_layout_matches_trl() -> None:
     assert chunk[0] == chunk[1] and chunk[2] == chunk[3]  # each index mini_repeat_count times
     assert len(set(chunk[:6])) == 3                    # 3 unique prompts per chunk
     assert len(smp.plans) == 2 and smp.plans[0].prefix_ratios.shape == (3, 2)
+
+
+def signature(indices: list[int], chunk: int) -> list[tuple[int, ...]]:
+    """Each chunk's indices renamed by order of first appearance: the layout, not the rows."""
+    out = []
+    for start in range(0, len(indices), chunk):
+        part = indices[start:start + chunk]
+        first = {v: i for i, v in reversed(list(enumerate(dict.fromkeys(part))))}
+        out.append(tuple(first[v] for v in part))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), g=st.integers(1, 5), b=st.integers(1, 6), r=st.integers(1, 4),
+       seed=st.integers(0, 2**16))
+def test_repeat_sampler_layout_equals_trl_repeat_sampler(n, g, b, r, seed) -> None:
+    """Same positional layout as TRL's own RepeatSampler for any sizes (only rows differ)."""
+    from trl.trainer.utils import RepeatSampler
+
+    assume(n >= b)                                   # TRL yields nothing for a smaller pool
+    s = make_strategy("uniform", group_size=g, seed=seed)
+    s.add_samples(np.arange(n))
+    ours = list(StrategyRepeatSampler(s, {i: i for i in range(n)}, mini_repeat_count=g,
+                                      batch_size=b, repeat_count=r))
+    theirs = list(RepeatSampler(list(range(n)), mini_repeat_count=g, batch_size=b,
+                                repeat_count=r, seed=seed))
+    chunk = b * g * r
+    assert len(ours) == len(theirs)
+    assert signature(ours, chunk) == signature(theirs, chunk)
 
 
 def test_with_prefix_renders_partial_assistant_turn() -> None:
