@@ -54,7 +54,7 @@ OUT = REPO / "benchmarks" / "results" / "viability_gate"
 FORMATS: dict[str, dict[str, Any]] = {
     "chain_long:mid": {"data": "chain_long", "kwargs": {"size": 2000}, "cut": "mid",
                        "max_new_tokens": 96},
-    "default:mid": {"data": "default", "kwargs": {"size": 2000}, "cut": "mid",
+    "default:mid": {"data": "default", "kwargs": {"size": 2000, "prefix_cut": "mid"}, "cut": "mid",
                     "max_new_tokens": 48},
     "default:step": {"data": "default", "kwargs": {"size": 2000}, "cut": "step",
                      "max_new_tokens": 48},

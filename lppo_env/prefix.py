@@ -1,5 +1,4 @@
-"""Expert-solution prefixes for PG-sampling (LPPO): split into steps, cut where a step begins
-or just before a step's result.
+"""Expert-solution prefixes for PG-sampling (LPPO): split into steps, cut at or inside a step.
 
 Two cuts: at a step boundary (`"step"`, prose solutions: a prefix a tutor could give), or
 inside a step, just after its `=` (`"mid"`, for solutions whose every step computes a
@@ -146,20 +145,21 @@ def cut_mode(problem: MathProblem) -> str:
 
 
 def _mid_prefix(steps: tuple[str, ...], ratio: float, answer: str) -> tuple[str, int]:
-    """Mid cut: `floor(ratio * total)` whole steps (at most total - 1) + the next step's head.
+    """Mid cut: the steps before a computing step (one with an `=`), then that step's head.
 
-    The leak guard moves the cut back one step at a time; when a step has no `=`, the cut
-    falls back to the boundary before it.
+    The computing steps are the cut candidates; the k-th of n is chosen with
+    k = min(floor(ratio * n), n - 1), so any ratio > 0 gives a prefix and a step that only
+    restates the question is never where a prefix ends. The leak guard moves the cut back
+    one candidate at a time.
     """
-    total = len(steps)
-    whole = min(math.floor(ratio * total), total - 1)
-    while whole >= 0:
-        head = step_head(steps[whole])
-        parts = [*steps[:whole], head] if head is not None else list(steps[:whole])
-        text = "\n".join(parts) + ("" if head is not None else "\n")
-        if parts and not contains_answer(text, answer):
-            return text, whole
-        whole -= 1
+    candidates = [i for i, step in enumerate(steps) if step_head(step) is not None]
+    k = min(math.floor(ratio * len(candidates)), len(candidates) - 1)
+    while k >= 0:
+        c = candidates[k]
+        text = "\n".join([*steps[:c], step_head(steps[c])])  # type: ignore[list-item]
+        if not contains_answer(text, answer):
+            return text, c
+        k -= 1
     return "", 0
 
 
@@ -176,10 +176,11 @@ def make_prefix(
     final answer (see `contains_answer`); the guard stops at the *first* step that
     leaks, so the prefix is always a contiguous head of the solution.
 
-    With `cut="mid"` (the default for problems tagged `MID_CUT_TAG`) the prefix is
-    `floor(ratio * total_steps)` whole steps (at most total - 1) followed by the head of
-    the next step up to its `=` (see `step_head`); any ratio > 0 then gives a prefix
-    unless even the first step's head would leak the answer.
+    With `cut="mid"` (the default for problems tagged `MID_CUT_TAG`) the prefix ends
+    inside a computing step, after its `=` (see `step_head`): of the n steps with an `=`,
+    the k-th with k = min(floor(ratio * n), n - 1), preceded by every step before it. Any
+    ratio > 0 then gives a prefix unless even the first computing step's head would leak
+    the answer.
 
     Args:
         problem: the problem; without steps the prefix is always empty.
@@ -216,8 +217,8 @@ def can_guide(problem: MathProblem) -> bool:
 
     A guide plans guided slots only for such problems (register `has_solution` with it):
     a planned guided slot without a usable prefix would silently run unguided. With the
-    mid cut, the leak guard backs off to the first step's head, so one check decides for
-    every ratio > 0; with the step cut, the longest prefix decides.
+    mid cut, the leak guard backs off to the first computing step's head, so one check
+    decides for every ratio > 0; with the step cut, the longest prefix decides.
     """
     if cut_mode(problem) == "mid":
         return make_prefix(problem, 1e-9).guided

@@ -173,6 +173,10 @@ def test_default_with_mid_cut_is_the_same_problems_tagged() -> None:
                for p, q in zip(mid, plain, strict=True))
     # the restatement step is given whole and the first partial sum is left open
     p = mid[0]
-    assert make_prefix(p, 0.5).text == p.steps[0] + "\n" + p.steps[1].split("=")[0] + "="
+    assert make_prefix(p, 0.01).text == p.steps[0] + "\n" + p.steps[1].split("=")[0] + "="
+    from lppo_env.prefix import can_guide
+
+    # one-digit answers often occur in the restatement (the leak guard then refuses)
+    assert sum(map(can_guide, mid)) > 0.8 * len(mid)
     with pytest.raises(ValueError, match="prefix_cut 'step' or 'mid', got 'x'"):
         load_problems("default", size=3, prefix_cut="x")
