@@ -6,12 +6,17 @@ at most L new tokens), score them with the same math-verify reward, and take one
 `kl_coef=0`). Same model directory, same prompts (our env's chat messages), same B, G and L.
 TRL's `gradient_checkpointing` (default True in TRL) is turned off to match ours.
 
-Each framework runs in its own subprocess (so peak RSS is per framework, and TRL can live in
-another venv: `--trl-python`, default /work/venv-integ/bin/python when it exists). The first
-`--warmup` steps are excluded from the timing. Completion lengths differ between runs (sampling),
-so time per generated token is reported next to time per step.
+Timing that holds (issue 15): the frameworks are measured *interleaved*, A B A B ...,
+`--rounds` times (>= 5), each round one subprocess per framework (own venv for TRL:
+`--trl-python`) doing `--warmup` untimed and `--steps` timed steps, so a change of machine load
+hits both alike. Both generate exactly `max_new_tokens` tokens per completion (EOS ignored:
+ours by a stop id outside the vocabulary, TRL by `min_new_tokens`), so both do the same work.
+The load average is recorded before and after every measurement (benchmarks/_load.py); a
+measurement that starts above 1.5 is invalid and the result is then not published as a
+figure (`valid: false`, no ratio in the summary).
 
-    python benchmarks/learner_speed.py                      # CPU defaults, both frameworks
+    python benchmarks/learner_speed.py                      # CPU defaults, 5 rounds ABAB
+    python benchmarks/learner_speed.py --quick              # pipeline check, tiny, 1 round
     python benchmarks/learner_speed.py --batch-size 8 --group-size 8 --max-new-tokens 256  # GPU
 
 Writes benchmarks/results/learner_speed.json (with the hardware it ran on). If TRL cannot run,
@@ -35,7 +40,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DEFAULT_TRL_PYTHON = "/work/venv-integ/bin/python"
+sys.path.insert(0, str(REPO / "benchmarks"))
+DEFAULT_TRL_PYTHON = "/tmp/lppo-integ-venv/bin/python"
+
+from _load import all_valid, load_now, load_record  # noqa: E402
 
 
 def _peak_memory_mb() -> dict[str, float]:
@@ -104,6 +112,8 @@ def worker_lppo(a: argparse.Namespace) -> dict[str, Any]:
             seed=0,
         )
         trainer = Trainer(cfg)
+        # same work as TRL's min_new_tokens: never stop early (an id no tokenizer produces)
+        trainer.backend.stop_token_ids = [len(trainer.policy.tokenizer) + 10**6]
         steps = []
         for i in range(a.warmup + a.steps):
             t0 = time.perf_counter()
@@ -171,6 +181,7 @@ def worker_trl(a: argparse.Namespace) -> dict[str, Any]:
             use_cpu=not cuda,
             bf16=cuda and torch.cuda.is_bf16_supported(),
             gradient_checkpointing=False,
+            generation_kwargs={"min_new_tokens": a.max_new_tokens},  # same tokens as ours
             disable_tqdm=True,
             seed=0,
             dataloader_num_workers=0,
@@ -241,6 +252,51 @@ def _summarise(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def run_worker(a: argparse.Namespace, fw: str, common: list[str], env: dict) -> dict[str, Any]:
+    """One framework's subprocess: its summary, or `ran: False` with the error."""
+    python = a.trl_python if fw == "trl" else sys.executable
+    cmd = [python, str(Path(__file__).resolve()), "--worker", fw, *common]
+    try:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.timeout)
+    except subprocess.TimeoutExpired:
+        return {"framework": fw, "python": python, "ran": False,
+                "error": f"timed out after {a.timeout:.0f} s"}
+    line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if p.returncode != 0 or line is None:
+        return {"framework": fw, "python": python, "ran": False,
+                "error": f"exit {p.returncode}: {p.stderr.strip()[-1500:]}"}
+    return {"python": python, "ran": True, **json.loads(line[7:])}
+
+
+def interleaved(a: argparse.Namespace, common: list[str], env: dict) -> list[dict[str, Any]]:
+    """A B A B ...: every round runs each framework once, alternating which goes first."""
+    out = []
+    for rnd in range(a.rounds):
+        order = a.frameworks if rnd % 2 == 0 else a.frameworks[::-1]
+        for fw in order:
+            before = load_now()
+            print(f"[learner_speed] round {rnd + 1}/{a.rounds} {fw} (load {before[0]})",
+                  file=sys.stderr, flush=True)
+            res = run_worker(a, fw, common, env)
+            res.update(round=rnd, framework=fw, load=load_record(before),
+                       step_s=[s["step_s"] for s in res.get("steps", [])])
+            out.append(res)
+    return out
+
+
+def merge_rounds(fw: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """All timed steps of a framework's rounds, summarised (median over steps)."""
+    ok = [r for r in rounds if r.get("ran")]
+    if not ok:
+        err = rounds[0].get("error", "?") if rounds else "not run"
+        return {"framework": fw, "ran": False, "error": err}
+    merged = {k: v for k, v in ok[0].items() if k not in ("steps", "step_s", "load", "round")}
+    merged["steps"] = [s for r in ok for s in r["steps"]]
+    merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
+    merged["rounds_failed"] = len(rounds) - len(ok)
+    return _summarise(merged)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Orchestrate: one subprocess per framework, then compare and write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -249,8 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--steps", type=int, default=3, help="timed steps")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed first steps")
+    ap.add_argument("--steps", type=int, default=1, help="timed steps per round")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed first steps per round")
+    ap.add_argument("--rounds", type=int, default=5, help="ABAB rounds (>= 5 for a figure)")
+    ap.add_argument("--quick", action="store_true", help="tiny pipeline check, 1 round")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     ap.add_argument(
         "--trl-python",
@@ -266,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         res = worker_lppo(a) if a.worker == "lppo" else worker_trl(a)
         print("RESULT " + json.dumps(res))
         return 0
+    if a.quick:
+        a.batch_size, a.group_size, a.max_new_tokens, a.rounds = 1, 2, 8, 1
+        if a.out == REPO / "benchmarks/results/learner_speed.json":
+            a.out = REPO / "runs/learner_speed_quick.json"
 
     if a.model == "default":  # both frameworks get the same plain HF directory
         from agents.policy import resolve_model_path
@@ -296,34 +358,21 @@ def main(argv: list[str] | None = None) -> int:
     prompts = Path(tempfile.mkdtemp()) / "prompts.json"
     write_prompts(prompts, a.batch_size * (a.warmup + a.steps) * 4)
     common += ["--prompts", str(prompts)]
-    results: dict[str, Any] = {}
-    for fw in a.frameworks:
-        python = a.trl_python if fw == "trl" else sys.executable
-        cmd = [python, str(Path(__file__).resolve()), "--worker", fw, *common]
-        print(f"[learner_speed] {fw}: {' '.join(cmd)}", file=sys.stderr, flush=True)
-        try:
-            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=a.timeout)
-            line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if p.returncode != 0 or line is None:
-                results[fw] = {
-                    "framework": fw,
-                    "python": python,
-                    "ran": False,
-                    "error": f"exit {p.returncode}: {p.stderr.strip()[-1500:]}",
-                }
-            else:
-                results[fw] = {"python": python, "ran": True, **_summarise(json.loads(line[7:]))}
-        except subprocess.TimeoutExpired:
-            results[fw] = {
-                "framework": fw,
-                "python": python,
-                "ran": False,
-                "error": f"timed out after {a.timeout:.0f} s",
-            }
+    runs = interleaved(a, common, env)
+    results = {fw: merge_rounds(fw, [r for r in runs if r["framework"] == fw])
+               for fw in a.frameworks}
+    measurements = [r["load"] for r in runs]
+    valid = all_valid(measurements)
     ours, trl_ = results.get("lppo", {}), results.get("trl", {})
     lines = []
     ratio = None
-    if ours.get("ran") and trl_.get("ran"):
+    if not valid:
+        bad = [m["load_before"][0] for m in measurements if not m["valid"]]
+        lines.append(
+            f"INVALID: {len(bad)}/{len(measurements)} measurements started at 1-minute load > "
+            f"1.5 ({', '.join(f'{x:.1f}' for x in bad)}): no figure is published; rerun on a "
+            "quiet machine")
+    if valid and ours.get("ran") and trl_.get("ran"):
         ratio = ours["step_s"]["median"] / trl_["step_s"]["median"]
         lines.append(
             f"GRPO step, B={a.batch_size} G={a.group_size} L={a.max_new_tokens}: lppo "
@@ -350,16 +399,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"lppo GRPO step median {ours['step_s']['median']:.1f} s, peak RSS "
                 f"{ours['peak_rss_mb']:.0f} MB; no TRL comparison"
             )
-    lines.append(
-        "machine shared and loaded during the measurement: see hardware.load_average_1_5_15"
-    )
     report = {
+        "valid": valid,
+        "design": f"ABAB interleaved, {a.rounds} rounds x {a.steps} timed step(s) per "
+        f"framework after {a.warmup} warm-up step(s), exactly {a.max_new_tokens} generated "
+        "tokens per completion on both sides",
+        "measurements": [{k: r[k] for k in ("round", "framework", "load", "step_s")}
+                         for r in runs],
         "setup": {
             "model": a.model,
             "batch_size": a.batch_size,
             "group_size": a.group_size,
             "max_new_tokens": a.max_new_tokens,
-            "timed_steps": a.steps,
+            "timed_steps": a.steps * a.rounds,
+            "rounds": a.rounds,
             "warmup": a.warmup,
             "threads": a.threads,
             "kl": "none (beta=0 / kl_coef=0)",
@@ -368,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         "hardware": hardware(),
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "results": results,
-        "ratio_lppo_over_trl_median_step": ratio,
+        "ratio_lppo_over_trl_median_step": ratio if valid else None,
         "summary_lines": lines,
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
