@@ -372,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             f"INVALID: {len(bad)}/{len(measurements)} measurements started at 1-minute load > "
             f"1.5 ({', '.join(f'{x:.1f}' for x in bad)}): no figure is published; rerun on a "
             "quiet machine")
+        lines += [f"{fw}: {'ran' if r.get('ran') else 'failed: ' + str(r.get('error'))[-200:]}"
+                  for fw, r in results.items()]
     if valid and ours.get("ran") and trl_.get("ran"):
         ratio = ours["step_s"]["median"] / trl_["step_s"]["median"]
         lines.append(
@@ -388,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"peak RSS: lppo {ours['peak_rss_mb']:.0f} MB vs TRL {trl_['peak_rss_mb']:.0f} MB"
         )
-    else:
+    elif valid:
         for fw, r in results.items():
             if not r.get("ran"):
                 lines.append(
