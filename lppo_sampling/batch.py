@@ -25,10 +25,15 @@ class RolloutPlan:
         keys: (n,) sample keys, in batch order.
         prefix_ratios: (n, G) fraction of each sample's expert solution to give as an
             assistant prefix for rollout slot j; 0 means an unguided rollout.
+        options: None, or (n,) dicts of extra per-sample reset options for the environment
+            (string keys; values str, int, float or bool), e.g. a token budget
+            ``{"max_new_tokens": 192}`` or a format ``{"format": "mcq"}``. A trainer merges
+            them into the reset options of every slot of that sample.
     """
 
     keys: np.ndarray
     prefix_ratios: np.ndarray
+    options: tuple[dict, ...] | None = None
 
     def __post_init__(self) -> None:
         """Validate: 1-D keys, (n, G ≥ 1) finite ratios in [0, 1]."""
@@ -42,6 +47,8 @@ class RolloutPlan:
             raise ValueError("prefix_ratios must be finite and lie in [0, 1]")
         object.__setattr__(self, "keys", keys)
         object.__setattr__(self, "prefix_ratios", ratios)
+        if self.options is not None:
+            object.__setattr__(self, "options", _sample_options(self.options, keys.shape[0]))
 
     @property
     def group_size(self) -> int:
@@ -55,6 +62,29 @@ class RolloutPlan:
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
+
+
+def _sample_options(options: object, n: int) -> tuple[dict, ...]:
+    """`options` as n validated dicts (str keys, scalar values); `ValueError` naming it."""
+    if isinstance(options, (str, bytes, dict)) or not isinstance(options, (list, tuple)):
+        raise ValueError(f"options must be a list of n={n} dicts or None, got "
+                         f"{type(options).__name__}")
+    if len(options) != n:
+        raise ValueError(f"options must have one dict per key (n={n}), got {len(options)}")
+    out = []
+    for i, d in enumerate(options):
+        if not isinstance(d, dict):
+            raise ValueError(f"options[{i}] must be a dict, got {type(d).__name__}")
+        for k, v in d.items():
+            if not isinstance(k, str):
+                raise ValueError(f"options[{i}] keys must be str, got {k!r}")
+            if not isinstance(v, (str, int, float, bool, np.integer, np.floating)):
+                raise ValueError(f"options[{i}][{k!r}] must be str, int, float or bool, got "
+                                 f"{type(v).__name__}")
+            if isinstance(v, (float, np.floating)) and not np.isfinite(v):
+                raise ValueError(f"options[{i}][{k!r}] must be finite, got {v!r}")
+        out.append({k: v.item() if isinstance(v, np.generic) else v for k, v in d.items()})
+    return tuple(out)
 
 
 def _numeric(name: str, x: object) -> np.ndarray:

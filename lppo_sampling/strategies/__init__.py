@@ -17,13 +17,29 @@ functions in `rules_peer`; fast batch sampling over large pools lives in `sampli
 | `self_prefix`     | `self_prefix`| uniform · SelfPrefixGuide · keep all · 1                 |
 | `lppo_self`       | `self_prefix`| uniform · SelfPrefixGuide · keep all · LPWeighter        |
 | `saidpo`          | `saidpo`    | SAIDPOSelector · none · DAPO filter · 1 (+ `probe_keys`)  |
+| `pcl`             | `predictive`| PCLSelector (needs `predictor`) · none · keep all · 1     |
+| `adcl`            | `predictive`| ADCLSelector (needs `estimate_fn`) · none · keep all · 1  |
+| `gain_rl`         | `gain`      | GainSelector (needs `score_fn`) · none · keep all · 1     |
+| `length_curriculum`| `length`   | uniform · LengthBudgetGuide (options) · keep all · 1      |
+| `h1`              | `horizon`   | ChainDepthSelector · none · keep all · 1                  |
+| `cog_drift`       | `formats`   | uniform · FormatGuide (options) · keep all · 1            |
+| `clpo`            | `restructure`| uniform · RestructureGuide (needs `restructure_fn`) · keep all · 1 |
+
+What each strategy decides and needs, and its paper: `catalog` (docs/strategies.md).
 """
 
 from lppo_sampling.strategies import (  # noqa: F401
     arms,
+    catalog,
     filters,
+    formats,
+    gain,
     hint,
+    horizon,
+    length,
     posterior,
+    predictive,
+    restructure,
     saidpo,
     self_prefix,
 )
