@@ -120,8 +120,10 @@ def _train(args: argparse.Namespace) -> int:
     check_model(cfg.model, "--model")
     check_data(cfg.data, cfg.data_kwargs)
 
-    from agents.trainer import Trainer
+    from agents.trainer import Trainer, preflight
 
+    preflight(cfg)  # names: strategy, learner, data, model
+    cfg.learner_config()  # learner_kwargs, checked without a model
     summary = Trainer(cfg).run()
     print(json.dumps(summary, indent=2))
     from agents.stopping import exit_status

@@ -114,6 +114,25 @@ class TrainConfig:
                 f"group), got {self.group_size}"
             )
 
+    def learner_config(self) -> Any:
+        """The learner's config: `learner_kwargs` plus this run's `lr` and `temperature`.
+
+        Building it validates `learner_kwargs` (unknown keys, types, ranges) without a
+        model, so `lppo train` refuses a bad value before loading one. Log-probs are
+        computed at the sampling temperature, so the first-epoch ratio is 1.
+        """
+        from agents.learners.base import get_learner_class
+
+        try:
+            cls = get_learner_class(self.learner)
+        except ValueError as e:
+            raise ConfigError(f"learner: {e}") from None
+        kwargs = {**self.learner_kwargs, "lr": self.lr, "temperature": self.temperature}
+        try:
+            return cls.config_class.from_kwargs(**kwargs)
+        except ValueError as e:
+            raise ConfigError(f"learner_kwargs: {e}") from None
+
     # ------------------------------------------------------------- (de)serialise
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON/YAML-able)."""

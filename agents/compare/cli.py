@@ -91,6 +91,7 @@ def run_compare(args: argparse.Namespace) -> int:
     specs = build_matrix(base, cc.strategies, cc.learners, cc.seeds, out)
     for spec in {(s.strategy, s.learner): s for s in specs}.values():
         preflight(spec.cfg)  # every name checked before the first (long) run starts
+        spec.cfg.learner_config()  # and every learner's learner_kwargs
     out.mkdir(parents=True, exist_ok=True)
     statuses = []
     if not cc.summarize_only:

@@ -157,6 +157,8 @@ def test_config_file_missing_or_not_a_mapping(tmp_path) -> None:
         (["saidpo", "--k", "1"], "k >= 2"),
         (["eval", "--data-kwargs", '{"sise": 3}'], "--data-kwargs: 'default' does not take"),
         (["train", "--data-kwargs", '{"sise": 3}'], "--data-kwargs: 'default' does not take"),
+        (["train", "--learner-kwargs", '{"kl_coef": "x"}'], "learner_kwargs: GRPOConfig expects"),
+        (["train", "--learner-kwargs", '{"kl_cof": 1}'], "Did you mean 'kl_coef'?"),
         (["frobnicate"], "frobnicate"),
     ],
 )

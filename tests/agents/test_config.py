@@ -224,3 +224,14 @@ def test_flags_convert_by_the_same_rules() -> None:
     assert (args.lr, args.resume, args.data_kwargs) == (1e-5, False, {"size": 8})
     assert not hasattr(args, "steps")  # unset: a --config file's value is kept
     assert math.isclose(TrainConfig(**vars(args)).lr, 1e-5)
+
+
+def test_train_config_builds_its_learner_config_without_a_model() -> None:
+    """learner_kwargs are checked before any model loads; lr and temperature come from the run."""
+    cfg = TrainConfig(learner="ppo", lr="2e-6", temperature=0.7, learner_kwargs={"kl_coef": "1e-3"})
+    lc = cfg.learner_config()
+    assert (type(lc).__name__, lc.kl_coef, lc.lr, lc.temperature) == ("PPOConfig", 1e-3, 2e-6, 0.7)
+    with pytest.raises(ConfigError, match=r"^learner_kwargs: PPOConfig expects kl_coef to be"):
+        TrainConfig(learner="ppo", learner_kwargs={"kl_coef": "x"}).learner_config()
+    with pytest.raises(ConfigError, match=r"^learner: expected a learner name"):
+        TrainConfig(learner="grp").learner_config()
