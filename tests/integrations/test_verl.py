@@ -693,3 +693,31 @@ def test_example_config_runs_with_lppo_env_reward(model_dir, tmp_path, monkeypat
     strat = trainer.lppo_sampler.strategy
     assert strat.name == "lppo"
     assert int(strat.stats["n_rollouts"].sum() + strat.stats["guided_rollouts"].sum()) == 24
+
+
+def test_launch_script_prepares_gsm8k_and_composes(model_dir, tmp_path) -> None:
+    """run_lppo_grpo.sh as a user runs it (GSM8K → parquet → verl's main_ppo), stopped by
+    Hydra's `--cfg job` before Ray starts: the config verl would run with."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("lppo_env")
+    gsm8k = os.path.join(REPO, "..", "shared", "data", "gsm8k_train.jsonl")
+    if not os.path.exists(gsm8k):
+        pytest.skip("GSM8K sample not available")
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+           "MODEL_PATH": model_dir, "GSM8K": gsm8k, "DATA_DIR": str(tmp_path / "data"),
+           "N_GPUS": "1", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([os.path.join(REPO, "examples", "verl", "run_lppo_grpo.sh"), "--cfg",
+                          "job"], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()          # prepare_data's report, then Hydra's YAML
+    assert lines[0].startswith("wrote ") and "train and" in lines[0]
+    cfg = OmegaConf.create("\n".join(lines[1:]))
+    assert cfg.actor_rollout_ref.model.path == model_dir
+    assert cfg.data.lppo.prefix_fn.path == os.path.join(REPO, "examples", "verl", "lppo_prefix.py")
+    assert cfg.data.custom_cls.name == "LPPODataset" and cfg.trainer.use_v1 is False
+    assert cfg.reward.custom_reward_function.path == "pkg://lppo_env.verify"
+    ds = pq.read_table(tmp_path / "data" / "train.parquet").to_pylist()
+    assert [r["extra_info"]["index"] for r in ds[:3]] == [0, 1, 2]
+    assert ds[0]["extra_info"]["solution"] and ds[0]["reward_model"]["ground_truth"]
