@@ -179,8 +179,9 @@ def _passes(res: list[tuple[float, str, int]]) -> int:
     return int(sum(r >= 1.0 for r, _, _ in res))
 
 
-def screen(run: Runner, log: Any) -> tuple[list[dict], list[dict]]:
-    """Screen until both sets are full; return (expert set, self set) screening rows."""
+def screen(run: Runner, log: Any, need: tuple[str, ...] = ("expert", "self")
+           ) -> tuple[list[dict], list[dict]]:
+    """Screen until the `need`ed sets are full; return (expert set, self set) screening rows."""
     from lppo_env.prefix import can_guide, make_prefix
     from lppo_sampling.strategies.self_prefix import cut_points, replayable_head
 
@@ -196,7 +197,8 @@ def screen(run: Runner, log: Any) -> tuple[list[dict], list[dict]]:
     todo = [p for p in run.problems[: a.max_screen] if p.id not in done]
     while todo:
         exp, slf = sets(rows)
-        if len(exp) >= a.n_per_set and len(slf) >= a.n_per_set:
+        if ("expert" not in need or len(exp) >= a.n_per_set) and (
+                "self" not in need or len(slf) >= a.n_per_set):
             break
         batch, todo = todo[: a.chunk_problems], todo[a.chunk_problems:]
         before, t0 = load_now(), time.perf_counter()
@@ -457,10 +459,10 @@ def main(argv: list[str] | None = None) -> int:
             # one format to its end before the next: a stopped run leaves whole verdicts
             for fmt in formats:
                 run = Runner(fmt, backend, verifier, a)
-                exp, slf = screen(run, log)
-                for guide, chosen in (("expert", exp), ("self", slf)):
+                for guide in ("expert", "self"):  # the expert set fills first: test it first
                     if guide in stages:
-                        evaluate_set(run, guide, chosen, log)
+                        exp, slf = screen(run, log, need=(guide,))
+                        evaluate_set(run, guide, exp if guide == "expert" else slf, log)
                         write_outputs(a, meta)
     write_outputs(a, meta)
     print((a.out / "gate.md").read_text())
