@@ -33,6 +33,7 @@ __all__ = [
     "StepRecord",
     "group_reward_stats",
     "guidance_metrics",
+    "generate_with_budgets",
     "slot_options",
     "step_metrics",
     "train_step",
@@ -141,14 +142,19 @@ class StepRecord:
 
 
 def slot_options(
-    keys: np.ndarray, prefix_ratios: np.ndarray, texts: list[list[str]] | None = None
+    keys: np.ndarray,
+    prefix_ratios: np.ndarray,
+    texts: list[list[str]] | None = None,
+    options: tuple[dict, ...] | None = None,
 ) -> dict[str, Any]:
     """Reset options of a group env with n * G slots: slot i * G + j poses `keys[i]`.
 
     A ratio <= 0 is an unguided slot; a positive ratio asks the env for an expert prefix
     covering that fraction of the solution (`lppo_env.group_options` per group). With
     `texts` (a self-prefix guide's replayed prefixes, `self_prefix_texts`), a guided slot
-    starts from its text instead.
+    starts from its text instead. `options` (`RolloutPlan.options`, one dict per sample:
+    a curriculum's token budget, format or restructured question) is merged into every
+    slot of its sample.
     """
     from lppo_env import group_options
 
@@ -158,8 +164,31 @@ def slot_options(
             (texts[i][j] if texts is not None else float(r)) if r > 0 else None
             for j, r in enumerate(ratios)
         ])
-        slots += [{**slot, "problem_id": key} for slot in group["slots"]]
+        extra = options[i] if options is not None else {}
+        slots += [{**slot, **extra, "problem_id": key} for slot in group["slots"]]
     return {"slots": slots}
+
+
+def generate_with_budgets(
+    backend: Any, requests: list[Any], sampling: Any, budgets: list[int | None] | None
+) -> list[Any]:
+    """One rollout per request, in order, each within its token budget (None = the run's).
+
+    A budget is a length curriculum's per-rollout `max_new_tokens`, never above the run's.
+    Requests sharing a budget go to the backend together, so a uniform budget is one call.
+    """
+    if budgets is None or all(b is None for b in budgets):
+        return backend.generate(requests, sampling)
+    from dataclasses import replace
+
+    out: list[Any] = [None] * len(requests)
+    for b in dict.fromkeys(budgets):
+        idx = [i for i, x in enumerate(budgets) if x == b]
+        cap = sampling if b is None else replace(
+            sampling, max_new_tokens=min(int(b), sampling.max_new_tokens))
+        for i, r in zip(idx, backend.generate([requests[i] for i in idx], cap), strict=True):
+            out[i] = r
+    return out
 
 
 def group_reward_stats(rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -294,14 +323,18 @@ def train_step(
         if envs.num_envs != n * g:
             raise ValueError(f"expected a group env of {n} x {g} slots, got {envs.num_envs}")
         texts = self_prefix_texts(strategy, plan)  # None unless the guide replays successes
-        prompts, reset_info = envs.reset(options=slot_options(keys, plan.prefix_ratios, texts))
+        prompts, reset_info = envs.reset(
+            options=slot_options(keys, plan.prefix_ratios, texts, plan.options)
+        )
 
     with timer("time/generate"):
         requests = [
             RolloutRequest(prompt=prompt, prefix=prefix)
             for prompt, prefix in zip(prompts, reset_info["prefix"], strict=True)
         ]
-        rollouts = backend.generate(requests, sampling)  # one per request, in slot order
+        budgets = [o.get("max_new_tokens") for o in plan.options for _ in range(g)] \
+            if plan.options is not None else None
+        rollouts = generate_with_budgets(backend, requests, sampling, budgets)
 
     with timer("time/reward"):
         _, rewards, _, _, step_info = envs.step(tuple(r.text for r in rollouts))

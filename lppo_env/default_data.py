@@ -248,4 +248,12 @@ DATASETS: dict[str, Callable[..., tuple[MathProblem, ...]]] = {
     "arithmetic": arithmetic_problems,
     "gsm_symbolic": gsm_symbolic_problems,
     "chain_long": chain_long_problems,
+    "h1_chains": lambda **kw: _h1_chains(**kw),
 }
+
+
+def _h1_chains(**kwargs: object) -> tuple[MathProblem, ...]:
+    """Dependency chains of arithmetic problems, tagged "depth:d" (lppo_env.chains)."""
+    from lppo_env.chains import chain_problems
+
+    return chain_problems(**kwargs)  # type: ignore[arg-type]

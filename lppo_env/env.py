@@ -24,7 +24,10 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a careful math tutor. Solve the problem step by step, one step per line. "
     "Put the final answer in \\boxed{}, for example: The answer is \\boxed{42}."
 )
-RESET_OPTIONS = frozenset({"problem_id", "prefix_ratio", "prefix", "slots"})
+RESET_OPTIONS = frozenset({"problem_id", "prefix_ratio", "prefix", "slots", "format",
+                           "question", "restructure", "max_new_tokens", "length_reward",
+                           "w_correct", "w_length", "w_format"})
+_WEIGHTS = {"w_correct": 1.0, "w_length": 0.5, "w_format": 0.25}
 
 
 class MathReasoningEnv(gym.Env[str, str]):
@@ -57,6 +60,14 @@ class MathReasoningEnv(gym.Env[str, str]):
       answer-leak guard applies: a prefix that states the final answer is cut to its
       longest head of whole lines that does not (`prefix_leak_trimmed` in info).
     A bad option raises an error that names it ("reset option 'prefix_ratio': ...").
+    - `"format"`: "open" (default), "mcq" or "cloze": an answer-preserving variant of the
+      question (`lppo_env.formats`; Cog-DRIFT). MCQ answers may be the option letter.
+      A variant that cannot keep the answer raises `VariantError` naming the problem.
+    - `"question"`: a restructured question to pose instead (CLPO); the reward is still
+      verified against the problem's own answer. `"restructure"` labels it (info only).
+    - `"max_new_tokens"`: the rollout's token budget (length curriculum); with
+      `"length_reward": True` the reward is `lppo_env.length_reward` (correctness, length
+      efficiency, format; weights `"w_correct"`, `"w_length"`, `"w_format"`).
     - `"slots"`: a list of per-slot option dicts; the env with `slot=i` merges
       `slots[i]` over the shared options. This is how a vector env gives each of its G
       copies its own prefix (see `make_group_env`).
@@ -64,7 +75,8 @@ class MathReasoningEnv(gym.Env[str, str]):
     ## Rewards
     1.0 if math-verify judges the final answer of prefix + completion equal to the gold
     answer, else 0.0. No answer, a verifier timeout or a verifier error give 0.0 (the
-    `status` in `info` tells them apart).
+    `status` in `info` tells them apart). With the reset option `length_reward` the
+    reward is the length curriculum's composite in [0, 1] instead (`lppo_env.length_reward`).
 
     ## Episode End
     After one step: `terminated=True` (the task is done, there is nothing left to
@@ -75,8 +87,10 @@ class MathReasoningEnv(gym.Env[str, str]):
     assistant turn holding the prefix: render with `continue_final_message=True`),
     `prefix`, `prefix_ratio`, `prefix_steps`, `prefix_tokens` (None without tokenizer),
     `prefix_leak_trimmed` (an explicit prefix was cut before the final answer),
-    `guided`.
-    `step` info: `problem_id`, `parsed_answer`, `correct`, `status`, `prefix`, `guided`.
+    `guided`, `format`, `question` (as posed), `restructure`, `max_new_tokens` (0 = no budget).
+    `step` info: `problem_id`, `parsed_answer`, `correct`, `status`, `prefix`, `guided`;
+    with a length reward also `response_tokens`, `format_ok`, `over_budget`,
+    `correctness_reward`.
 
     ## Arguments
     - `problems`: a dataset name or path for `load_problems`, or a sequence of
@@ -145,6 +159,9 @@ class MathReasoningEnv(gym.Env[str, str]):
         self.action_space = UnicodeText(max_completion_chars)
         self._problem: MathProblem | None = None
         self._prefix = ""
+        self._mcq: Any = None
+        self._budget: int | None = None
+        self._length_weights: dict[str, float] | None = None
 
     # -- lookup -----------------------------------------------------------------------
 
@@ -233,6 +250,7 @@ class MathReasoningEnv(gym.Env[str, str]):
         if opts.get("prefix") is not None and not isinstance(opts["prefix"], str):
             raise TypeError(f"reset option 'prefix': expected str, "
                             f"got {type(opts['prefix']).__name__}")
+        _check_curriculum_options(opts)
         return opts
 
     def reset(
@@ -260,7 +278,15 @@ class MathReasoningEnv(gym.Env[str, str]):
         else:
             prefix = make_prefix(problem, 0.0 if ratio is None else ratio, self.tokenizer)
         self._problem, self._prefix = problem, prefix.text
-        messages = self.messages(problem, prefix.text)
+        shown, self._mcq = self._posed(problem, opts)
+        self._budget = opts.get("max_new_tokens")
+        self._length_weights = (
+            {k: float(opts.get(k, v)) for k, v in _WEIGHTS.items()}
+            if opts.get("length_reward") else None
+        )
+        if self._length_weights is not None and self._budget is None:
+            raise ValueError("reset option 'length_reward': needs 'max_new_tokens' (the budget)")
+        messages = self.messages(shown, prefix.text)
         info = {
             "problem_id": problem.id,
             "messages": messages,
@@ -270,8 +296,30 @@ class MathReasoningEnv(gym.Env[str, str]):
             "prefix_tokens": prefix.n_tokens,
             "prefix_leak_trimmed": leak_trimmed,
             "guided": prefix.guided,
+            "format": opts.get("format", "open"),
+            "question": shown.question,
+            "restructure": opts.get("restructure", "none"),
+            "max_new_tokens": self._budget or 0,  # 0: no budget (vector infos need one type)
         }
         return self._observation(messages, prefix.guided), info
+
+    def _posed(self, problem: MathProblem, opts: dict[str, Any]) -> tuple[MathProblem, Any]:
+        """The problem as shown (format variant or restructured question) and its MCQ."""
+        from dataclasses import replace
+
+        from lppo_env.formats import VariantError, variant
+
+        fmt = opts.get("format", "open")
+        if opts.get("question") is not None:
+            if fmt != "open":
+                raise ValueError("reset option 'question': a restructured question is posed "
+                                 f"open-ended, got format {fmt!r} as well")
+            return replace(problem, question=opts["question"]), None
+        try:
+            text, mcq = variant(problem, fmt)
+        except VariantError as e:
+            raise VariantError(f"reset option 'format': {e}") from e
+        return (problem if fmt == "open" else replace(problem, question=text)), mcq
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         """Score `prefix + action` against the gold answer; the episode ends."""
@@ -282,7 +330,21 @@ class MathReasoningEnv(gym.Env[str, str]):
                             f"text), got {type(action).__name__}")
         verifier = self.verifier or default_verifier()
         completion = self._prefix + action
-        result = verifier.verify(completion, self._problem.answer)
+        judged = self._mcq.resolve(completion) if self._mcq is not None else completion
+        result = verifier.verify(judged, self._problem.answer)
+        reward = float(result.reward)
+        extra: dict[str, Any] = {}
+        if self._length_weights is not None:
+            from lppo_env.length_reward import formatted, length_reward
+
+            n_tokens = (count_tokens(action, self.tokenizer) if self.tokenizer is not None
+                        else len(action.split()))
+            ok = formatted(completion)
+            reward = length_reward(bool(result.correct), n_tokens, int(self._budget), ok,
+                                   **self._length_weights)
+            extra = {"response_tokens": n_tokens, "format_ok": ok,
+                     "over_budget": n_tokens > int(self._budget),
+                     "correctness_reward": float(result.reward)}
         info = {
             "problem_id": self._problem.id,
             "parsed_answer": result.parsed_answer,
@@ -290,9 +352,32 @@ class MathReasoningEnv(gym.Env[str, str]):
             "status": result.status,
             "prefix": self._prefix,
             "guided": bool(self._prefix),
+            **extra,
         }
         self._problem = None
-        return "", float(result.reward), True, False, info
+        return "", reward, True, False, info
+
+
+def _check_curriculum_options(opts: dict[str, Any]) -> None:
+    """Validate the curriculum options (format, question, budget, reward weights)."""
+    from lppo_env.formats import FORMATS
+
+    fmt = opts.get("format", "open")
+    if fmt not in FORMATS:
+        raise ValueError(f"reset option 'format': expected one of {list(FORMATS)}, got {fmt!r:.40}")
+    q = opts.get("question")
+    if q is not None and (not isinstance(q, str) or not q.strip()):
+        raise ValueError(f"reset option 'question': expected a non-empty str, got {q!r:.40}")
+    b = opts.get("max_new_tokens")
+    if b is not None and (isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1):
+        raise ValueError(f"reset option 'max_new_tokens': expected an int >= 1, got {b!r:.40}")
+    if not isinstance(opts.get("length_reward", False), bool):
+        raise ValueError("reset option 'length_reward': expected a bool")
+    for k in _WEIGHTS:
+        w = opts.get(k)
+        if w is not None and (isinstance(w, bool) or not isinstance(w, numbers.Real)
+                              or not 0.0 <= float(w) < float("inf")):
+            raise ValueError(f"reset option {k!r}: expected a finite number >= 0, got {w!r:.40}")
 
 
 def _head_without_answer(prefix: str, answer: str) -> str:
