@@ -15,8 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "lppo_sampling"
 FORBIDDEN = ("lppo_env", "agents")
@@ -88,5 +86,6 @@ def test_fresh_interpreter_loads_no_env_or_agents_module() -> None:
     assert res["bad"] == [], res
     loaded = set(res["names"]) - set(res["skipped"])
     assert "lppo_sampling.integrations.openrlhf" in loaded   # numpy-only glue always loads
-    if res["skipped"]:
-        pytest.skip(f"checked {len(loaded)} modules; not importable here: {sorted(res['skipped'])}")
+    # adapters whose library is missing are covered by the static scan here, and at
+    # runtime in the integrations venv (.ci/integrations.sh), where every module loads
+    assert set(res["skipped"]) <= {n for n in res["names"] if ".integrations." in n}
