@@ -764,3 +764,4 @@ def test_dataloader_state_resumes_the_exact_stream(seed, before, after, strategy
     dl2.load_state_dict(torch.load(buf, weights_only=False))
     assert take(s2, dl2, after) == want
     assert s2.strategy.state_checksum() == s1.strategy.state_checksum()
+    assert (s2.epoch, s2._pos) == (s1.epoch, s1._pos)        # verl counts epochs by these
