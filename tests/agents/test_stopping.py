@@ -169,9 +169,14 @@ def _cfg(model: Path, run: Path, **kw) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_dir, tmp_path_factory) -> Path:
-    """The reference: every step checkpointed, never stopped."""
+    """The reference: every step checkpointed, never stopped (one thread, as the children)."""
     run = tmp_path_factory.mktemp("reference") / "run"
-    Trainer(_cfg(tiny_dir, run, save_every=1)).run()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Trainer(_cfg(tiny_dir, run, save_every=1)).run()
+    finally:
+        torch.set_num_threads(threads)
     return run
 
 
@@ -262,15 +267,6 @@ def test_sigterm_during_an_evaluation_drops_it_and_keeps_the_step(
 
 
 # ---------------------------------------------------------------- lppo train, signalled
-@pytest.fixture(scope="module")
-def uninterrupted_cli(tiny_dir, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("reference-cli") / "run"
-    proc = start_training(tiny_dir, run, "--steps", str(STEPS), "--save-every", "1")
-    proc.join(600)
-    assert proc.exitcode == 0, log_path(run).read_text()[-3000:]
-    return run
-
-
 def _signal_a_running_training(tiny_dir: Path, run: Path, signum: int, inherited) -> str:
     """Start `lppo train` with `signum` set to `inherited`, signal it after 2 steps."""
     proc = start_training(
@@ -310,18 +306,18 @@ def _check_stopped_run(log: str, run: Path, reference: Path, name: str) -> None:
 @pytest.mark.parametrize("inherited", [signal.SIG_IGN, signal.default_int_handler],
                          ids=["SIGINT-ignored-as-under-nohup", "SIGINT-python-default"])
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(
-    inherited, tiny_dir, uninterrupted_cli, tmp_path
+    inherited, tiny_dir, uninterrupted, tmp_path
 ) -> None:
     run = tmp_path / "run"
     log = _signal_a_running_training(tiny_dir, run, signal.SIGINT, inherited)
-    _check_stopped_run(log, run, uninterrupted_cli, "SIGINT")
+    _check_stopped_run(log, run, uninterrupted, "SIGINT")
 
 
 @pytest.mark.parametrize("inherited", [signal.SIG_DFL, signal.SIG_IGN],
                          ids=["SIGTERM-default", "SIGTERM-ignored"])
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(
-    inherited, tiny_dir, uninterrupted_cli, tmp_path
+    inherited, tiny_dir, uninterrupted, tmp_path
 ) -> None:
     run = tmp_path / "run"
     log = _signal_a_running_training(tiny_dir, run, signal.SIGTERM, inherited)
-    _check_stopped_run(log, run, uninterrupted_cli, "SIGTERM")
+    _check_stopped_run(log, run, uninterrupted, "SIGTERM")
