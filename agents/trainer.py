@@ -37,10 +37,14 @@ budget. On a GPU the whole minibatch goes in one pass."""
 def preflight(cfg: TrainConfig) -> None:
     """Check every name, file and the model path before any heavy work."""
     from agents.policy import resolve_model_path
+    from agents.signals import build_signals
     from lppo_sampling import make_strategy
 
     try:
-        make_strategy(cfg.strategy, group_size=cfg.group_size, seed=cfg.seed, **cfg.strategy_kwargs)
+        # model-side signals are only built here, never called (no policy yet)
+        signals = build_signals(cfg.strategy, lambda: None, {}, cfg.strategy_kwargs)
+        make_strategy(cfg.strategy, group_size=cfg.group_size, seed=cfg.seed,
+                      **cfg.strategy_kwargs, **signals)
     except ValueError as e:
         raise ConfigError(f"strategy: {e}") from e
     if cfg.learner not in available_learners():
@@ -156,8 +160,17 @@ class Trainer:
             problems, cfg.eval_size, seed=cfg.split_seed
         )
         self.verifier = default_verifier()
+        from agents.signals import build_signals
+
+        # curricula that need the policy (PCL, ADCL, GAIN-RL, CLPO) get callables on it;
+        # they run on first use, after the policy is loaded below
+        signals = build_signals(
+            cfg.strategy, lambda: self.policy, {p.id: p for p in self.train_problems},
+            cfg.strategy_kwargs,
+        )
         self.strategy = make_strategy(
-            cfg.strategy, group_size=cfg.group_size, seed=cfg.seed, **cfg.strategy_kwargs
+            cfg.strategy, group_size=cfg.group_size, seed=cfg.seed, **cfg.strategy_kwargs,
+            **signals,
         )
         self.strategy.add_samples(
             [p.id for p in self.train_problems],

@@ -219,6 +219,14 @@ class ADCLSelector(Selector):
         self._last["sampler/adcl_position"] = self.cursor / size
         return rows
 
+    def on_observe(self, stats: SampleStats, rows: np.ndarray, results: GroupResults) -> None:
+        """Fit the estimator (when it learns) on the mean unguided reward of each sample."""
+        update = getattr(self.estimate_fn, "update", None)
+        if update is not None:
+            uniq, target = unguided_group_means(rows, results)
+            if uniq.size:
+                update(stats.index.keys_of(uniq), target)
+
     def state_dict(self) -> dict:
         """Order, cursor, select count (and the estimator's state, when it has one)."""
         out = {"order": self.order.copy(), "cursor": self.cursor, "calls": self.calls}

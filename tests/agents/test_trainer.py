@@ -381,10 +381,20 @@ def test_every_strategy_logs_exactly_its_documented_sampler_metrics() -> None:
     from lppo_sampling import GroupResults, available_strategies
 
     _, sampler_doc = _documented_metrics()
+    from lppo_sampling.strategies.catalog import strategy_info
+    from lppo_sampling.strategies.signals import TablePredictor
+
+    def stub(arg: str):  # numpy stand-ins for the model-side signals (agents.signals)
+        return {"predictor": TablePredictor(), "estimate_fn": TablePredictor(),
+                "score_fn": lambda k: np.zeros(len(k)),
+                "restructure_fn": lambda k, m: [None] * len(k)}[arg]
+
     for name in available_strategies():
-        strategy = make_strategy(name, group_size=3, seed=0)
+        signals = {a: stub(a) for a in strategy_info(name).signals}
+        strategy = make_strategy(name, group_size=3, seed=0, **signals)
         keys = [f"k{i}" for i in range(12)]
-        strategy.add_samples(keys, has_solution=[True] * 12, category=["a", "b"] * 6)
+        # labels ending in a chain depth (h1 reads it; for the others any label will do)
+        strategy.add_samples(keys, has_solution=[True] * 12, category=["a1", "b2"] * 6)
         rng = np.random.default_rng(0)
         for _ in range(3):
             batch = strategy.select(4)
