@@ -124,17 +124,18 @@ def check_model(model: str, setting: str = "model") -> None:
 
 
 def check_data(data: str, data_kwargs: dict, setting: str = "--data-kwargs") -> None:
-    """Refuse builder options the data set does not take, naming the setting.
+    """Refuse builder options an embedded data set does not take, naming the setting.
 
     The embedded builders raise a bare TypeError on an unknown keyword (`{"sise": 3}`);
-    building the (small, embedded) data set once here turns that into a one-line error.
-    Only runs when options are given: without them the loader's own errors name the file.
+    building the (small, generated) data set once here turns that, and a bad value, into a
+    one-line error. Files and unknown names are left to the loader and `preflight`, whose
+    errors name the file.
     """
-    if not data_kwargs:
-        return
-    from lppo_env import load_problems
+    from lppo_env import dataset_names, load_problems
 
+    if not data_kwargs or data not in dataset_names():
+        return
     try:
         load_problems(data, **data_kwargs)
-    except TypeError as e:
-        raise ConfigError(f"{setting}: {data!r} does not take {data_kwargs!r}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{setting}: cannot build {data!r} with {data_kwargs!r}: {e}") from None
