@@ -8,6 +8,10 @@ One more row runs `lppo` on string keys (`problem-0000000` ...; datasets name sa
 id strings): ≤ 2 ms per step and ≤ 40 bytes per sample on disk for the keys (the state
 file's size minus that of the same state with int keys).
 
+Curricula that need a model signal (PCL's predictor, ADCL's estimator, GAIN-RL's score,
+CLPO's restructurer) run here on array look-ups standing in for it (`bench_signals`): the
+rows time the sampler alone; what the model costs to compute a signal is measured apart.
+
 Every row records the load average before and after it; a row that starts at a 1-minute
 load above 1.5 is marked invalid (the machine was busy), and so is the whole result.
 
@@ -84,6 +88,41 @@ def time_steps(fn, n_steps: int) -> np.ndarray:
     return out
 
 
+class _ArrayPredictor:
+    """Stand-in value model: a per-sample array read and written with fancy indexing."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+
+    def predict(self, keys: np.ndarray) -> np.ndarray:
+        return self.values[np.asarray(keys, np.int64)]
+
+    def update(self, keys: np.ndarray, targets: np.ndarray) -> None:
+        self.values[np.asarray(keys, np.int64)] = targets
+
+
+def bench_signals(name: str, pool: int, seed: int) -> dict:
+    """Array stand-ins for the model-side callables `name` requires (int keys only)."""
+    from lppo_sampling.strategies.catalog import strategy_info
+
+    rng = np.random.default_rng(seed + 1)
+    out: dict = {}
+    for arg in strategy_info(name).signals:
+        if arg in ("predictor", "estimate_fn"):
+            out[arg] = _ArrayPredictor(rng.random(pool))
+        elif arg == "score_fn":
+            score = rng.random(pool)
+            out[arg] = lambda keys, score=score: score[np.asarray(keys, np.int64)]
+        elif arg == "restructure_fn":
+            out[arg] = lambda keys, modes: [f"rewritten {m}" for m in modes]
+    return out
+
+
+def bench_categories(name: str, pool: int) -> list[str] | None:
+    """Chain-depth labels for h1 (depth 1-4); None for the others."""
+    return [f"depth:{1 + i % 4}" for i in range(pool)] if name == "h1" else None
+
+
 def bench_strategy(
     name: str, pool: int, batch: int, group: int, steps: int, seed: int, str_keys: bool = False
 ) -> dict:
@@ -91,11 +130,11 @@ def bench_strategy(
 
     With `str_keys` the pool is keyed by `string_keys(pool)` instead of `0..pool-1`.
     """
-    s = make_strategy(name, group_size=group, seed=seed)
+    s = make_strategy(name, group_size=group, seed=seed, **bench_signals(name, pool, seed))
     rng = np.random.default_rng(seed)
     keys = string_keys(pool) if str_keys else np.arange(pool)
     t_add = time.perf_counter()
-    s.add_samples(keys, has_solution=np.ones(pool, bool))
+    s.add_samples(keys, has_solution=np.ones(pool, bool), category=bench_categories(name, pool))
     add_s = time.perf_counter() - t_add
     row_of = {k: i for i, k in enumerate(keys.tolist())} if str_keys else None
     true_p = rng.beta(0.5, 1.5, size=pool)
@@ -131,7 +170,7 @@ def bench_strategy(
         t0 = time.perf_counter()
         s.save(path)
         t1 = time.perf_counter()
-        s2 = make_strategy(name, group_size=group, seed=seed)
+        s2 = make_strategy(name, group_size=group, seed=seed, **bench_signals(name, pool, seed))
         s2.load(path)
         t2 = time.perf_counter()
         assert s2.state_checksum() == s.state_checksum()

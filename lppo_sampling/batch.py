@@ -72,7 +72,11 @@ def _sample_options(options: object, n: int) -> tuple[dict, ...]:
     if len(options) != n:
         raise ValueError(f"options must have one dict per key (n={n}), got {len(options)}")
     out = []
+    done: dict[int, dict] = {}  # a dict shared by many samples is checked once
     for i, d in enumerate(options):
+        if id(d) in done:
+            out.append(done[id(d)])
+            continue
         if not isinstance(d, dict):
             raise ValueError(f"options[{i}] must be a dict, got {type(d).__name__}")
         for k, v in d.items():
@@ -83,7 +87,8 @@ def _sample_options(options: object, n: int) -> tuple[dict, ...]:
                                  f"{type(v).__name__}")
             if isinstance(v, (float, np.floating)) and not np.isfinite(v):
                 raise ValueError(f"options[{i}][{k!r}] must be finite, got {v!r}")
-        out.append({k: v.item() if isinstance(v, np.generic) else v for k, v in d.items()})
+        done[id(d)] = {k: v.item() if isinstance(v, np.generic) else v for k, v in d.items()}
+        out.append(done[id(d)])
     return tuple(out)
 
 

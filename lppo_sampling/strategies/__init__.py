@@ -23,7 +23,7 @@ functions in `rules_peer`; fast batch sampling over large pools lives in `sampli
 | `length_curriculum`| `length`   | uniform · LengthBudgetGuide (options) · keep all · 1      |
 | `h1`              | `horizon`   | ChainDepthSelector · none · keep all · 1                  |
 | `cog_drift`       | `formats`   | uniform · FormatGuide (options) · keep all · 1            |
-| `clpo`            | `restructure`| uniform · RestructureGuide (needs `restructure_fn`) · keep all · 1 |
+| `clpo`            | `restructure`| uniform · RestructureGuide (needs `restructure_fn`) · 1   |
 
 What each strategy decides and needs, and its paper: `catalog` (docs/strategies.md).
 """

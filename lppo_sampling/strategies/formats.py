@@ -102,7 +102,8 @@ class FormatGuide(Guide):
         lv = stats["format_level"][rows]
         self._last = {f"sampler/format_{f}_frac": float((lv == i).mean())
                       for i, f in enumerate(FORMATS)}
-        return [{"format": FORMATS[int(x)]} for x in lv.tolist()]
+        shared = [{"format": f} for f in FORMATS]  # one dict per format, checked once
+        return [shared[x] for x in lv.tolist()]
 
     def on_observe(self, stats: SampleStats, rows: np.ndarray, results: GroupResults) -> None:
         """Move each observed sample's format by its unguided pass rate."""

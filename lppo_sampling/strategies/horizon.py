@@ -57,7 +57,7 @@ class ChainDepthSelector(Selector):
         self.depth_beta = check_range("depth_beta", depth_beta, 0.0, 1.0, closed="left")
         self.level = 0
         self.ema: dict[int, float] = {}
-        self._cache: tuple[int, int, np.ndarray] | None = None
+        self._cache: tuple[int, int, np.ndarray, dict[int, np.ndarray]] | None = None
         self._last: dict[str, float] = {}
 
     def _depths(self, stats: SampleStats) -> np.ndarray:
@@ -70,17 +70,28 @@ class ChainDepthSelector(Selector):
                 raise ValueError(f"strategy 'h1': sample {stats.index.keys_of(np.array([i]))[0]!r} "
                                  f"has no category; add_samples(..., category=['depth:1', ...])")
             per_label = np.array([depth_of_label(c) for c in stats.categories], np.int64)
-            self._cache = (*key, per_label[cat])
+            depth = per_label[cat]
+            order = np.argsort(depth, kind="stable")
+            ladder, starts = np.unique(depth[order], return_index=True)
+            bounds = [*starts.tolist(), depth.size]
+            by_depth = {int(d): order[bounds[i]:bounds[i + 1]] for i, d in enumerate(ladder)}
+            self._cache = (*key, depth, by_depth)
         return self._cache[2]
+
+    def _by_depth(self, stats: SampleStats) -> dict[int, np.ndarray]:
+        """Rows of each depth present in the pool (ascending depth)."""
+        self._depths(stats)
+        return self._cache[3]  # type: ignore[index]
 
     def select(self, stats: SampleStats, n: int, rng: np.random.Generator) -> np.ndarray:
         """N rows: the current depth, plus `replay`·n from shallower depths once past depth 1."""
-        depth = self._depths(stats)
-        ladder = np.unique(depth)
-        self.level = min(self.level, ladder.size - 1)
+        by_depth = self._by_depth(stats)
+        ladder = sorted(by_depth)
+        self.level = min(self.level, len(ladder) - 1)
         current = ladder[self.level]
-        cur_rows = np.flatnonzero(depth == current)
-        old_rows = np.flatnonzero(depth < current)
+        cur_rows = by_depth[current]
+        shallower = [by_depth[d] for d in ladder[: self.level]]
+        old_rows = np.concatenate(shallower) if shallower else np.zeros(0, np.int64)
         # at least one sample of the current depth, or it could never be mastered
         n_old = min(int(round(self.replay * n)), n - 1) if old_rows.size else 0
         parts = []
@@ -101,10 +112,10 @@ class ChainDepthSelector(Selector):
                 old = self.ema.get(d)
                 b = self.depth_beta
                 self.ema[d] = p if old is None else b * old + (1 - b) * p
-        ladder = np.unique(self._depths(stats))
-        cur = int(ladder[min(self.level, ladder.size - 1)])
+        ladder = sorted(self._by_depth(stats))
+        cur = ladder[min(self.level, len(ladder) - 1)]
         self.level = next_depth_level(self.level, self.ema.get(cur, 0.0), self.threshold,
-                                      ladder.size)
+                                      len(ladder))
 
     def state_dict(self) -> dict:
         """Level and per-depth EMAs."""

@@ -97,7 +97,7 @@ class LengthBudgetGuide(Guide):
         self._last = {"sampler/token_budget": float(b)}
         opt = {"max_new_tokens": b, "length_reward": True, "w_correct": self.w_correct,
                "w_length": self.w_length, "w_format": self.w_format}
-        return [dict(opt) for _ in range(rows.shape[0])]
+        return [opt] * rows.shape[0]  # one dict for all: the plan checks it once
 
     def metrics(self, stats: SampleStats) -> dict[str, float]:
         """The budget of the last plan."""

@@ -68,7 +68,8 @@ class RestructureGuide(Guide):
         """Per sample: the restructured question and its mode, or nothing."""
         mode = restructure_modes(stats["ema"][rows], stats.seen(rows), self.simplify_below,
                                  self.diversify_below)
-        out: list[dict] = [{} for _ in range(rows.shape[0])]
+        none: dict = {}
+        out: list[dict] = [none] * rows.shape[0]
         todo = np.flatnonzero(mode > 0)
         declined = 0
         if todo.size:
