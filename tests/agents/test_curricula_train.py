@@ -148,3 +148,17 @@ def test_lppo_train_runs_each_curriculum(name, tiny_dir, tmp_path):
         assert max(r["sampler/format_mcq_frac"] for r in train) > 0
     ckpts = list((run / "checkpoints").glob("*/sampler.npz"))
     assert ckpts
+
+
+def test_lppo_compare_runs_the_curricula(tiny_dir, tmp_path, capsys):
+    """Bug caught: `lppo compare` preflighting a curriculum without building its signal."""
+    out = tmp_path / "cmp"
+    argv = ["compare", "--strategies", "pcl,adcl,gain_rl,clpo,length_curriculum,cog_drift,h1",
+            "--learners", "grpo", "--seeds", "0", "--out", str(out), "--threshold", "0.0",
+            "--in-process", "--model", str(tiny_dir), "--steps", "1", "--batch-size", "2",
+            "--group-size", "2", "--max-new-tokens", "8", "--eval-size", "2",
+            "--eval-every", "1", "--save-every", "1", "--data", "h1_chains",
+            "--data-kwargs", json.dumps({"size": 24}), "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["complete"] == report["runs"] == 7 and report["failed"] == []
