@@ -27,11 +27,13 @@ __all__ = ["Trainer", "StepOutput", "guidance_metrics", "preflight"]
 
 log = logging.getLogger("lppo")
 
-CPU_LEARNER_DEFAULTS: dict[str, Any] = {"token_budget": 384}
-"""Learner settings on CPU unless `learner_kwargs` sets them: micro-batches of <= 384 padded
-tokens bound the update's activations (~1.3 MB per token for SmolLM2-135M in fp32), so
-`lppo train` with no arguments peaks under 3 GB RSS; the gradient does not depend on the
-budget. On a GPU the whole minibatch goes in one pass."""
+CPU_LEARNER_DEFAULTS: dict[str, Any] = {"token_budget": 1024, "gradient_checkpointing": True}
+"""Learner settings on CPU unless `learner_kwargs` sets them. fp32 weights, gradients and
+AdamW state of SmolLM2-135M take 2.2 GB; its activations take ~1.3 MB per token, 3 GB for
+the default job's 16 x ~150-token batch. Recomputing them in backward (one extra forward)
+and micro-batches of <= 1024 padded tokens keep `lppo train` (no arguments) under 3 GB
+peak RSS (benchmarks/train_budget.py); neither changes the gradient. A GPU (bf16) keeps
+the whole minibatch in one pass."""
 
 
 def preflight(cfg: TrainConfig) -> None:

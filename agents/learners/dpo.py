@@ -243,7 +243,8 @@ def _sequence_logps(
 ) -> torch.Tensor:
     """(B,) summed (or length-averaged) response log-probs of each row."""
     logprobs, _, _ = token_logprobs(
-        model, batch.input_ids, batch.attention_mask, temperature=temperature
+        model, batch.input_ids, batch.attention_mask, temperature=temperature,
+        positions=batch.response_mask,
     )
     total = (logprobs * batch.response_mask).sum(dim=-1)
     if average:

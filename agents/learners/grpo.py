@@ -177,6 +177,7 @@ class GRPOLearner:
                     logprobs, _, entropy = token_logprobs(
                         self.model, mb.input_ids, mb.attention_mask,
                         temperature=cfg.temperature, with_entropy=True,
+                        positions=mb.response_mask,
                     )
                     old = logprobs.detach() if reuse else old_logprobs[rows, :width]
                     pg_loss, pg_metrics = policy_loss_fn(

@@ -217,7 +217,7 @@ class PPOLearner:
                     logprobs, vpreds, entropy = token_logprobs(
                         self.model, mb.input_ids, mb.attention_mask,
                         temperature=cfg.temperature, value_head=self.value_head,
-                        with_entropy=True,
+                        with_entropy=True, positions=mb.response_mask,
                     )
                     assert vpreds is not None  # a value head was given
                     pg_loss, step_metrics = policy_loss_fn(

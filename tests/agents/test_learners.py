@@ -154,7 +154,8 @@ def test_kl_is_logged_always_and_a_loss_term_only_outside_the_reward(
 
 @pytest.mark.parametrize("name", LEARNERS)
 def test_prompt_and_prefix_positions_get_exactly_zero_gradient(tiny_policy, tiny_tokenizer, name):
-    """The loss gradient w.r.t. logits is exactly 0 wherever the next token is not a response token.
+    """The loss gradient w.r.t. the LM head's input is exactly 0 wherever the next token is
+    not a response token (the logits there, computed or not, cannot move the loss).
 
     This includes the KL term: a different reference model makes its gradient non-zero.
     """
@@ -170,12 +171,14 @@ def test_prompt_and_prefix_positions_get_exactly_zero_gradient(tiny_policy, tiny
     )
     captured = []
 
-    def on_model(module, args, kwargs, output):
-        if output.logits.requires_grad:
+    def on_trunk(module, args, kwargs, output):
+        hidden = output.last_hidden_state  # what the LM head turns into logits
+        if hidden.requires_grad:
             ids = kwargs["input_ids"]
-            output.logits.register_hook(lambda g: captured.append((ids, g)))
+            hidden.register_hook(lambda g: captured.append((ids, g)))
 
-    handle = tiny_policy.model.register_forward_hook(on_model, with_kwargs=True)
+    trunk = tiny_policy.model.get_decoder()
+    handle = trunk.register_forward_hook(on_trunk, with_kwargs=True)
     try:
         learner.update(batch)
     finally:
@@ -313,8 +316,11 @@ def test_one_epoch_one_minibatch_reuses_the_first_forward_as_old_logprobs(
     slow = make_learner("grpo", twin, lr=1e-2, token_budget=token_budget)
     assert fast.reuses_old_logprobs
     calls = {"fast": 0, "slow": 0}
-    tiny_policy.model.register_forward_hook(lambda *a: calls.__setitem__("fast", calls["fast"] + 1))
-    twin.model.register_forward_hook(lambda *a: calls.__setitem__("slow", calls["slow"] + 1))
+    def count(name):
+        return lambda *a: calls.__setitem__(name, calls[name] + 1)
+
+    tiny_policy.model.get_decoder().register_forward_hook(count("fast"))  # the trunk's passes
+    twin.model.get_decoder().register_forward_hook(count("slow"))
     with torch.no_grad():
         old, _ = no_grad_token_logprobs(twin.model, make_batch(twin), token_budget=token_budget)
     calls["slow"] = 0
@@ -322,7 +328,8 @@ def test_one_epoch_one_minibatch_reuses_the_first_forward_as_old_logprobs(
     m_slow = _update_with_old_logprobs(slow, make_batch(twin), old)
     n_micro = m_fast["perf/micro_batches"]
     assert calls["fast"] == n_micro and calls["slow"] == n_micro  # one forward per micro-batch
-    for (name, p), q in zip(tiny_policy.model.named_parameters(), twin.model.parameters(), strict=True):
+    pairs = zip(tiny_policy.model.named_parameters(), twin.model.parameters(), strict=True)
+    for (name, p), q in pairs:
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
     assert m_fast["loss/policy"] == pytest.approx(m_slow["loss/policy"], abs=1e-6)
 
@@ -341,3 +348,41 @@ def test_old_logprobs_are_recomputed_when_the_ratio_can_move(tiny_policy):
     assert not make_learner("grpo", tiny_policy, num_minibatches=2).reuses_old_logprobs
     assert not make_learner("grpo", tiny_policy, recompute_old_logprobs=False).reuses_old_logprobs
     assert not make_learner("reinforce_plus_plus", tiny_policy).reuses_old_logprobs  # KL reward
+
+
+def test_logprobs_come_in_chunks_at_the_wanted_positions_only(tiny_policy, monkeypatch):
+    """No (B, L, V) logits: the LM head sees <= LOGIT_CHUNK_TOKENS positions at a time, only
+    response positions, and the result equals the plain full-logits computation."""
+    from agents.learners import logprobs as lp_module
+
+    monkeypatch.setattr(lp_module, "LOGIT_CHUNK_TOKENS", 5)
+    batch = make_batch(tiny_policy)
+    model = tiny_policy.model
+    seen = []
+    model.get_output_embeddings().register_forward_hook(lambda m, a, out: seen.append(out.shape))
+    lp, _, ent = token_logprobs(model, batch.input_ids, batch.attention_mask, temperature=0.7,
+                                with_entropy=True, positions=batch.response_mask)
+    wanted = int(batch.response_mask[:, 1:].sum())
+    assert max(s[0] for s in seen) <= 5 and sum(s[0] for s in seen) == wanted
+    full, _, full_ent = lp_module._full_logits_logprobs(
+        model, batch.input_ids, batch.attention_mask, 0.7, None, True
+    )
+    mask = batch.response_mask
+    torch.testing.assert_close(lp * mask, full * mask, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ent * mask, full_ent * mask, rtol=1e-5, atol=1e-5)
+    assert torch.all(lp[mask == 0] == 0)
+    # with gradient: each chunk's logits are recomputed in backward, the gradient is the same
+    seen.clear()
+    lp, _, _ = token_logprobs(model, batch.input_ids, batch.attention_mask,
+                              positions=batch.response_mask)
+    (lp * mask).sum().backward()
+    n_chunks = -(-wanted // 5)
+    assert len(seen) == 2 * n_chunks  # each chunk once forward, once recomputed in backward
+    chunked = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    full, _, _ = lp_module._full_logits_logprobs(
+        model, batch.input_ids, batch.attention_mask, 1.0, None, False
+    )
+    (full * mask).sum().backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(chunked[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)

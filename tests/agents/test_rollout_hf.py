@@ -126,7 +126,7 @@ def test_model_training_mode_is_restored(tiny_policy, messages):
     assert tiny_policy.model.training
 
 
-@pytest.mark.parametrize("prefix", ["", "7*6 = 42.\n", "Step 1: 7*6"])
+@pytest.mark.parametrize("prefix", ["", "7*6 is seven sixes.\n", "Step 1: 7*6"])
 def test_a_prompt_rendered_by_the_env_tokenizes_like_the_messages(tiny_policy, prefix):
     """The env renders the prompt once; the backend only tokenizes it, with the same ids."""
     from lppo_env import MathReasoningEnv
@@ -135,6 +135,7 @@ def test_a_prompt_rendered_by_the_env_tokenizes_like_the_messages(tiny_policy, p
     problem = MathProblem(id="p", question="Compute 7*6.", answer="42")
     env = MathReasoningEnv([problem], tokenizer=tiny_policy.tokenizer)
     prompt, info = env.reset(options={"problem_id": "p", "prefix": prefix})
+    assert info["prefix"] == prefix
     backend = HFBackend(tiny_policy)
     sampling = SamplingConfig(max_new_tokens=3, seed=0)
     [rendered] = backend.generate([RolloutRequest(prompt=prompt, prefix=prefix)], sampling)

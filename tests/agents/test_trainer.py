@@ -408,3 +408,15 @@ def test_every_strategy_logs_exactly_its_documented_sampler_metrics() -> None:
         logged = set(strategy.metrics()) - set(SAMPLER_DUPLICATES)
         documented = {k for k, s in sampler_doc.items() if s == "all" or name in s.split(", ")}
         assert logged == documented, (name, logged ^ documented)
+
+
+def test_cpu_learner_defaults_bound_memory_and_yield_to_learner_kwargs(tiny_dir, tmp_path):
+    from agents.trainer import CPU_LEARNER_DEFAULTS
+
+    t = Trainer(_cfg(tiny_dir, tmp_path / "a", steps=1, eval_size=0))
+    for key, value in CPU_LEARNER_DEFAULTS.items():
+        assert getattr(t.learner.config, key) == value, key
+    assert t.policy.model.is_gradient_checkpointing
+    t = Trainer(_cfg(tiny_dir, tmp_path / "b", steps=1, eval_size=0,
+                     learner_kwargs={"token_budget": None, "gradient_checkpointing": False}))
+    assert t.learner.config.token_budget is None and not t.learner.config.gradient_checkpointing
