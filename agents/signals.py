@@ -2,14 +2,17 @@
 
 | strategy  | argument         | here                                                          |
 |-----------|------------------|---------------------------------------------------------------|
-| `pcl`     | `predictor`      | `ValueHead` on `HiddenStates` (mean-pooled last hidden state) |
+| `pcl`     | `predictor`      | `ValueHead` on fresh `HiddenStates` (mean-pooled last layer)  |
 | `adcl`    | `estimate_fn`    | `ValueHead` on fresh `HiddenStates` (the current model)       |
 | `gain_rl` | `score_fn`       | `AngleScorer`: mean pairwise cosine at the last `mlp.up_proj` |
 | `clpo`    | `restructure_fn` | `PolicyRestructurer`: the policy rewrites, answer checked     |
 
 `build_signals(name, policy_fn, problems)` builds what a strategy's catalog entry asks
 for; the trainer passes `policy_fn=lambda: self.policy`, so the signals follow the
-policy being trained and cost nothing until the strategy first calls them.
+policy being trained and cost nothing until the strategy first calls them. Features are
+computed with the current policy (no cache across steps), so a resumed run predicts exactly
+as an uninterrupted one: the policy is in the checkpoint, the head's statistics in the
+sampler state.
 """
 
 from __future__ import annotations
@@ -118,6 +121,18 @@ class ValueHead:
         self.A: np.ndarray | None = None
         self.c: np.ndarray | None = None
         self.w: np.ndarray | None = None
+        # features of the last predict: the policy has not changed when the same step's
+        # groups come back to `update`, so they are reused instead of a second prefill
+        self._last: dict[Any, np.ndarray] = {}
+
+    def _features(self, keys: np.ndarray, remember: bool) -> np.ndarray:
+        ks = np.asarray(keys).tolist()
+        if not remember and ks and all(k in self._last for k in ks):
+            return np.stack([self._last[k] for k in ks])
+        phi = self.features(keys)
+        if remember:
+            self._last = dict(zip(ks, phi, strict=True))
+        return phi
 
     @staticmethod
     def _aug(phi: np.ndarray) -> np.ndarray:
@@ -125,7 +140,7 @@ class ValueHead:
 
     def predict(self, keys: np.ndarray) -> np.ndarray:
         """Predicted pass rates, (m,) in [0, 1]."""
-        phi = self._aug(self.features(keys))
+        phi = self._aug(self._features(keys, remember=True))
         z = self.prior + (phi @ self.w if self.w is not None else np.zeros(phi.shape[0]))
         return np.clip(z, 0.0, 1.0)
 
@@ -133,7 +148,7 @@ class ValueHead:
 
     def update(self, keys: np.ndarray, targets: np.ndarray) -> None:
         """Fold the observed mean rewards of `keys` in and refit."""
-        phi, t = self._aug(self.features(keys)), np.asarray(targets, np.float64)
+        phi, t = self._aug(self._features(keys, remember=False)), np.asarray(targets, np.float64)
         if self.A is None:
             self.A, self.c = np.zeros((phi.shape[1],) * 2), np.zeros(phi.shape[1])
         self.A = self.forget * self.A + phi.T @ phi
@@ -294,8 +309,8 @@ def build_signals(
     for arg in strategy_info(strategy).signals:
         if given.get(arg) is not None:
             continue
-        if arg == "predictor":
-            out[arg] = ValueHead(HiddenStates(policy_fn, problems, cache=True))
+        if arg == "predictor":  # PCL scores candidates with the current policy each step
+            out[arg] = ValueHead(HiddenStates(policy_fn, problems, cache=False))
         elif arg == "estimate_fn":
             out[arg] = ValueHead(HiddenStates(policy_fn, problems, cache=False))
         elif arg == "score_fn":

@@ -162,3 +162,31 @@ def test_lppo_compare_runs_the_curricula(tiny_dir, tmp_path, capsys):
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["complete"] == report["runs"] == 7 and report["failed"] == []
+
+
+@pytest.mark.parametrize("name", ["pcl", "adcl", "gain_rl"])
+def test_signal_curricula_resume_exactly(name, tiny_dir, tmp_path):
+    """Bug caught: a model signal whose state is not checkpointed (value-head statistics,
+    scores, order) or that depends on a cache a resumed run does not have."""
+    from curricula_stubs import stub_signals
+
+    from agents.checkpoint import latest_checkpoint
+    from lppo_sampling import make_strategy
+
+    def run(path: Path, steps: int) -> None:
+        argv = ["train", "--strategy", name, "--model", str(tiny_dir), "--run-dir", str(path),
+                "--steps", str(steps), "--batch-size", "3", "--group-size", "2",
+                "--max-new-tokens", "8", "--eval-size", "0", "--save-every", "1",
+                "--no-progress", "--data-kwargs", json.dumps({"size": 12})]
+        assert main(argv) == 0
+
+    run(tmp_path / "a", 2)
+    run(tmp_path / "b", 1)
+    run(tmp_path / "b", 2)  # resumes from step 1
+
+    def checksum(path: Path) -> str:
+        s = make_strategy(name, group_size=2, **stub_signals(name))
+        s.load(latest_checkpoint(path / "checkpoints") / "sampler.npz")
+        return s.state_checksum()
+
+    assert checksum(tmp_path / "a") == checksum(tmp_path / "b")
