@@ -29,6 +29,7 @@ table.
 Usage:
     python benchmarks/train_budget.py            # the default job (the real measurement)
     python benchmarks/train_budget.py --quick    # tiny budgets: checks the script runs
+    python benchmarks/train_budget.py --quick --model DIR   # ... on another (tiny) model
 """
 
 from __future__ import annotations
@@ -169,6 +170,7 @@ def time_update_both_ways(trainer: Any, batch: Any, repeats: int) -> dict[str, A
     import torch
 
     from agents.learners import GRPOLearner, make_learner
+    from agents.trainer import CPU_LEARNER_DEFAULTS
 
     class SeparatePass(GRPOLearner):
         """The same update, with the no-grad pass for the old log-probs forced."""
@@ -180,21 +182,26 @@ def time_update_both_ways(trainer: Any, batch: Any, repeats: int) -> dict[str, A
     cfg = trainer.cfg
     kwargs = {**cfg.learner_kwargs, "lr": cfg.lr, "temperature": cfg.temperature}
     out: dict[str, Any] = {"rows": len(batch), "tokens": int(batch.attention_mask.sum())}
-    for name, learner in (
-        ("reuse", make_learner("grpo", trainer.policy, **kwargs)),
-        ("separate_pass", SeparatePass(trainer.policy, GRPOLearner.config_class(**kwargs))),
-    ):
-        times = []
-        for _ in range(repeats):
-            before = {k: v.detach().clone() for k, v in trainer.policy.model.state_dict().items()}
+    if trainer.policy.device.type == "cpu":
+        kwargs = {**CPU_LEARNER_DEFAULTS, **kwargs}  # the job's own learner settings
+    learners = {
+        "reuse": make_learner("grpo", trainer.policy, **kwargs),
+        "separate_pass": SeparatePass(trainer.policy, GRPOLearner.config_class(**kwargs)),
+    }
+    times: dict[str, list[float]] = {name: [] for name in learners}
+    before = {k: v.detach().clone() for k, v in trainer.policy.model.state_dict().items()}
+    for round_ in range(repeats + 1):  # round 0 warms up; the ways alternate
+        for name, learner in learners.items():
             start = time.perf_counter()
             learner.update(batch)
-            times.append(time.perf_counter() - start)
+            if round_:
+                times[name].append(time.perf_counter() - start)
             trainer.policy.model.load_state_dict(before)  # same starting point each time
-            del before
-        out[f"{name}_seconds"] = min(times)
-        del learner
-        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    for name, ts in times.items():
+        out[f"{name}_seconds"] = min(ts)
+    del learners, before
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     out["saving_seconds"] = out["separate_pass_seconds"] - out["reuse_seconds"]
     out["saving_frac"] = out["saving_seconds"] / out["separate_pass_seconds"]
     return out
@@ -206,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny budgets (checks it runs)")
     parser.add_argument("--out", default=str(HERE / "results" / "train_budget.json"))
     parser.add_argument("--repeats", type=int, default=2, help="timings of each update way")
+    parser.add_argument("--model", help="another model (a check on a tiny model; not the budget)")
     args = parser.parse_args(argv)
 
     load_before = load_now()
@@ -222,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         train_args = ["train", "--run-dir", str(Path(tmp) / "run"), "--no-progress"]
         if args.quick:
             train_args += QUICK
+        if args.model:
+            train_args += ["--model", args.model]
         start = time.perf_counter()
         with meter("other"):
             code = lppo(train_args)
@@ -250,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         if meter.calls[name]
     }
     result = {
-        "job": "lppo train" + ("" if not args.quick else " " + " ".join(QUICK)),
+        "job": "lppo train" + ("" if not args.quick else " " + " ".join(QUICK))
+        + (f" --model {args.model}" if args.model else ""),
         "quick": args.quick,
         "machine": {"cpus": os.cpu_count(), "cuda": torch.cuda.is_available(),
                     "torch_threads": torch.get_num_threads()},
