@@ -1,8 +1,10 @@
 """verl adapter: strategy-driven sampling, prefix guidance, weights and reward feedback.
 
 Covered: verl 0.9.1, legacy trainer (`trainer.use_v1=False`, `main_ppo_v0` /
-`RayPPOTrainer`). verl 0.9's default V1 trainer (TransferQueue, replay buffer) is
-refused at start-up with a message naming `trainer.use_v1` (see `install`).
+`RayPPOTrainer`): selection, prefix guidance, weights, feedback. verl 0.9's default V1
+trainer (`trainer.use_v1=True`, sync mode): selection, weights and feedback, through its
+`create_rl_sampler` global, `verl_v1.LPPOAgentLoopManager` (uid → key) and the `lppo_grpo`
+estimator; prefix guidance and the rest V1 cannot do are refused at start-up (`verl_v1`).
 
 Config-only wiring: `data.custom_cls` = `LPPODataset`, whose construction (in verl's
 TaskRunner process, after `main` has parsed the config) installs two replacements in
@@ -22,8 +24,9 @@ TaskRunner process, after `main` has parsed the config) installs two replacement
   (the last driver-side method before the update that sees each response's key,
   reward and guided flag); and saves/restores the sampler next to verl's own
   checkpoint (`lppo_sampler.pt`), because verl skips `data.pt` at epoch boundaries.
-* `lppo_grpo` / `lppo_rloo` — registered estimators (base advantages × weights) for
-  trainers driven by hand; `LPPORayPPOTrainer` refuses them (it weights itself).
+* `lppo_grpo` / `lppo_rloo` — registered estimators (base advantages × weights) for the
+  V1 trainer and trainers driven by hand; `LPPORayPPOTrainer` refuses them (it weights
+  itself).
 * `to_verl_parquet(problems, path)` — verl's RL parquet layout with a stable
   `extra_info.index` and a `data_source` verl's default scorer accepts.
 
@@ -277,6 +280,11 @@ class LPPOSampler(Sampler[int]):
         self._pos = 0                      # indices yielded in this epoch
         self._pending: list[int] = []      # drawn positions not yet yielded
         self._observed_uids: set[str] = set()
+        self._uid_keys: dict[str, int | str] = {}  # V1: prompt uid -> sample key (untagged uids)
+        self.v1_ready: bool | None = None  # V1: None = legacy; False until the V1 checks passed
+        df = getattr(data_source, "dataframe", None)
+        self.data_sources = (sorted(set(map(str, df["data_source"])))
+                             if df is not None and "data_source" in df.column_names else [])
 
     @property
     def guides(self) -> bool:
@@ -288,6 +296,13 @@ class LPPOSampler(Sampler[int]):
         return max(1, len(self.positions) // self.batch_size) * self.batch_size
 
     def __iter__(self) -> Iterator[int]:
+        if self.v1_ready is False:
+            from lppo_sampling.integrations.verl_v1 import MANAGER_FQN
+
+            raise ValueError(
+                "trainer.use_v1=True: LPPO needs its agent loop manager to see each prompt's "
+                f"sample key: set actor_rollout_ref.rollout.agent.agent_loop_manager_class="
+                f"{MANAGER_FQN} (or trainer.use_v1=False)")
         n = len(self)
         if self._pos >= n:  # the previous epoch was fully delivered (e.g. saved at its end)
             self._pos, self._pending = 0, []
@@ -429,6 +444,43 @@ class LPPOSampler(Sampler[int]):
         if self.apply_keep:
             f = f * self.strategy.keep(k)
         return f
+
+    def remember_uids(self, uids: Sequence[Any], keys: Sequence[Any]) -> None:
+        """Record which sample each (untagged) prompt uid stands for (V1 trainer)."""
+        if len(uids) != len(keys):
+            raise ValueError(f"{len(uids)} uids but {len(keys)} sample keys")
+        for u, k in zip(uids, keys, strict=True):
+            k = _norm_key(k)
+            if k not in self.positions:
+                raise ValueError(f"prompt uid {u!r} has sample key {k!r}, not in the dataset")
+            self._uid_keys[str(u)] = k
+
+    def keys_for_uids(self, uids: Sequence[Any]) -> list[int | str]:
+        """Sample key per response: decoded from a tagged uid, else the recorded uid map."""
+        us = [str(u) for u in uids]
+        if all(_UID_SEP in u for u in us):
+            return keys_from_uids(us)
+        missing = [u for u in us if _UID_SEP not in u and u not in self._uid_keys]
+        if missing:
+            raise ValueError(
+                f"uid {missing[0]!r} carries no sample key and was not recorded by LPPO's agent "
+                "loop manager: under trainer.use_v1=True set actor_rollout_ref.rollout.agent."
+                "agent_loop_manager_class=lppo_sampling.integrations.verl_v1.LPPOAgentLoopManager")
+        return [keys_from_uids([u])[0] if _UID_SEP in u else self._uid_keys[u] for u in us]
+
+    def padding_rows(self, uids: Sequence[Any]) -> np.ndarray:
+        """(rows,) bool: V1's synthetic padding rows (`pad<hex>` uids, never drawn, no key).
+
+        V1's `_balance_batch` appends them (zero reward, empty response mask) to make the
+        batch divisible; they copy a real row's `index`, so they must not be observed.
+        """
+        return np.array([str(u).startswith("pad") and _UID_SEP not in str(u)
+                         and str(u) not in self._uid_keys for u in uids], dtype=bool)
+
+    def forget_uids(self, uids: Iterable[Any]) -> None:
+        """Drop recorded uids once their step has been observed."""
+        for u in uids:
+            self._uid_keys.pop(str(u), None)
 
     def bind(self) -> LPPOSampler:
         """Make this the sampler that `lppo_*` estimators read (one per driver process)."""
@@ -581,15 +633,24 @@ def register_weighted_estimator(name: str, base: str = "grpo", *, observe: bool 
         if index is None:
             raise ValueError(f"{name} needs per-response uids (verl passes them as index)")
         sampler = _active()
-        keys = keys_from_uids(index)
+        uids = np.asarray([str(u) for u in index], dtype=object)
+        real = ~sampler.padding_rows(uids)
+        keys = sampler.keys_for_uids(uids[real])
+        _, counts = np.unique(uids[real].astype(str), return_counts=True)
+        if (counts != sampler.strategy.group_size).any():
+            raise ValueError(
+                f"{name}: a prompt uid has {int(counts.max())} responses, the strategy plans "
+                f"group_size={sampler.strategy.group_size} (rollout.n); agent loops with several "
+                "outputs per session are not supported")
         if observe:
             if _cfg_get(config, "use_kl_in_reward", False):
                 raise ValueError(
                     f"{name} observes token_level_rewards, which include the KL penalty when "
                     "algorithm.use_kl_in_reward=True; use actor.use_kl_loss instead"
                 )
-            sampler.observe(keys, token_level_rewards.sum(-1), uids=index,
-                            lengths=response_mask.sum(-1), record=True)
+            real_t = torch.as_tensor(real, device=token_level_rewards.device)
+            sampler.observe(keys, token_level_rewards.sum(-1)[real_t], uids=uids[real],
+                            lengths=response_mask.sum(-1)[real_t], record=True)
         if base == "grpo":
             adv, ret = base_fn(
                 token_level_rewards=token_level_rewards, response_mask=response_mask, index=index,
@@ -598,7 +659,10 @@ def register_weighted_estimator(name: str, base: str = "grpo", *, observe: bool 
         else:
             adv, ret = base_fn(token_level_rewards=token_level_rewards, response_mask=response_mask,
                                index=index, config=config, **kwargs)
-        factor = torch.as_tensor(sampler.advantage_factor(keys), dtype=adv.dtype, device=adv.device)
+        w = np.ones(len(uids))
+        w[real] = sampler.advantage_factor(keys)
+        factor = torch.as_tensor(w, dtype=adv.dtype, device=adv.device)
+        sampler.forget_uids(set(uids[real].tolist()))
         return adv * factor.unsqueeze(-1), ret
 
     estimator.__name__ = f"compute_{name}_advantage"
@@ -640,6 +704,31 @@ def _default_scorer_range(data_source: str) -> tuple[float, float] | None:
     if data_source.startswith("aime"):
         return (-1.0, 1.0)
     return None
+
+
+def check_scorer(cfg: Any, sampler: LPPOSampler) -> None:
+    """Check verl's default scorer fits the data before a step runs (errors name the setting).
+
+    Without a custom reward function or reward model, the scorer must accept every
+    `data_source` and score inside `data.lppo.reward_range`.
+    """
+    reward = _cfg_get(cfg, "reward")
+    custom = _cfg_get(_cfg_get(reward, "custom_reward_function"), "path")
+    if custom or _cfg_get(_cfg_get(reward, "reward_model"), "enable", False):
+        return  # the scorer is the user's function or a reward model: range unknown here
+    lo, hi = sampler.reward_range
+    for src in sampler.data_sources:
+        rng = _default_scorer_range(src)
+        if rng is None:
+            raise ValueError(
+                f"data_source {src!r} has no scorer in verl's default reward function: set "
+                "reward.custom_reward_function.path=pkg://lppo_env.verify "
+                "reward.custom_reward_function.name=compute_score")
+        if rng[0] < lo or rng[1] > hi:
+            raise ValueError(
+                f"data_source {src!r} is scored in [{rng[0]:g}, {rng[1]:g}] by verl's default "
+                f"scorer, outside data.lppo.reward_range=[{lo:g}, {hi:g}]: set "
+                f"+data.lppo.reward_range=[{rng[0]:g},{rng[1]:g}]")
 
 
 class _GuidedRollout:
@@ -696,26 +785,7 @@ class LPPORayPPOTrainer(RayPPOTrainer):
         if est == "remax":
             raise ValueError("algorithm.adv_estimator=remax is not supported with LPPO (its greedy "
                              "baseline rollouts share the prompts' uids)")
-        reward = _cfg_get(cfg, "reward")
-        custom = _cfg_get(_cfg_get(reward, "custom_reward_function"), "path")
-        if custom or _cfg_get(_cfg_get(reward, "reward_model"), "enable", False):
-            return  # the scorer is the user's function or a reward model: range unknown here
-        df = getattr(self.train_dataset, "dataframe", None)
-        if df is None or "data_source" not in df.column_names:
-            return
-        lo, hi = sampler.reward_range
-        for src in sorted(set(map(str, df["data_source"]))):
-            rng = _default_scorer_range(src)
-            if rng is None:
-                raise ValueError(
-                    f"data_source {src!r} has no scorer in verl's default reward function: set "
-                    "reward.custom_reward_function.path=pkg://lppo_env.verify "
-                    "reward.custom_reward_function.name=compute_score")
-            if rng[0] < lo or rng[1] > hi:
-                raise ValueError(
-                    f"data_source {src!r} is scored in [{rng[0]:g}, {rng[1]:g}] by verl's default "
-                    f"scorer, outside data.lppo.reward_range=[{lo:g}, {hi:g}]: set "
-                    f"+data.lppo.reward_range=[{rng[0]:g},{rng[1]:g}]")
+        check_scorer(cfg, sampler)
 
     def init_workers(self) -> None:
         """Verl's workers; the rollout manager then plans prefixes for training batches."""
@@ -772,21 +842,16 @@ class LPPORayPPOTrainer(RayPPOTrainer):
 
 
 # ---------------------------------------------------- config-only installation
-def _refuse_v1(data_config: Any, dataset: Any) -> Any:
-    raise ValueError(
-        "lppo_sampling's verl adapter supports the legacy trainer only: set trainer.use_v1=False "
-        "(verl 0.9's default V1 trainer has no hook for the sampler's rewards and prefixes)")
-
-
 def install() -> None:
-    """Make verl's legacy `TaskRunner` build `LPPOSampler` and `LPPORayPPOTrainer`.
+    """Make verl's trainers build an `LPPOSampler` (and the legacy one `LPPORayPPOTrainer`).
 
     `verl.trainer.main_ppo_v0.TaskRunner.run` looks up `create_rl_sampler` and
     `RayPPOTrainer` as module globals at call time, in its own Ray process, after it
     has built the datasets; `LPPODataset` calls this from its constructor, so the
     replacement happens in exactly that process and only when a user opted in. The
-    V1 trainer's `create_rl_sampler` is replaced by a start-up error (it would
-    otherwise sample uniformly, silently).
+    V1 trainer (`verl.trainer.ppo.v1.trainer_base`) calls its `create_rl_sampler`
+    global right after building the datasets too; there the sampler waits for
+    `verl_v1.LPPOAgentLoopManager` to check the config and refuses to draw without it.
     """
     import verl.trainer.main_ppo_v0 as v0
 
@@ -794,8 +859,21 @@ def install() -> None:
         import verl.trainer.ppo.v1.trainer_base as v1
     except ImportError:  # V1 needs transfer_queue; without it the V1 trainer cannot start
         v1 = None
-    if v1 is not None and v1.create_rl_sampler is not _refuse_v1:
-        v1.create_rl_sampler = _refuse_v1
+    if v1 is not None and not getattr(v1.create_rl_sampler, "_lppo", False):
+
+        def create_lppo_sampler_v1(data_config: Any, dataset: Any) -> LPPOSampler:
+            strategy = _strategy_from_config(data_config)
+            if not isinstance(strategy.guide, NoGuide):
+                raise ValueError(
+                    f"data.lppo.strategy={strategy.name}: prefix guidance needs the legacy trainer "
+                    "(trainer.use_v1=False); under the V1 trainer pick a strategy without "
+                    "guidance (lp_weighting, uniform, ...)")
+            sampler = LPPOSampler(dataset, data_config, strategy=strategy).bind()
+            sampler.v1_ready = False
+            return sampler
+
+        create_lppo_sampler_v1._lppo = True  # type: ignore[attr-defined]
+        v1.create_rl_sampler = create_lppo_sampler_v1
     if getattr(v0.create_rl_sampler, "_lppo", False):
         return
 

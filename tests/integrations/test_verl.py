@@ -480,13 +480,21 @@ def test_dataset_without_stable_keys_is_refused(model_dir, tmp_path) -> None:
         start_run(cfg)
 
 
-def test_v1_trainer_is_refused_at_start(dataset, tmp_path, tiny_tokenizer) -> None:
+def test_v1_sampler_hook_refuses_guidance_and_waits_for_the_manager(
+        dataset, tmp_path, tiny_tokenizer) -> None:
+    """V1's create_rl_sampler global builds an LPPOSampler that never draws unkeyed (no
+    silent uniform fallback) and refuses prefix guidance when it is built."""
     v1 = pytest.importorskip("verl.trainer.ppo.v1.trainer_base")  # needs transfer_queue
     cfg = OmegaConf.create({**DATA_CFG, "cache_dir": str(tmp_path / "c"),
                             "lppo": {"strategy": "uniform", "kwargs": {"group_size": 2}}})
     ds = lv.LPPODataset(data_files=dataset.data_files, tokenizer=tiny_tokenizer, config=cfg)
-    with pytest.raises(ValueError, match=r"trainer\.use_v1=False"):
-        v1.create_rl_sampler(cfg, ds)   # what PPOTrainer._init_dataloader calls next
+    sampler = v1.create_rl_sampler(cfg, ds)   # what PPOTrainer._init_dataloader calls next
+    assert isinstance(sampler, lv.LPPOSampler) and sampler.v1_ready is False
+    with pytest.raises(ValueError, match=r"agent_loop_manager_class=.*LPPOAgentLoopManager"):
+        next(iter(sampler))
+    cfg.lppo.strategy = "lppo"
+    with pytest.raises(ValueError, match=r"prefix guidance needs the legacy trainer"):
+        v1.create_rl_sampler(cfg, ds)
 
 
 # ------------------------------------------------------------------- unit level
@@ -765,3 +773,239 @@ def test_dataloader_state_resumes_the_exact_stream(seed, before, after, strategy
     assert take(s2, dl2, after) == want
     assert s2.strategy.state_checksum() == s1.strategy.state_checksum()
     assert (s2.epoch, s2._pos) == (s1.epoch, s1._pos)        # verl counts epochs by these
+
+
+# ------------------------------------------------------------ the default V1 trainer
+# verl 0.9's default trainer (trainer.use_v1=True, verl.trainer.ppo.v1) keeps every
+# per-response field in TransferQueue, a set of Ray actors. What runs below is V1's own
+# PPOTrainerSync: its _init_dataloader (which calls the create_rl_sampler global),
+# _next_train_batch / _fetch_one_gen_batch (uuid uids), _submit_batch_to_rollout into
+# our agent loop manager, and _compute_advantage (compute_advantage_for_multi_trajectories
+# with the registered lppo_grpo estimator), plus the StatefulDataLoader state it saves
+# as data.pt. Replaced: TransferQueue (an in-process key/value store with the same
+# calls), and the agent-loop workers' generation, which writes what AgentLoopWorkerTQ's
+# _agent_loop_postprocess would: one entry per response, keyed {uid}_{session}_0, with
+# the prompt's fields (uid, index, ...), response_mask and rm_scores.
+
+
+class FakeTQ:
+    """TransferQueue's kv calls V1's sync trainer makes, backed by a dict."""
+
+    def __init__(self):
+        self.rows = {}
+
+    def kv_batch_put(self, keys, partition_id, fields=None, tags=None):
+        from transfer_queue import KVBatchMeta
+
+        for i, k in enumerate(keys):
+            row = self.rows.setdefault((partition_id, k), {})
+            if fields is not None:
+                row.update({f: fields[f][i] for f in fields.keys()})
+        return KVBatchMeta(partition_id=partition_id, keys=list(keys),
+                           tags=[{} for _ in keys] if tags is None else tags)
+
+    def kv_batch_get(self, keys, partition_id, select_fields=None):
+        from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+        rows = [self.rows[(partition_id, k)] for k in keys]
+        return list_of_dict_to_tensordict([{f: r[f] for f in (select_fields or r) if f in r}
+                                           for r in rows])
+
+
+def v1_config(model_dir, tmp_path, *overrides, strategy="lp_weighting"):
+    from omegaconf import open_dict
+
+    from lppo_sampling.integrations.verl_v1 import MANAGER_FQN
+
+    cfg = compose(model_dir, tmp_path, *overrides, strategy=strategy)
+    with open_dict(cfg):
+        cfg.trainer.use_v1 = True
+        cfg.algorithm.adv_estimator = "lppo_grpo"
+        cfg.actor_rollout_ref.rollout.agent.agent_loop_manager_class = MANAGER_FQN
+    return cfg
+
+
+def v1_start(config, monkeypatch):
+    """V1's PPOTrainerSync up to its data loader (workers need GPUs), TransferQueue faked."""
+    import verl.trainer.ppo.v1.trainer_base as tb
+    from verl.trainer.ppo.v1 import get_trainer_cls
+
+    from verl.trainer.ppo import padding_utils
+
+    fake = FakeTQ()
+    monkeypatch.setattr(tb, "tq", fake)
+    monkeypatch.setattr(padding_utils, "tq", fake)   # _balance_batch's padding
+    trainer = get_trainer_cls(config.trainer.v1.trainer_mode)(config=config)
+    trainer.global_steps = 1
+    trainer._init_tokenizer()
+    trainer._init_dataloader()
+    return trainer, fake
+
+
+def v1_generate(fake, prompts, n, answered):
+    """What the agent-loop workers put into TransferQueue for a training batch: n single-turn
+    responses per prompt; response r of problem i is right iff answered(i, r)."""
+    from verl.utils import tensordict_utils as tu
+
+    keys, fields, tags = [], [], []
+    uids, index = tu.get(prompts, "uid"), tu.get(prompts, "index")
+    for uid, idx in zip(uids, index, strict=True):
+        for s in range(n):
+            ok = answered(int(idx) // 10, s)
+            length = 3 + s
+            rm = torch.zeros(length)
+            rm[-1] = float(ok)
+            keys.append(f"{uid}_{s}_0")
+            prompt = torch.full((5,), 7, dtype=torch.int64)
+            response = torch.full((length,), 8, dtype=torch.int64)
+            fields.append({"uid": uid, "index": idx, "session_id": s,
+                           "response_mask": torch.ones(length, dtype=torch.int64),
+                           "prompts": prompt, "responses": response,
+                           "input_ids": torch.cat([prompt, response]), "rm_scores": rm})
+            tags.append({"status": "success", "prompt_len": 5, "response_len": length,
+                         "seq_len": 5 + length, "global_steps": 1})
+    from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+
+    return fake.kv_batch_put(keys, "train", fields=list_of_dict_to_tensordict(fields), tags=tags)
+
+
+def v1_run(trainer, fake, manager_prompts, answered, replay, steps, first_step=1, dp_size=0):
+    """V1's per-step path for `steps` steps: draw + submit, generation (faked), advantages.
+
+    Checks every step against `replay` (a fresh strategy fed the same rewards): the batch
+    is what it selects, the advantages are verl's GRPO advantages × its weights.
+    Returns the drawn keys and the weights of each step."""
+    from verl.utils import tensordict_utils as tu
+
+    drawn, factors = [], []
+    for step in range(first_step, first_step + steps):
+        trainer.global_steps = step
+        want = replay.select(4)
+        trainer._submit_batch_to_rollout(trainer._next_train_batch())  # V1: uuid uids
+        prompts = manager_prompts[-1]
+        keys_in = [int(k) for k in tu.get(prompts, "index")]
+        assert keys_in == want.tolist()
+        assert not any(lv._UID_SEP in str(u) for u in tu.get(prompts, "uid"))
+        drawn.append(keys_in)
+        meta = v1_generate(fake, prompts, 2, answered)
+        if dp_size:  # V1's balancing pads the batch to a multiple of dp × mini-batch rows
+            trainer.actor_rollout_wg = types.SimpleNamespace(
+                _dispatch_info={"actor": list(range(dp_size))})
+            meta = trainer._balance_batch(meta, metrics={})
+            assert any(k.startswith("pad") for k in meta.keys)
+        meta = trainer._compute_advantage(meta, metrics={})
+        rows = [fake.rows[("train", k)] for k in meta.keys]
+        real = np.array([not str(r["uid"]).startswith("pad") for r in rows])
+        rkeys = np.array([int(r["index"]) for r in rows])  # padding rows copy a real index
+        replay.observe(GroupResults.from_flat(
+            rkeys[real], np.array([float(r["rm_scores"].sum()) for r in rows])[real]))
+        w = np.ones(len(rows))
+        w[real] = replay.weights(rkeys[real]) * replay.keep(rkeys[real])
+        factors.append(w)
+        uids = np.array([r["uid"] for r in rows], dtype=object)
+        pad = torch.nn.utils.rnn.pad_sequence
+        base, _ = core_algos.compute_grpo_outcome_advantage(
+            pad([r["rm_scores"] for r in rows], batch_first=True),
+            pad([r["response_mask"] for r in rows], batch_first=True), uids)
+        for r, row in enumerate(rows):
+            n_tok = int(row["response_mask"].sum())
+            torch.testing.assert_close(row["advantages"][:n_tok], base[r, :n_tok] * float(w[r]))
+    return drawn, factors
+
+
+def v1_manager(trainer, config, monkeypatch):
+    """LPPO's agent loop manager on V1's trainer; dispatch to the (Ray) workers recorded."""
+    from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ
+
+    from lppo_sampling.integrations.verl_v1 import LPPOAgentLoopManager
+
+    dispatched = []
+    monkeypatch.setattr(AgentLoopManagerTQ, "generate_sequences",
+                        lambda self, prompts: dispatched.append(prompts))
+    trainer.agent_loop_manager = LPPOAgentLoopManager(config, llm_client=None)
+    return dispatched
+
+
+class Answers:
+    """Even problems are always answered right; odd ones on every 4th try (progress)."""
+
+    def __init__(self):
+        self.calls = {}
+
+    def __call__(self, i, s):
+        self.calls[i] = self.calls.get(i, -1) + 1
+        return i % 2 == 0 or self.calls[i] % 4 == 3
+
+
+def fresh_replay():
+    replay = make_strategy("lp_weighting", group_size=2, seed=0)
+    replay.add_samples(np.arange(N) * 10, has_solution=np.ones(N, bool))
+    return replay
+
+
+def test_v1_fit_steps_select_observe_and_weight(model_dir, tmp_path, monkeypatch) -> None:
+    """Under V1 the strategy picks every batch, sees every response's reward once, under the
+    key it was generated for, and weights verl's GRPO advantages; data.pt resumes it."""
+    import copy
+
+    from verl.utils import tensordict_utils as tu
+
+    config = v1_config(model_dir, tmp_path)
+    trainer, fake = v1_start(config, monkeypatch)
+    sampler = trainer.train_dataloader.sampler
+    assert isinstance(sampler, lv.LPPOSampler)
+    # without LPPO's manager no key reaches the estimator: refused before the first draw
+    with pytest.raises(ValueError, match=r"agent_loop_manager_class="):
+        trainer._next_train_batch()
+    dispatched = v1_manager(trainer, config, monkeypatch)
+    answers, replay = Answers(), fresh_replay()
+    drawn, factors = v1_run(trainer, fake, dispatched, answers, replay, 1)
+    saved = trainer.train_dataloader.state_dict()        # what V1's _save_checkpoint writes
+    saved_answers, saved_replay = copy.deepcopy(answers), copy.deepcopy(replay)
+    more, more_f = v1_run(trainer, fake, dispatched, answers, replay, 2, first_step=2,
+                          dp_size=3)
+    drawn, factors = drawn + more, factors + more_f
+    assert any(not np.allclose(f, 1.0) for f in factors)          # the weights took effect
+    strat = sampler.strategy
+    assert_same_stats(strat, replay)
+    k, c = np.unique(np.repeat(np.concatenate(drawn), 2), return_counts=True)
+    assert strat.stats["n_rollouts"][strat.stats.rows(k)].tolist() == c.tolist()
+    assert sampler._uid_keys == {}                                  # nothing left behind
+    # validation batches are neither keyed nor observed
+    val = tu.get_tensordict({"uid": np.array(["v"], dtype=object),
+                             "index": np.array([0], dtype=object)})
+    tu.assign_non_tensor_data(val, "validate", True)
+    trainer.agent_loop_manager.generate_sequences(val)
+    assert sampler._uid_keys == {}
+    # a restarted V1 trainer whose data loader loads that data.pt state continues exactly
+    config2 = v1_config(model_dir, tmp_path / "restart")
+    trainer2, fake2 = v1_start(config2, monkeypatch)
+    trainer2.train_dataloader.load_state_dict(saved)
+    dispatched2 = v1_manager(trainer2, config2, monkeypatch)
+    again, _ = v1_run(trainer2, fake2, dispatched2, saved_answers, saved_replay, 2,
+                      first_step=2)
+    assert again == more
+    assert (trainer2.train_dataloader.sampler.strategy.state_checksum()
+            == strat.state_checksum())
+
+
+def test_v1_bad_settings_fail_at_start_naming_the_setting(model_dir, tmp_path,
+                                                          monkeypatch) -> None:
+    from lppo_sampling.integrations.verl_v1 import LPPOAgentLoopManager
+
+    with pytest.raises(ValueError, match=r"prefix guidance needs the legacy trainer"):
+        v1_start(v1_config(model_dir, tmp_path / "a", strategy="lppo"), monkeypatch)
+    cases = [
+        ("algorithm.adv_estimator", "grpo", r"algorithm\.adv_estimator=lppo_grpo"),
+        ("trainer.v1.trainer_mode", "colocate_async", r"trainer\.v1\.trainer_mode"),
+        ("algorithm.use_kl_in_reward", True, r"use_kl_in_reward"),
+        ("algorithm.filter_groups.enable", True, r"filter_groups"),
+        ("actor_rollout_ref.rollout.n", 3, r"data\.lppo\.kwargs\.group_size=3"),
+    ]
+    for i, (key, value, match) in enumerate(cases):
+        cfg = v1_config(model_dir, tmp_path / f"b{i}")
+        trainer, _ = v1_start(cfg, monkeypatch)
+        OmegaConf.update(cfg, key, value, force_add=True)
+        with pytest.raises(ValueError, match=match):
+            LPPOAgentLoopManager(cfg, llm_client=None)
+        assert trainer.train_dataloader.sampler.v1_ready is False
