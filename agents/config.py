@@ -4,8 +4,9 @@ Loadable from YAML and overridable from the command line (`lppo train --steps 20
 --strategy uniform`); `preflight()` checks names, files and the model before any work,
 so a typo fails in a second, not after the model has loaded.
 
-CPU defaults are sized so that `lppo train` with no arguments finishes in about ten
-minutes on a 2-core machine; on a GPU raise `batch_size`, `max_new_tokens` and `steps`.
+CPU defaults are sized so that `lppo train` with no arguments stays within 6 minutes and
+3 GB peak RSS on an idle 2-core machine (measured by benchmarks/train_budget.py); on a GPU
+raise `batch_size`, `max_new_tokens` and `steps`.
 """
 
 from __future__ import annotations
