@@ -94,4 +94,5 @@ def test_one_grpo_step_raises_the_rewarded_and_lowers_the_penalised_completion(s
     with torch.no_grad():
         after = sequence_logprobs(smol.model.eval(), batch)
     assert after[0] > before[0] and after[1] < before[1], (before, after)
-    assert metrics["rollout/reward_mean"] == 0.5
+    # the batch's reward is logged once, by the trainer (update/reward_mean), not the learner
+    assert "rollout/reward_mean" not in metrics and metrics["perf/optimizer_steps"] == 1
