@@ -196,6 +196,15 @@ class Trainer:
             cfg.strategy, group_size=cfg.group_size, seed=cfg.seed, **cfg.strategy_kwargs,
             **signals,
         )
+        formats = getattr(self.strategy.guide, "formats", ())
+        if formats:  # a format curriculum (cog_drift): every problem must have its variants
+            from lppo_env.formats import VariantError, check_reformulable
+
+            try:
+                check_reformulable(self.train_problems, tuple(formats))
+            except VariantError as e:
+                raise ConfigError(f"strategy {cfg.strategy}: {e}; use a dataset with integer "
+                                  f"answers and worked solutions") from e
         self.strategy.add_samples(
             [p.id for p in self.train_problems],
             # a guided slot is planned only where some prefix is usable (prefix/planned_unusable)

@@ -26,7 +26,16 @@ from fractions import Fraction
 from lppo_env.answers import contains_answer, last_boxed, parse_number
 from lppo_env.problems import MathProblem
 
-__all__ = ["FORMATS", "LETTERS", "MCQ", "VariantError", "make_mcq", "make_cloze", "variant"]
+__all__ = [
+    "FORMATS",
+    "LETTERS",
+    "MCQ",
+    "VariantError",
+    "make_mcq",
+    "make_cloze",
+    "variant",
+    "check_reformulable",
+]
 
 FORMATS = ("mcq", "cloze", "open")
 LETTERS = ("A", "B", "C", "D")
@@ -118,3 +127,15 @@ def variant(problem: MathProblem, fmt: str) -> tuple[str, MCQ | None]:
     if fmt == "cloze":
         return make_cloze(problem), None
     raise VariantError(f"format must be one of {FORMATS}, got {fmt!r}")
+
+
+def check_reformulable(problems: list[MathProblem] | tuple[MathProblem, ...],
+                       formats: tuple[str, ...] = ("mcq", "cloze")) -> None:
+    """Raise `VariantError` naming the first problem that cannot be posed in every format.
+
+    A trainer calls this at start-up for a format curriculum, so that a dataset the
+    variants cannot keep the answer of fails before training, not at its first MCQ.
+    """
+    for p in problems:
+        for fmt in formats:
+            variant(p, fmt)

@@ -65,6 +65,8 @@ class FormatGuide(Guide):
         format_beta: EMA coefficient of the per-format pass rate (0.5).
     """
 
+    formats = FORMATS[:-1]  # the variants the env must be able to build (trainers check)
+
     def __init__(self, promote_threshold: float = 0.75, demote_threshold: float | None = None,
                  hard_threshold: float = 0.0, format_beta: float = 0.5) -> None:
         self.promote = check_range("promote_threshold", promote_threshold, 0.0, 1.0)

@@ -190,3 +190,16 @@ def test_signal_curricula_resume_exactly(name, tiny_dir, tmp_path):
         return s.state_checksum()
 
     assert checksum(tmp_path / "a") == checksum(tmp_path / "b")
+
+
+def test_cog_drift_refuses_data_without_exact_variants(tiny_dir, tmp_path, capsys):
+    """Bug caught: a format curriculum crashing at its first MCQ of a fractional answer."""
+    data = tmp_path / "d.jsonl"
+    rows = [{"id": f"q{i}", "question": f"Half of {i}?", "answer": f"{i}/2"} for i in range(1, 9)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    argv = ["train", "--strategy", "cog_drift", "--model", str(tiny_dir), "--run-dir",
+            str(tmp_path / "r"), "--steps", "1", "--eval-size", "0", "--data", str(data),
+            "--data-kwargs", "{}", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "cog_drift" in err and "needs an integer answer" in err and "Traceback" not in err
