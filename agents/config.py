@@ -109,6 +109,7 @@ class TrainConfig:
         for name in ("data_kwargs", "strategy_kwargs", "learner_kwargs"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"{name} must be a mapping, got {getattr(self, name)!r}")
+        self.strategy_kwargs = _coerce_strategy_kwargs(self.strategy, self.strategy_kwargs)
         if self.learner in ("grpo", "rloo") and self.group_size < 2:
             raise ConfigError(
                 f"group_size must be >= 2 for {self.learner} (group-relative advantages need a "
@@ -156,3 +157,34 @@ def load_config(
     data: dict[str, Any] = load_mapping(path) if path is not None else {}
     data.update(overrides or {})
     return TrainConfig.from_dict(data, source=str(path) if path else "command line")
+
+
+_SCALARS = (bool, int, float, str)
+
+
+def _coerce_strategy_kwargs(strategy: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`strategy_kwargs` with scalar values converted by the strategy's declared types.
+
+    YAML reads `kappa: 1e1` as the string "1e1"; the strategy refuses strings for numbers.
+    Only scalar (or optional scalar) arguments are converted; callables and unknown names
+    are left to `make_strategy`, which names them in its error.
+    """
+    import typing
+
+    from agents.fields import coerce_value
+    from lppo_sampling.strategy import strategy_parameters
+
+    try:
+        params = strategy_parameters(strategy)
+    except ValueError:
+        return kwargs  # unknown strategy: preflight reports it with a suggestion
+    out = dict(kwargs)
+    for key, value in kwargs.items():
+        tp = params.get(key, (None, None))[0]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        scalar = tp in _SCALARS or (
+            len(args) == 1 and args[0] in _SCALARS and type(None) in typing.get_args(tp)
+        )
+        if scalar:
+            out[key] = coerce_value(value, tp, f"strategy_kwargs.{key}", owner="TrainConfig")
+    return out

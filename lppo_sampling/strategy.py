@@ -56,6 +56,7 @@ __all__ = [
     "register_strategy",
     "make_strategy",
     "available_strategies",
+    "strategy_parameters",
 ]
 
 STATE_VERSION = 2  # 2: keys as arrays, column last_event_guided_only, role_types
@@ -447,6 +448,28 @@ def available_strategies() -> list[str]:
     """Names accepted by `make_strategy`."""
     _load_builtin_strategies()
     return sorted(_REGISTRY)
+
+
+def strategy_parameters(name: str) -> dict[str, tuple[object, object]]:
+    """Each argument of strategy `name`: (declared type, default); `ValueError` if unknown.
+
+    Why: configs read from YAML or flags carry strings ("1e-5"); a config layer converts
+    them by the declared type before `make_strategy`, which refuses strings for numbers.
+    """
+    import typing
+
+    _load_builtin_strategies()
+    if name not in _REGISTRY:
+        make_strategy(name)  # raises the unknown-name error with its suggestion
+    fn = _REGISTRY[name]
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: types unknown
+        hints = {}
+    return {
+        p: (hints.get(p, object), param.default)
+        for p, param in inspect.signature(fn).parameters.items()
+    }
 
 
 def make_strategy(name: str, **kwargs: object) -> Strategy:

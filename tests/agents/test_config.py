@@ -235,3 +235,26 @@ def test_train_config_builds_its_learner_config_without_a_model() -> None:
         TrainConfig(learner="ppo", learner_kwargs={"kl_coef": "x"}).learner_config()
     with pytest.raises(ConfigError, match=r"^learner: expected a learner name"):
         TrainConfig(learner="grp").learner_config()
+
+
+@given(st.integers(1, 99), st.integers(-2, 1))
+def test_strategy_kwargs_from_yaml_are_converted_by_the_strategy_s_types(
+    tmp_path_factory, mantissa, exponent
+):
+    """Catches: YAML `kappa: 1e1` (a string to PyYAML: no dot) reaching `make_strategy` as is."""
+    text = f"{mantissa}e{exponent}"
+    path = tmp_path_factory.mktemp("cfg") / "run.yaml"
+    path.write_text(f"strategy: lppo\nstrategy_kwargs:\n  kappa: {text}\n")
+    assert isinstance(yaml.safe_load(path.read_text())["strategy_kwargs"]["kappa"], str)
+    cfg = load_config(path)
+    assert cfg.strategy_kwargs["kappa"] == float(text)
+    from lppo_sampling import make_strategy
+
+    make_strategy(cfg.strategy, **cfg.strategy_kwargs)  # accepted as built
+
+
+@pytest.mark.parametrize("bad", [{"kappa": "abc"}, {"normalize_weights": "false"}])
+def test_strategy_kwargs_that_do_not_fit_are_refused_naming_the_argument(bad) -> None:
+    name = next(iter(bad))
+    with pytest.raises(ConfigError, match=rf"strategy_kwargs\.{name}"):
+        TrainConfig(strategy="lppo", strategy_kwargs=bad)
