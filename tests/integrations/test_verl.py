@@ -633,6 +633,34 @@ def test_weighted_estimator_through_verl_dispatch(dataset) -> None:
     with pytest.raises(ValueError, match="use_kl_in_reward"):
         compute_advantage(batch, adv_estimator="lppo_grpo",
                           config=OmegaConf.create({"use_kl_in_reward": True}))
+    # a multi-output agent loop (more rows per uid than rollout.n) is refused, not mis-grouped
+    with pytest.raises(ValueError, match="several outputs per session"):
+        compute_advantage(DataProto.concat([batch, batch[0:1]]), adv_estimator="lppo_grpo",
+                          config=cfg)
+
+
+@settings(max_examples=30, deadline=None)
+@given(picks=st.lists(st.integers(0, N - 1), min_size=1, max_size=N, unique=True),
+       n_pad=st.integers(0, 5), seed=st.integers(0, 2**16))
+def test_v1_uid_map_keys_rows_and_skips_padding(picks, n_pad, seed) -> None:
+    """V1 rule: a recorded (uuid) prompt uid maps to its sample key, in any row order; V1's
+    `pad…` rows (never recorded) are the padding rows, and an unrecorded real uid is an
+    error naming the manager setting."""
+    sampler = lv.LPPOSampler(None, batch_size=4, strategy=curriculum(),
+                             keys=[10 * i for i in range(N)])
+    uids = [str(uuid.uuid4()) for _ in picks]
+    keys = [10 * p for p in picks]
+    sampler.remember_uids(uids, keys)
+    rng = np.random.default_rng(seed)
+    rows = np.array(uids * 2 + [f"pad{uuid.uuid4().hex}"] * n_pad, dtype=object)
+    rng.shuffle(rows)
+    pad = sampler.padding_rows(rows)
+    assert pad.tolist() == [u.startswith("pad") for u in rows]
+    want = dict(zip(uids, keys, strict=True))
+    assert sampler.keys_for_uids(rows[~pad]) == [want[u] for u in rows[~pad]]
+    sampler.forget_uids(uids[:1])
+    with pytest.raises(ValueError, match="agent_loop_manager_class"):
+        sampler.keys_for_uids(uids[:1])
 
 
 def test_validation_and_parquet_helper(dataset, tmp_path, tiny_tokenizer) -> None:
@@ -828,9 +856,8 @@ def v1_config(model_dir, tmp_path, *overrides, strategy="lp_weighting"):
 def v1_start(config, monkeypatch):
     """V1's PPOTrainerSync up to its data loader (workers need GPUs), TransferQueue faked."""
     import verl.trainer.ppo.v1.trainer_base as tb
-    from verl.trainer.ppo.v1 import get_trainer_cls
-
     from verl.trainer.ppo import padding_utils
+    from verl.trainer.ppo.v1 import get_trainer_cls
 
     fake = FakeTQ()
     monkeypatch.setattr(tb, "tq", fake)
