@@ -28,6 +28,7 @@ problem, appended as chunks finish: the run resumes where it stopped), `gate.jso
 `gate.md`. Rollouts use vLLM when it is importable (`--backend auto`), else HF `generate`.
 
     nice -n 10 /tmp/lppo-vllm-venv/bin/python benchmarks/viability_gate.py      # full gate
+    (the statistics need scipy: `pip install scipy` in a vLLM-only venv)
     python benchmarks/viability_gate.py --quick                                # CI-sized
     python benchmarks/viability_gate.py --report                              # stats only
 """
