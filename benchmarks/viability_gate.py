@@ -295,7 +295,7 @@ def analyse(out: Path, n_per_set: int) -> dict:
             k0 = sum(r["unguided"] for r in rows)
             n0 = sum(r["n"] for r in rows)
             g: dict[str, Any] = {
-                "problems": len(rows), "target": n_per_set,
+                "problems": len(rows), "target": max(n_per_set, MIN_SET),
                 "unguided": {"passes": k0, "n": n0, "rate": k0 / n0,
                              "wilson": wilson(k0, n0), "clopper_pearson": clopper_pearson(k0, n0)},
                 "unusable_planned": sum(len(r["unusable"]) for r in rows),
@@ -329,7 +329,7 @@ def analyse(out: Path, n_per_set: int) -> dict:
         row["significant_better"] = p < ALPHA and row["diff"] > 0
     for f in formats.values():
         for g in f["guides"].values():
-            complete = g["problems"] >= max(g["target"], MIN_SET)
+            complete = g["problems"] >= g["target"]
             g["passes_gate"] = complete and g["unusable_planned"] == 0 and g["leaks"] == 0 and any(
                 r["significant_better"] for r in g["depths"].values())
             g["complete"] = complete
