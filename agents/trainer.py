@@ -211,6 +211,11 @@ class Trainer:
             has_solution=[can_guide(p) for p in self.train_problems],
             category=[p.tags[0] if p.tags else p.source for p in self.train_problems],
         )
+        try:  # a curriculum that reads the labels (h1: chain depths) checks them now
+            for role in self.strategy.roles.values():
+                role.check(self.strategy.stats)
+        except ValueError as e:
+            raise ConfigError(f"strategy {cfg.strategy}: {e}") from e
         resume_from = None
         if cfg.resume:
             from agents.checkpoint import latest_checkpoint

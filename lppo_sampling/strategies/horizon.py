@@ -83,6 +83,11 @@ class ChainDepthSelector(Selector):
         self._depths(stats)
         return self._cache[3]  # type: ignore[index]
 
+    def check(self, stats: SampleStats) -> None:
+        """Refuse a pool whose samples lack a chain-depth category (ValueError naming one)."""
+        if len(stats):
+            self._depths(stats)
+
     def select(self, stats: SampleStats, n: int, rng: np.random.Generator) -> np.ndarray:
         """N rows: the current depth, plus `replay`·n from shallower depths once past depth 1."""
         by_depth = self._by_depth(stats)

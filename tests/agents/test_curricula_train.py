@@ -203,3 +203,20 @@ def test_cog_drift_refuses_data_without_exact_variants(tiny_dir, tmp_path, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "cog_drift" in err and "needs an integer answer" in err and "Traceback" not in err
+
+
+def test_h1_refuses_data_without_chain_depths(tiny_dir, tmp_path, capsys):
+    """Bug caught: h1 on plain problems failing with a traceback at its first select."""
+    argv = ["train", "--strategy", "h1", "--model", str(tiny_dir), "--run-dir",
+            str(tmp_path / "r"), "--steps", "1", "--eval-size", "0", "--no-progress",
+            "--data-kwargs", json.dumps({"size": 12})]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "h1" in err and "chain depth" in err and "Traceback" not in err
+    from agents.config import ConfigError, TrainConfig
+    from agents.trainer import Trainer
+
+    cfg = TrainConfig(strategy="h1", model=str(tiny_dir), run_dir=str(tmp_path / "r2"),
+                      steps=1, eval_size=0, progress=False, data_kwargs={"size": 12})
+    with pytest.raises(ConfigError, match="h1.*chain depth"):
+        Trainer(cfg)  # refused while building, before any step
