@@ -22,6 +22,8 @@ repeated ones rejected (`gaussian_rank_draw`), never n weights over the whole po
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from lppo_sampling.batch import GroupResults
@@ -46,30 +48,42 @@ def gain_mu_step(
 def gaussian_rank_draw(
     mu: float, sigma: float, size: int, n: int, rng: np.random.Generator, max_rounds: int = 64
 ) -> np.ndarray:
-    """N distinct ranks in [0, size) with Gaussian weights N(μ, σ) over rank (O(n) per round).
+    """Distinct ranks (n) in [0, size), Gaussian weights N(μ, σ) over rank, O(n + σ) per call.
 
     μ is clipped into the pool. Draws are rounded to the nearest rank and rejected when
-    out of range or already drawn; after `max_rounds` (a tiny σ on a crowded centre) the
-    remaining ranks are the nearest free ones to μ. n ≥ size returns every rank.
+    out of range or already drawn (a mask over the ±8σ window around μ, never the pool);
+    each round draws enough for the in-range mass. After `max_rounds` (a tiny σ on a
+    crowded centre) the remaining ranks are the nearest free ones to μ. n ≥ size returns
+    every rank.
     """
     if n >= size:
         return np.arange(size, dtype=np.int64)
     centre = float(np.clip(mu, 0, size - 1))
-    chosen = np.zeros(0, np.int64)
+    lo, hi = max(0, int(centre - 8 * sigma)), min(size, int(np.ceil(centre + 8 * sigma)) + 1)
+    cdf = [0.5 * (1 + math.erf((x - centre) / (sigma * math.sqrt(2)))) for x in (lo - 0.5,
+                                                                             hi - 0.5)]
+    p_in = max(cdf[1] - cdf[0], 1e-3)
+    taken = np.zeros(hi - lo, bool)
+    parts: list[np.ndarray] = []
+    count = 0
     for _ in range(max_rounds):
-        need = n - chosen.shape[0]
+        need = n - count
         if need == 0:
-            return chosen
-        draw = np.rint(rng.normal(centre, sigma, size=2 * need + 8)).astype(np.int64)
-        draw = draw[(draw >= 0) & (draw < size)]
+            break
+        m = int(need / p_in * 1.5) + 32
+        draw = np.rint(rng.normal(centre, sigma, size=m)).astype(np.int64)
+        draw = draw[(draw >= lo) & (draw < hi)]
+        draw = draw[~taken[draw - lo]]
         _, first = np.unique(draw, return_index=True)
-        draw = draw[np.sort(first)]
-        draw = draw[~np.isin(draw, chosen)]
-        chosen = np.concatenate([chosen, draw[:need]])
+        draw = draw[np.sort(first)][:need]
+        taken[draw - lo] = True
+        parts.append(draw)
+        count += draw.shape[0]
+    chosen = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     need = n - chosen.shape[0]
     if need:
-        lo, hi = max(0, int(centre) - n - need), min(size, int(centre) + n + need + 1)
-        near = np.arange(lo, hi, dtype=np.int64)
+        a, b = max(0, int(centre) - n - need), min(size, int(centre) + n + need + 1)
+        near = np.arange(a, b, dtype=np.int64)
         near = near[~np.isin(near, chosen)]
         near = near[np.argsort(np.abs(near - centre), kind="stable")][:need]
         chosen = np.concatenate([chosen, near])
