@@ -239,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         if code != 0:
             raise SystemExit(f"lppo train failed with exit code {code}")
         rows = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").open()]
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # resetting VmHWM also resets what ru_maxrss reports: the job's peak is the phases' max
+    peak_rss = max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                    *meter.peak_rss.values()])
     job_record = load_record(load_before)
 
     reuse = None
