@@ -131,9 +131,13 @@ class SelfPrefixGuide(Guide):
     ) -> np.ndarray:
         """(n, G) depths: eligible rows' last slots get a depth in [low, high]."""
         rows = np.asarray(rows, np.int64)
-        ok = self.eligible(stats, rows)
         n_guided = rules.guided_slot_count(group_size, self.guided_fraction)
         n_guided = min(n_guided, group_size - 1) if group_size > 1 else n_guided
+        # G = 1 fills the group: never guided twice in a row (see rules.allow_guidance)
+        ok = rules.allow_guidance(
+            self.eligible(stats, rows), stats["last_event_guided_only"][rows], n_guided,
+            group_size,
+        )
         ratios = np.zeros((rows.shape[0], group_size), dtype=np.float64)
         if n_guided and ok.any():
             depth = rng.uniform(self.low, self.high, size=(int(ok.sum()), n_guided))
