@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from _load import load_now, load_record  # noqa: E402
+from power import holm  # noqa: E402 - one Holm correction for the gate and the matrix
 
 OUT = REPO / "benchmarks" / "results" / "viability_gate"
 # format name -> (dataset, dataset kwargs, prefix cut, generation cap)
@@ -103,18 +104,6 @@ def sign_test_p(diffs: list[int]) -> tuple[int, int, float]:
     neg = sum(d < 0 for d in diffs)
     p = float(binomtest(pos, pos + neg, 0.5).pvalue) if pos + neg else 1.0
     return pos, neg, p
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (same order as given)."""
-    m = len(pvalues)
-    order = sorted(range(m), key=lambda i: pvalues[i])
-    out = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        out[i] = running
-    return out
 
 
 # ------------------------------------------------------------------ files (resumable)
