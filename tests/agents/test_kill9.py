@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -55,15 +56,29 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_dir, tmp_path_factory) -> tuple[Path, float]:
-    """The reference run, and its mean seconds per step (to scale the kill delays)."""
+def uninterrupted(tiny_dir, tmp_path_factory) -> tuple[Path, float, float]:
+    """The reference run, its mean seconds per step, and the seconds a resume takes with no
+    step left (start-up, checkpoint checks, loading); both scale the kill delays to the
+    speed of this machine."""
     run = tmp_path_factory.mktemp("reference") / "run"
     proc = start_training(tiny_dir, run, *FLAGS)
     proc.join(900)
     assert proc.exitcode == 0, log_path(run).read_text()[-3000:]
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(STEPS + 1))
-    return run, float(np.mean([r["time/step"] for r in rows[1:]]))
+    finished = tmp_path_factory.mktemp("finished") / "run"
+    shutil.copytree(run, finished)
+    t0 = time.monotonic()
+    proc = start_training(tiny_dir, finished, *FLAGS)
+    proc.join(900)
+    assert proc.exitcode == 0, log_path(finished).read_text()[-3000:]
+    resume_seconds = time.monotonic() - t0
+    return run, float(np.mean([r["time/step"] for r in rows[1:]])), resume_seconds
+
+
+def _checkpoints_done(run: Path) -> list[int]:
+    folder = run / "checkpoints"
+    return sorted(checkpoint_step(p) for p in folder.glob("step-*")) if folder.is_dir() else []
 
 
 def _lines(run: Path) -> int:
@@ -72,12 +87,17 @@ def _lines(run: Path) -> int:
 
 
 def _kill_at_random_moment(
-    tiny_dir: Path, run: Path, rng: np.random.Generator, step_seconds: float
+    tiny_dir: Path, run: Path, rng: np.random.Generator, step_seconds: float,
+    resume_seconds: float,
 ) -> str:
     """Start (or resume) the run and SIGKILL it at a random moment; describe the moment."""
+    done = _checkpoints_done(run)
     proc = start_training(tiny_dir, run, *FLAGS)
     if rng.random() < 0.3:
-        delay = float(rng.uniform(0, 4.0))
+        # within the part of the run still ahead (a resume with no step left plus the steps
+        # left, measured on the reference run): a fast machine cannot finish before the kill
+        remaining = resume_seconds + (STEPS - (done[-1] if done else 0)) * step_seconds
+        delay = float(rng.uniform(0, min(4.0, 0.7 * remaining)))
         moment = f"{delay:.2f} s after start"
     else:
         # never wait for the last step's line: the run would finish before the kill
@@ -93,9 +113,7 @@ def _kill_at_random_moment(
     proc.kill()  # SIGKILL
     proc.join(60)
     assert proc.exitcode == -signal.SIGKILL, proc.exitcode
-    done = sorted(checkpoint_step(p) for p in (run / "checkpoints").glob("step-*")) if (
-        run / "checkpoints").is_dir() else []
-    return f"killed {moment}; checkpoints on disk: {done}"
+    return f"killed {moment}; checkpoints on disk: {_checkpoints_done(run)}"
 
 
 @pytest.mark.slow
@@ -103,11 +121,11 @@ def _kill_at_random_moment(
 def test_sigkill_at_random_moments_then_resume_ends_identical(
     seed, tiny_dir, uninterrupted, tmp_path
 ) -> None:
-    reference, step_seconds = uninterrupted
+    reference, step_seconds, resume_seconds = uninterrupted
     rng = np.random.default_rng(seed)
     run = tmp_path / "run"
     for k in range(KILLS_PER_CHAIN):
-        what = _kill_at_random_moment(tiny_dir, run, rng, step_seconds)
+        what = _kill_at_random_moment(tiny_dir, run, rng, step_seconds, resume_seconds)
         print(f"seed {seed} kill {k + 1}: {what}")
 
     proc = start_training(tiny_dir, run, *FLAGS)  # the last resume runs to the end
