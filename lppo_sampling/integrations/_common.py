@@ -21,6 +21,10 @@ __all__ = [
     "build_strategy",
     "check_sample_keys",
     "declared_reward_bounds",
+    "plan_option_keys",
+    "refuse_plan_options",
+    "check_plan_options",
+    "check_pool",
 ]
 
 
@@ -206,3 +210,111 @@ def declared_reward_bounds(reward_funcs: Sequence[object], weights: Sequence[flo
         a, b = (float(w) * float(x) for x in rng)
         lo, hi = lo + min(a, b), hi + max(a, b)
     return lo, hi
+
+
+# ------------------------------------------------------------ per-rollout options
+# Some strategies (length_curriculum, cog_drift, clpo) put reset options for the env in
+# their plans (`RolloutPlan.options`). An adapter that cannot apply one would train on
+# something else than the strategy planned while the strategy believes it did, so every
+# adapter states the options it honours and refuses the others at construction.
+
+_OPTION_WHAT = {
+    "max_new_tokens": "a per-rollout token budget scored with the composite length reward",
+    "format": "a per-sample question format, multiple choice / cloze / open",
+    "question": "a restructured question posed instead of the dataset's",
+}
+
+
+def plan_option_keys(strategy: object) -> tuple[str, ...] | None:
+    """Reset-option names the strategy's plans can carry: () for none, None if unknown.
+
+    Main option first (`max_new_tokens`, `format`, `question`). A guide declares them
+    with a class attribute `option_keys`; the built-in option guides are known here. A
+    guide with `sample_options` but neither is unknown (None), and adapters refuse it.
+    """
+    guide = getattr(strategy, "guide", None)
+    if getattr(guide, "sample_options", None) is None:
+        return ()
+    declared = getattr(type(guide), "option_keys", None)
+    if declared is not None:
+        return tuple(str(k) for k in declared)
+    from lppo_sampling.strategies.formats import FormatGuide
+    from lppo_sampling.strategies.length import LengthBudgetGuide
+    from lppo_sampling.strategies.restructure import RestructureGuide
+
+    known = (
+        (LengthBudgetGuide, ("max_new_tokens", "length_reward", "w_correct", "w_length",
+                             "w_format")),
+        (FormatGuide, ("format",)),
+        (RestructureGuide, ("question", "restructure")),
+    )
+    for cls, keys in known:
+        if isinstance(guide, cls):
+            return keys
+    return None
+
+
+def refuse_plan_options(strategy: object, setting: str, integration: str,
+                        honoured: frozenset[str] = frozenset()) -> None:
+    """Raise `ValueError` (one line) if the strategy plans options `integration` cannot apply.
+
+    Args:
+        strategy: the strategy an adapter is being built with.
+        setting: the adapter setting that names the strategy (goes first in the message).
+        integration: the adapter, as a user knows it (e.g. "TRL's LPPOGRPOTrainer").
+        honoured: option names this adapter applies.
+    """
+    name = getattr(strategy, "name", type(strategy).__name__)
+    instead = (f"train it with `lppo train --strategy {name}` (its env applies the option) or "
+               f"pick a strategy without per-rollout options (docs/integrations.md)")
+    keys = plan_option_keys(strategy)
+    if keys is None:
+        guide = type(getattr(strategy, "guide", None)).__name__
+        raise ValueError(
+            f"{setting}: strategy {name!r} ({guide}) sets per-rollout options "
+            f"(RolloutPlan.options) that {integration} does not know and cannot apply; "
+            f"declare them as {guide}.option_keys or {instead}")
+    missing = [k for k in keys if k not in honoured]
+    if missing:
+        k = missing[0]
+        what = _OPTION_WHAT.get(k, "a per-rollout reset option")
+        also = ("; the OpenRLHF prompt-file loop (integrations.openrlhf.write_prompts) poses "
+                "restructured questions" if k == "question" and "OpenRLHF" not in integration
+                else "")
+        raise ValueError(
+            f"{setting}: strategy {name!r} sets the per-rollout option {k!r} ({what}), which "
+            f"{integration} cannot apply; {instead}{also}")
+
+
+def check_plan_options(plan: object, honoured: frozenset[str], where: str) -> None:
+    """Raise `ValueError` if a plan carries an option outside `honoured` (never dropped)."""
+    options = getattr(plan, "options", None)
+    if options is None:
+        return
+    seen: set[int] = set()
+    for i, d in enumerate(options):
+        if id(d) in seen:
+            continue
+        seen.add(id(d))
+        bad = sorted(set(d) - honoured)
+        if bad:
+            key = plan.keys[i]  # type: ignore[attr-defined]
+            key = key.item() if isinstance(key, np.generic) else key
+            raise ValueError(
+                f"{where}: the plan for sample {key!r} carries the per-rollout option(s) "
+                f"{bad}, which this adapter cannot apply (it honours "
+                f"{sorted(honoured) or 'none'}); see docs/integrations.md")
+
+
+def check_pool(strategy: object, setting: str) -> None:
+    """Run each role's `check` on the freshly filled pool (e.g. h1 needs depth labels).
+
+    Why: a strategy that reads per-sample labels the adapter did not pass would fail at
+    its first `select`, deep inside the library's training loop; this fails at start-up.
+    """
+    stats = strategy.stats  # type: ignore[attr-defined]
+    for role in strategy.roles.values():  # type: ignore[attr-defined]
+        try:
+            role.check(stats)
+        except ValueError as e:
+            raise ValueError(f"{setting}: {e}") from None

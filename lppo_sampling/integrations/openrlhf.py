@@ -31,7 +31,13 @@ from typing import Any
 import numpy as np
 
 from lppo_sampling.batch import GroupResults
-from lppo_sampling.integrations._common import exact_match_score, unit_rewards
+from lppo_sampling.integrations._common import (
+    check_plan_options,
+    check_pool,
+    exact_match_score,
+    refuse_plan_options,
+    unit_rewards,
+)
 from lppo_sampling.strategy import Strategy
 
 __all__ = [
@@ -45,9 +51,14 @@ __all__ = [
     "feed_observation_files",
     "log_path_for_this_process",
     "default_score",
+    "OPENRLHF_OPTIONS",
 ]
 
 LOG_ENV = "LPPO_OBSERVATION_LOG"
+# per-rollout plan options the prompt file can carry: a restructured question (clpo) is
+# written as the prompt; the label keeps the original answer, as lppo_env scores it
+OPENRLHF_OPTIONS: frozenset[str] = frozenset({"question", "restructure"})
+_NAME = "OpenRLHF's prompt-file loop"
 
 
 def encode_label(sample_id: int | str, answer: str, prefixes: list[str] | None = None) -> str:
@@ -97,6 +108,12 @@ def write_prompts(
 ) -> Path:
     """Select `n` samples, plan their rollouts and write OpenRLHF's JSONL prompt file.
 
+    A plan's restructured question (clpo's `{"question": ...}` option) is written as the
+    prompt, and the label keeps the original answer (the rewrite keeps the answer; the
+    reward is verified against the original, as in lppo_env). Other per-rollout options
+    (length_curriculum's token budget, cog_drift's format) cannot reach OpenRLHF's
+    rollouts and scorers: such a strategy is refused before anything is written.
+
     Args:
         strategy: the strategy; its `group_size` must equal OpenRLHF's
             `n_samples_per_prompt`. Problems not yet in its pool are registered (with
@@ -113,19 +130,23 @@ def write_prompts(
     """
     if not problems:
         raise ValueError("problems is empty")
+    refuse_plan_options(strategy, "write_prompts(strategy=...)", _NAME, OPENRLHF_OPTIONS)
     keys = list(problems)
     has = [prefix_fn is not None and bool(_field(problems[k], "solution")) for k in keys]
     arr = np.asarray(keys, dtype=object) if isinstance(keys[0], str) else np.asarray(keys)
     strategy.add_samples(arr, has_solution=np.asarray(has, bool))
+    check_pool(strategy, "write_prompts(strategy=...)")
     picked = strategy.select(n)
     plan = strategy.plan(picked)
+    check_plan_options(plan, OPENRLHF_OPTIONS, _NAME)
+    options = plan.options or ({},) * len(plan)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        for k, ratios in zip(picked.tolist(), plan.prefix_ratios, strict=True):
+        for k, ratios, opt in zip(picked.tolist(), plan.prefix_ratios, options, strict=True):
             p = problems[k]
             prefixes = [prefix_fn(p, float(r)) if (r > 0 and prefix_fn) else "" for r in ratios]
-            row = {input_key: _field(p, "question"),
+            row = {input_key: opt.get("question") or _field(p, "question"),
                    label_key: encode_label(k, _field(p, "answer"), prefixes)}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
