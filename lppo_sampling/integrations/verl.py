@@ -5,6 +5,10 @@ Covered: verl 0.9.1, legacy trainer (`trainer.use_v1=False`, `main_ppo_v0` /
 trainer (`trainer.use_v1=True`, sync mode): selection, weights and feedback, through its
 `create_rl_sampler` global, `verl_v1.LPPOAgentLoopManager` (uid → key) and the `lppo_grpo`
 estimator; prefix guidance and the rest V1 cannot do are refused at start-up (`verl_v1`).
+Under both, strategies whose plans carry per-rollout env options (`RolloutPlan.options`:
+length_curriculum's token budget and composite reward, cog_drift's format, clpo's
+restructured question) are refused when the sampler is built: verl's rollout and
+scorers would not apply them, so the run would silently train something else.
 
 Config-only wiring: `data.custom_cls` = `LPPODataset`, whose construction (in verl's
 TaskRunner process, after `main` has parsed the config) installs two replacements in
@@ -42,7 +46,13 @@ from typing import Any
 import numpy as np
 
 from lppo_sampling.batch import GroupResults
-from lppo_sampling.integrations._common import require, unit_rewards
+from lppo_sampling.integrations._common import (
+    check_plan_options,
+    check_pool,
+    refuse_plan_options,
+    require,
+    unit_rewards,
+)
 from lppo_sampling.roles import NoGuide
 from lppo_sampling.strategy import Strategy, make_strategy
 
@@ -70,6 +80,7 @@ __all__ = [
 ]
 
 _UID_SEP = "|lppo|"
+VERL_OPTIONS: frozenset[str] = frozenset()  # per-rollout plan options this adapter applies
 _ACTIVE: list[LPPOSampler] = []  # the sampler the estimators use (one per driver process)
 PREFIX_FIELD = "prefix"  # the agent loop's extra field: the prefix a rollout really started from
 
@@ -216,8 +227,11 @@ class LPPOSampler(Sampler[int]):
 
     Raises:
         ValueError: no batch size, workers > 0 (they would prefetch indices before the
-            strategy sees the rewards), duplicate keys, an empty dataset, or a guiding
-            strategy without `prefix_fn` — each naming the setting.
+            strategy sees the rewards), duplicate keys, an empty dataset, a guiding
+            strategy without `prefix_fn`, a strategy whose plans carry per-rollout
+            options (`RolloutPlan.options`: length_curriculum, cog_drift, clpo; verl's
+            rollout is not told them) or a pool a role refuses (h1 needs depth
+            labels) — each naming the setting.
     """
 
     def __init__(
@@ -254,6 +268,8 @@ class LPPOSampler(Sampler[int]):
             raise ValueError(
                 "strategy must be an lppo_sampling Strategy, got "
                 f"{type(self.strategy).__name__}")
+        refuse_plan_options(self.strategy, "data.lppo.strategy", "verl's LPPOSampler",
+                            VERL_OPTIONS)
         self.prefix_fn = prefix_fn if prefix_fn is not None else _prefix_fn_from_config(data_config)
         if self.guides and self.prefix_fn is None:
             raise ValueError(
@@ -276,6 +292,7 @@ class LPPOSampler(Sampler[int]):
         self.apply_keep = bool(apply_keep)
         solution = _has_solution(data_source) if keys is None else None
         self.strategy.add_samples(_key_array(raw), has_solution=solution)
+        check_pool(self.strategy, "data.lppo.strategy")
         self.epoch = 0
         self._pos = 0                      # indices yielded in this epoch
         self._pending: list[int] = []      # drawn positions not yet yielded
@@ -351,6 +368,7 @@ class LPPOSampler(Sampler[int]):
         for i, u in enumerate(uids):
             first.setdefault(u, i)
         plan = self.strategy.plan(_key_array(keys_from_uids([uids[first[u]] for u in order])))
+        check_plan_options(plan, VERL_OPTIONS, "verl's LPPOSampler")
         slot = np.zeros(len(uids), np.int64)
         seen = np.zeros(len(order), np.int64)
         for i, gi in enumerate(group):
@@ -863,6 +881,8 @@ def install() -> None:
 
         def create_lppo_sampler_v1(data_config: Any, dataset: Any) -> LPPOSampler:
             strategy = _strategy_from_config(data_config)
+            refuse_plan_options(strategy, "data.lppo.strategy", "verl's V1 trainer",
+                                VERL_OPTIONS)
             if not isinstance(strategy.guide, NoGuide):
                 raise ValueError(
                     f"data.lppo.strategy={strategy.name}: prefix guidance needs the legacy trainer "
