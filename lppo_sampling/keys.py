@@ -11,6 +11,13 @@ of index per sample; any other key set switches to a dict once (plus an object a
 row → key, so a batch of keys is one fancy index). On disk the keys are numpy arrays
 (an int64 array, or a UTF-8 blob with per-key byte lengths), never JSON: a million
 15-character keys cost ~16 bytes each.
+
+String keys cost time where ints do not: a batch of 1024 keys drawn from a million-key
+pool sits in 1024 scattered string objects, and every Python-level pass over it (`tolist`,
+a type check, dict probes) pays a cache miss per key. A step reads the same batch up to
+seven times (select, plan, `RolloutPlan`, `GroupResults`, observe, keep, weights), so
+batches already checked are recognised by the identity of their key objects (`_Recall`)
+instead of being read again.
 """
 
 from __future__ import annotations
@@ -20,11 +27,45 @@ from itertools import repeat
 
 import numpy as np
 
-__all__ = ["KeyIndex", "as_key_array", "validate_keys"]
+__all__ = ["KeyIndex", "as_key_array", "validate_keys", "encode_keys"]
 
 Key = int | str
 _PLAIN = frozenset({int, str})  # key types that need no normalisation
-_RECENT = 4  # lookups remembered by KeyIndex (see KeyIndex._recent)
+_RECENT = 4  # batches remembered per `_Recall`
+
+
+class _Recall:
+    """The last few object-key batches and what was learned about them (rows, validity).
+
+    An object array's raw bytes are its element pointers, so `arr.tobytes()` names the
+    exact key objects, in order, without touching them (~1 µs for 1024 keys). Each entry
+    holds its own copy of the batch, so its key objects stay alive and their addresses
+    cannot be reused by other objects; int and str are immutable, so the same objects in
+    the same order are the same keys. A batch edited in place after it was remembered
+    therefore no longer matches, and is read again.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[bytes, np.ndarray, object]] = []
+
+    def get(self, arr: np.ndarray) -> object | None:
+        """What was stored for a batch of the very same key objects, else None."""
+        sig = arr.tobytes()
+        for known, _, value in self._entries:
+            if known == sig:
+                return value
+        return None
+
+    def put(self, arr: np.ndarray, value: object) -> None:
+        """Remember `value` for `arr` (a 1-D object array of plain int/str keys)."""
+        held = arr.copy()  # keeps the key objects alive whatever the caller does to `arr`
+        self._entries.insert(0, (held.tobytes(), held, value))
+        del self._entries[_RECENT:]
+
+
+# object arrays that `validate_keys` found to hold plain int/str keys (validity depends
+# on the key objects alone, so one memo serves every index)
+_VALID = _Recall()
 
 
 def _as_key(k: object) -> Key:
@@ -85,8 +126,11 @@ def validate_keys(keys: object, name: str = "keys") -> np.ndarray:
         return arr
     if kind != "O":
         raise ValueError(f"{name} must hold int or str sample keys, got dtype {arr.dtype}")
+    if _VALID.get(arr) is not None:  # this very batch was checked already
+        return arr
     items = arr.tolist()
     if set(map(type, items)) <= _PLAIN:
+        _VALID.put(arr, True)
         return arr
     out = np.empty(len(items), dtype=object)
     out[:] = [_as_key(k) for k in items]
@@ -101,11 +145,13 @@ class KeyIndex:
         self._identity = True
         self._row_of: dict[Key, int] | None = None
         self._keys: np.ndarray | None = None  # object array, row → key (dict mode)
-        # (keys as a list, their rows) of the last few lookups: a step looks up the same
-        # batch of keys up to five times (select, plan, observe, keep, weights), and a
-        # dict probe into a million-key table is a cache miss each. Rows never change
-        # once assigned (the index only grows), so a remembered answer stays right.
-        self._recent: list[tuple[list, np.ndarray]] = []
+        # rows of the last few batches found or handed out (dict mode): a step looks up
+        # the same batch up to five times (select, plan, observe, keep, weights). Rows
+        # never change once assigned (the index only grows), so a remembered answer
+        # stays right; only batches of known keys are remembered.
+        self._recent = _Recall()
+        # `state_dict`'s key arrays, kept until the key set changes (see `_append_keys`)
+        self._encoded: dict | None = None
 
     def __len__(self) -> int:
         return self._n
@@ -131,18 +177,25 @@ class KeyIndex:
     def find(self, keys: object, name: str = "keys") -> tuple[np.ndarray, np.ndarray]:
         """Validated keys (see `validate_keys`) and their rows, -1 where unknown.
 
-        One pass over a batch of object keys: `tolist`, a type check, then a remembered
-        answer or one dict probe per key.
+        A batch handed out by `keys_of` or found before is answered without reading its
+        keys (`_Recall`); any other batch of object keys takes one pass: `tolist`, a type
+        check, one dict probe per key.
         """
         arr = as_key_array(keys, name)
         if arr.dtype.kind != "O" or arr.ndim != 1 or self._identity:
             arr = validate_keys(arr, name)
             return arr, self.lookup(arr)
+        known = self._recent.get(arr)  # a remembered batch holds valid, known keys
+        if known is not None:
+            return arr, known.copy()  # type: ignore[attr-defined]
         items = arr.tolist()
         if not set(map(type, items)) <= _PLAIN:  # numpy scalars or bad keys: normalise
             arr = validate_keys(arr, name)
             items = arr.tolist()
-        return arr, self._lookup_items(items)
+        rows = self._lookup_items(items)
+        if rows.size and rows.min() >= 0:
+            self._recent.put(arr, rows.copy())
+        return arr, rows
 
     def _lookup_items(self, items: list) -> np.ndarray:
         """Rows of plain int/str keys (-1 = unknown)."""
@@ -152,18 +205,8 @@ class KeyIndex:
                 if type(k) is int and 0 <= k < self._n:
                     out[i] = k
             return out
-        for known, rows in self._recent:
-            if known == items:  # C-level compare; identical key objects short-circuit
-                return rows.copy()
         get = self._row_of.get  # type: ignore[union-attr]
-        rows = np.fromiter(map(get, items, repeat(-1)), np.int64, len(items))
-        if rows.size and rows.min() >= 0:
-            self._remember(items, rows)
-        return rows
-
-    def _remember(self, items: list, rows: np.ndarray) -> None:
-        self._recent.insert(0, (items, rows.copy()))
-        del self._recent[_RECENT:]
+        return np.fromiter(map(get, items, repeat(-1)), np.int64, len(items))
 
     def validate(self, keys: Sequence[object] | np.ndarray, name: str = "keys") -> np.ndarray:
         """Return `keys` as a 1-D array after checking every key is an int or str."""
@@ -203,6 +246,7 @@ class KeyIndex:
         return self.lookup(arr)
 
     def _append_keys(self, new: list[Key]) -> None:
+        self._encoded = None  # the only writer of `_keys`: the saved key arrays go stale
         n0, need = self._n, self._n + len(new)
         keys = self._keys
         if keys is None or keys.shape[0] < need:
@@ -232,7 +276,9 @@ class KeyIndex:
         if self._identity:
             return rows.copy()
         keys = self._keys[rows]  # type: ignore[index]
-        self._remember(keys.tolist(), rows)  # the batch will be looked up next
+        # the batch will be looked up and validated next; the index holds only plain keys
+        self._recent.put(keys, rows.copy())
+        _VALID.put(keys, True)
         return keys
 
     def all_keys(self) -> list[Key]:
@@ -245,31 +291,16 @@ class KeyIndex:
     def state_dict(self) -> dict:
         """The index as numpy arrays (kept out of JSON metadata by `Strategy.save`).
 
-        Identity mode: `{"identity": True, "size": n}`. Otherwise the keys in row order:
-        `ints` (int64) when every key is an int; else `utf8` (uint8 blob of the keys'
-        UTF-8 bytes, ints written in decimal), `lengths` (bytes per key, the smallest
-        unsigned dtype that fits) and, for mixed pools, `is_int` (bool per key).
+        Identity mode: `{"identity": True, "size": n}`; otherwise `encode_keys` of every
+        key. The encoding is kept until the key set changes: a trainer snapshots the
+        state every step, and encoding a million string keys takes ~0.5 s. Callers get
+        copies, so editing a returned state cannot corrupt the next one.
         """
         if self._identity:
             return {"identity": True, "size": self._n}
-        keys = self.all_keys()
-        kinds = set(map(type, keys))
-        if kinds == {int}:
-            return {"identity": False, "ints": np.asarray(keys, dtype=np.int64)}
-        enc = [
-            (k if type(k) is str else str(k)).encode("utf-8", "surrogatepass") for k in keys
-        ]
-        lengths = np.fromiter(map(len, enc), np.int64, len(enc))
-        top = int(lengths.max()) if lengths.size else 0
-        dt = next(d for d in (np.uint8, np.uint16, np.uint32, np.uint64) if top <= np.iinfo(d).max)
-        out = {
-            "identity": False,
-            "utf8": np.frombuffer(b"".join(enc), dtype=np.uint8).copy(),
-            "lengths": lengths.astype(dt),
-        }
-        if int in kinds:
-            out["is_int"] = np.fromiter((type(k) is int for k in keys), bool, len(keys))
-        return out
+        if self._encoded is None:
+            self._encoded = encode_keys(self.all_keys())
+        return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in self._encoded.items()}
 
     @classmethod
     def from_state_dict(cls, state: dict, where: str = "state_dict['stats']['index']") -> KeyIndex:
@@ -286,13 +317,38 @@ class KeyIndex:
             idx._n = int(size)
             return idx
         keys = _decode_keys(state, where)
-        if len(set(keys)) != len(keys):
+        row_of = dict(zip(keys, range(len(keys)), strict=True))
+        if len(row_of) != len(keys):  # a repeated key collapsed into one entry
             raise ValueError(f"{where} holds duplicate keys")
         idx._identity = False
-        idx._row_of = dict(zip(keys, range(len(keys)), strict=True))
+        idx._row_of = row_of
         idx._append_keys(keys)
         idx._n = len(keys)
         return idx
+
+
+def encode_keys(keys: list[Key]) -> dict:
+    """The state of a dict-mode index holding `keys` (plain ints and strs, in row order).
+
+    `ints` (int64) when every key is an int; else `utf8` (uint8 blob of the keys' UTF-8
+    bytes, ints written in decimal), `lengths` (bytes per key, the smallest unsigned dtype
+    that fits) and, for mixed pools, `is_int` (bool per key).
+    """
+    kinds = set(map(type, keys))
+    if kinds == {int}:
+        return {"identity": False, "ints": np.asarray(keys, dtype=np.int64)}
+    enc = [(k if type(k) is str else str(k)).encode("utf-8", "surrogatepass") for k in keys]
+    lengths = np.fromiter(map(len, enc), np.int64, len(enc))
+    top = int(lengths.max()) if lengths.size else 0
+    dt = next(d for d in (np.uint8, np.uint16, np.uint32, np.uint64) if top <= np.iinfo(d).max)
+    out = {
+        "identity": False,
+        "utf8": np.frombuffer(b"".join(enc), dtype=np.uint8).copy(),
+        "lengths": lengths.astype(dt),
+    }
+    if int in kinds:
+        out["is_int"] = np.fromiter((type(k) is int for k in keys), bool, len(keys))
+    return out
 
 
 def _decode_keys(state: dict, where: str) -> list[Key]:
