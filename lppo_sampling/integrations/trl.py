@@ -58,9 +58,12 @@ import numpy as np
 from lppo_sampling.batch import GroupResults, RolloutPlan
 from lppo_sampling.integrations._common import (
     build_strategy,
+    check_plan_options,
+    check_pool,
     check_sample_keys,
     check_strategy_name,
     declared_reward_bounds,
+    refuse_plan_options,
     require,
     unit_rewards,
 )
@@ -84,6 +87,8 @@ __all__ = [
 ]
 
 SAMPLER_FILE = "lppo_sampler.npz"
+TRL_OPTIONS: frozenset[str] = frozenset()  # per-rollout plan options this adapter applies
+_NAME = "TRL's LPPOGRPOTrainer"
 
 for _hook in ("_get_train_sampler", "_calculate_rewards", "_generate_and_score_completions",
               "_generate_single_turn", "_tokenize_prompts", "_save_checkpoint",
@@ -138,7 +143,9 @@ class StrategyRepeatSampler(Sampler[int]):
         self.plans.clear()  # plans of an abandoned iterator can never be consumed
         for _ in range(self.num_chunks):
             keys = self.strategy.select(self.batch_size)
-            self.plans.append(self.strategy.plan(keys))
+            plan = self.strategy.plan(keys)
+            check_plan_options(plan, TRL_OPTIONS, _NAME)
+            self.plans.append(plan)
             try:
                 rows = [self.positions[k] for k in keys.tolist()]
             except KeyError as e:
@@ -206,6 +213,8 @@ class LPPOGRPOTrainer(GRPOTrainer):
             reward functions receive it.
         solution_column: if set, only rows whose column is a non-empty string are marked
             as having a solution; otherwise every row is, when `prefix_fn` is given.
+        category_column: column of per-sample category labels for strategies that read
+            them (h1: "depth:N"; sec, dump, saidpo: topic or source); None passes none.
         reward_range: (low, high) of the weighted sum of reward functions; mapped onto
             [0, 1] for `observe` (strategies track pass rates). Reward functions that
             declare their own range (an attribute `reward_range = (low, high)`) are
@@ -219,8 +228,11 @@ class LPPOGRPOTrainer(GRPOTrainer):
             `args.ignore_data_skip` False, a dataset that is not a map-style
             `datasets.Dataset`, a key column that is missing, has duplicates or keys
             that are not int/str, a strategy group size other than `num_generations`,
-            declared reward ranges outside `reward_range`, or guidance with a VLM or
-            `environment_factory`.
+            declared reward ranges outside `reward_range`, guidance with a VLM or
+            `environment_factory`, a strategy whose plans carry per-rollout options
+            (`RolloutPlan.options`: length_curriculum, cog_drift, clpo), which TRL's
+            generation cannot apply, or a pool a role refuses (h1 without depth labels
+            in `category_column`).
     """
 
     def __init__(
@@ -234,6 +246,7 @@ class LPPOGRPOTrainer(GRPOTrainer):
         prefix_fn: Callable[[dict, float], str] | None = None,
         prefix_column: str = "prefix",
         solution_column: str | None = None,
+        category_column: str | None = None,
         reward_range: tuple[float, float] = (0.0, 1.0),
         check_replicas: bool = False,
         **kwargs: Any,
@@ -246,6 +259,8 @@ class LPPOGRPOTrainer(GRPOTrainer):
                 f"strategy name, got {type(strategy).__name__}")
         elif strategy_kwargs:
             raise ValueError("strategy_kwargs applies only when strategy is a name")
+        else:  # before TRL loads the model; a name is checked once built
+            refuse_plan_options(strategy, "LPPOGRPOTrainer(strategy=...)", _NAME, TRL_OPTIONS)
         unit_rewards([], reward_range, "reward_range")  # validate early
         self.lppo_key_column = key_column
         self.lppo_weight_advantages = bool(weight_advantages)
@@ -253,6 +268,7 @@ class LPPOGRPOTrainer(GRPOTrainer):
         self.lppo_prefix_fn = prefix_fn
         self.lppo_prefix_column = prefix_column
         self.lppo_solution_column = solution_column
+        self.lppo_category_column = category_column
         self.lppo_reward_range = tuple(float(x) for x in reward_range)
         self.lppo_check_replicas = bool(check_replicas)
         self.lppo_sampler: StrategyRepeatSampler | None = None
@@ -276,10 +292,14 @@ class LPPOGRPOTrainer(GRPOTrainer):
             )
         else:
             has_solution = np.ones(len(keys), bool)
-        strategy.add_samples(np.asarray(keys), has_solution=has_solution)
+        category = None if category_column is None else list(ds[category_column])
+        strategy.add_samples(np.asarray(keys), has_solution=has_solution, category=category)
+        check_pool(strategy, "LPPOGRPOTrainer(strategy=..., category_column=...)")
 
     def _lppo_check_settings(self) -> None:
         """Every start-up check that needs TRL's parsed state; each error names its setting."""
+        refuse_plan_options(self.lppo_strategy, "LPPOGRPOTrainer(strategy=...)", _NAME,
+                            TRL_OPTIONS)
         if not self.args.ignore_data_skip:
             raise ValueError(
                 "GRPOConfig(ignore_data_skip=False): LPPOGRPOTrainer needs ignore_data_skip=True; "
@@ -301,6 +321,10 @@ class LPPOGRPOTrainer(GRPOTrainer):
         if self.lppo_solution_column not in (None, *ds.column_names):
             raise ValueError(
                 f"solution_column={self.lppo_solution_column!r}: train_dataset has no such "
+                f"column (columns: {ds.column_names})")
+        if self.lppo_category_column not in (None, *ds.column_names):
+            raise ValueError(
+                f"category_column={self.lppo_category_column!r}: train_dataset has no such "
                 f"column (columns: {ds.column_names})")
         if self.lppo_prefix_column in ds.column_names:
             raise ValueError(
