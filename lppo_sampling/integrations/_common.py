@@ -258,6 +258,9 @@ def refuse_plan_options(strategy: object, setting: str, integration: str,
                         honoured: frozenset[str] = frozenset()) -> None:
     """Raise `ValueError` (one line) if the strategy plans options `integration` cannot apply.
 
+    Self-prefix guides (self_prefix, lppo_self) are refused too: they guide only from
+    successes the trainer hands back (`remember_successes`), which no adapter does.
+
     Args:
         strategy: the strategy an adapter is being built with.
         setting: the adapter setting that names the strategy (goes first in the message).
@@ -267,6 +270,11 @@ def refuse_plan_options(strategy: object, setting: str, integration: str,
     name = getattr(strategy, "name", type(strategy).__name__)
     instead = (f"train it with `lppo train --strategy {name}` (its env applies the option) or "
                f"pick a strategy without per-rollout options (docs/integrations.md)")
+    if getattr(getattr(strategy, "guide", None), "source", None) == "self":
+        raise ValueError(
+            f"{setting}: strategy {name!r} replays the policy's own earlier successes "
+            f"(self-prefixes), which {integration} does not hand back to it, so it would never "
+            f"guide; {instead}")
     keys = plan_option_keys(strategy)
     if keys is None:
         guide = type(getattr(strategy, "guide", None)).__name__

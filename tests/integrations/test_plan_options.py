@@ -102,6 +102,15 @@ def test_strategies_without_options_pass_every_adapter(name):
     refuse_plan_options(build(name), "X", "Lib")
 
 
+@pytest.mark.parametrize("name", ["self_prefix", "lppo_self"])
+def test_self_prefix_strategies_are_refused(name):
+    """Bug caught: self_prefix run by an adapter that never hands successes back: it would
+    never guide, i.e. silently train as uniform (lp_weighting for lppo_self)."""
+    with pytest.raises(ValueError, match=rf"^X: strategy '{name}' replays the policy's own "
+                                         rf"earlier successes.*lppo train --strategy {name}"):
+        refuse_plan_options(build(name), "X", "Lib")
+
+
 class OddGuide(Guide):
     """A guide with options the adapters have never heard of."""
 
