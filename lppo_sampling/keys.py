@@ -50,7 +50,7 @@ class _Recall:
 
     def get(self, arr: np.ndarray) -> object | None:
         """What was stored for a batch of the very same key objects, else None."""
-        sig = arr.tobytes()
+        sig = _identities(arr)
         for known, _, value in self._entries:
             if known == sig:
                 return value
@@ -58,9 +58,14 @@ class _Recall:
 
     def put(self, arr: np.ndarray, value: object) -> None:
         """Remember `value` for `arr` (a 1-D object array of plain int/str keys)."""
-        held = arr.copy()  # keeps the key objects alive whatever the caller does to `arr`
-        self._entries.insert(0, (held.tobytes(), held, value))
+        # the copy keeps the key objects alive whatever the caller does to `arr`
+        self._entries.insert(0, (_identities(arr), arr.copy(), value))
         del self._entries[_RECENT:]
+
+
+def _identities(arr: np.ndarray) -> bytes:
+    """Which objects an object array holds, in order: its raw element pointers."""
+    return arr.tobytes()
 
 
 # object arrays that `validate_keys` found to hold plain int/str keys (validity depends

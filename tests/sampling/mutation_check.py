@@ -325,6 +325,34 @@ MUTANTS = [
         '    if True:\n        return stuck',
         'tests/sampling/test_api_boundary.py::test_no_sample_is_guided_forever',
     ),
+    (
+        'saved keys cache kept stale',
+        'lppo_sampling/keys.py',
+        '        self._encoded = None  # the only writer',
+        '        pass  # the only writer',
+        'tests/sampling/test_key_index.py::test_saved_key_arrays_always_equal_a_fresh_encoding',
+    ),
+    (
+        'saved keys cache not copied',
+        'lppo_sampling/keys.py',
+        'v.copy() if isinstance(v, np.ndarray) else v for',
+        'v for',
+        'tests/sampling/test_key_index.py::test_saved_key_arrays_always_equal_a_fresh_encoding',
+    ),
+    (
+        'batch recalled by array id',
+        'lppo_sampling/keys.py',
+        '    return arr.tobytes()',
+        '    return id(arr)',
+        'tests/sampling/test_key_index.py::test_remembered_batches_answer_like_a_fresh_lookup',
+    ),
+    (
+        'recalled keys not held',
+        'lppo_sampling/keys.py',
+        '(_identities(arr), arr.copy(), value)',
+        '(_identities(arr), arr, value)',
+        'tests/sampling/test_key_index.py::test_a_bad_key_born_where_a_checked_key_lived_is_still_refused',  # noqa: E501
+    ),
 ]
 
 
