@@ -666,9 +666,14 @@ def register_weighted_estimator(name: str, base: str = "grpo", *, observe: bool 
                     f"{name} observes token_level_rewards, which include the KL penalty when "
                     "algorithm.use_kl_in_reward=True; use actor.use_kl_loss instead"
                 )
-            real_t = torch.as_tensor(real, device=token_level_rewards.device)
-            sampler.observe(keys, token_level_rewards.sum(-1)[real_t], uids=uids[real],
-                            lengths=response_mask.sum(-1)[real_t], record=True)
+            if sampler.v1_ready and sampler.guides:  # V1: guided flags are per session, in TQ
+                from lppo_sampling.integrations.verl_v1 import observe_sessions
+
+                observe_sessions(sampler, sorted(set(uids[real].tolist())))
+            else:
+                real_t = torch.as_tensor(real, device=token_level_rewards.device)
+                sampler.observe(keys, token_level_rewards.sum(-1)[real_t], uids=uids[real],
+                                lengths=response_mask.sum(-1)[real_t], record=True)
         if base == "grpo":
             adv, ret = base_fn(
                 token_level_rewards=token_level_rewards, response_mask=response_mask, index=index,
@@ -883,11 +888,6 @@ def install() -> None:
             strategy = _strategy_from_config(data_config)
             refuse_plan_options(strategy, "data.lppo.strategy", "verl's V1 trainer",
                                 VERL_OPTIONS)
-            if not isinstance(strategy.guide, NoGuide):
-                raise ValueError(
-                    f"data.lppo.strategy={strategy.name}: prefix guidance needs the legacy trainer "
-                    "(trainer.use_v1=False); under the V1 trainer pick a strategy without "
-                    "guidance (lp_weighting, uniform, ...)")
             sampler = LPPOSampler(dataset, data_config, strategy=strategy).bind()
             sampler.v1_ready = False
             return sampler

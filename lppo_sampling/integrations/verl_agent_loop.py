@@ -9,8 +9,10 @@ stay on-policy for the tokens the model actually produced.
 
 The prefix text reaches the loop as the per-row column `lppo_prefix`, which
 `LPPORayPPOTrainer` writes into the generation batch after verl has repeated each
-prompt `rollout.n` times (one row per (sample, slot)). The loop reports the prefix
-it really used in `extra_fields["prefix"]`; verl turns extra fields into a
+prompt `rollout.n` times (one row per (sample, slot)). Under the V1 trainer the worker
+repeats the prompt itself, so `LPPOAgentLoopManager` writes `lppo_prefixes` (every
+slot's prefix, as JSON) and the loop takes the entry of its `session_id`. The loop
+reports the prefix it really used in `extra_fields["prefix"]`; verl turns extra fields into a
 `non_tensor_batch` column (the trainer observes those rows as guided) and hands
 them to the reward function inside `extra_info` (lppo_env's `compute_score` scores
 prefix + response).
@@ -22,6 +24,7 @@ the dataset class (`data.custom_cls`).
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -32,6 +35,7 @@ __all__ = ["AGENT_NAME", "PREFIX_COLUMN", "LPPOPrefixAgentLoop"]
 
 AGENT_NAME = "lppo_prefix_agent"
 PREFIX_COLUMN = "lppo_prefix"  # per-row prefix text written by the trainer ("" = unguided)
+PREFIXES_COLUMN = "lppo_prefixes"  # V1: per prompt, JSON list of each slot's prefix
 logger = logging.getLogger(__name__)
 
 
@@ -46,6 +50,9 @@ class LPPOPrefixAgentLoop(SingleTurnAgentLoop):
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         """Generate the turn after `prompt + prefix`; report the prefix used."""
         prefix = kwargs.pop(PREFIX_COLUMN, "") or ""
+        slots = kwargs.pop(PREFIXES_COLUMN, None)
+        if slots is not None and not prefix:  # V1: one JSON list per prompt, session = slot
+            prefix = json.loads(slots)[int(kwargs["session_id"])]
         if not isinstance(prefix, str):
             raise ValueError(f"{PREFIX_COLUMN} must be a string, got {type(prefix).__name__}")
         self._lppo_prefix = prefix

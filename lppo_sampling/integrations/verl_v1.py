@@ -17,24 +17,36 @@ public extension points that LPPO uses instead:
   and its rewards, feeds the rewards to the strategy and multiplies verl's advantages
   by `strategy.weights × keep`.
 
-Not supported under V1 (refused at start-up): prefix guidance (V1 repeats each prompt
-`rollout.n` times inside the agent-loop worker, so no per-slot column reaches the
-rollout), the async trainer modes, DAPO group filtering and `use_kl_in_reward`.
-Agent loops with several outputs per session are refused by the estimator.
+Prefix guidance: V1 repeats each prompt `rollout.n` times inside the agent-loop worker
+and hands every session its `session_id` (the slot) with the prompt's columns. So the
+manager writes, per prompt, the plan's prefix for each slot (`lppo_prefixes`, a JSON list)
+and `agent_name=lppo_prefix_agent`; `LPPOPrefixAgentLoop` picks `lppo_prefixes[session_id]`
+and puts it on the prompt side. The estimator sees only uids, not sessions, so for a
+guiding strategy it observes each session from TransferQueue (`{uid}_{session}_{i}`
+entries: `rm_scores` and the prefix the loop reported), then weights the rows as before.
+
+Not supported under V1 (refused at start-up): the async trainer modes, DAPO group
+filtering and `use_kl_in_reward`. Agent loops with several outputs per session are
+refused by the estimator.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ  # needs transfer_queue
 
 from lppo_sampling.integrations import verl as lv
 
-__all__ = ["LPPOAgentLoopManager", "MANAGER_FQN", "check_v1_config", "record_prompt_keys"]
+__all__ = ["LPPOAgentLoopManager", "MANAGER_FQN", "PREFIXES_COLUMN", "attach_slot_prefixes",
+           "check_v1_config", "observe_sessions", "record_prompt_keys"]
 
 MANAGER_FQN = "lppo_sampling.integrations.verl_v1.LPPOAgentLoopManager"
+PREFIXES_COLUMN = "lppo_prefixes"  # per prompt: JSON list, the prefix of each slot ("" = none)
 
 
 def check_v1_config(config: Any, sampler: lv.LPPOSampler) -> None:
@@ -81,6 +93,88 @@ def record_prompt_keys(prompts: Any, sampler: lv.LPPOSampler) -> None:
         raise ValueError("the training batch has no index column (extra_info.index); write one "
                          "per row (see to_verl_parquet)")
     sampler.remember_uids(uids, list(np.asarray(index).tolist()))
+    if sampler.guides:
+        attach_slot_prefixes(prompts, sampler)
+
+
+def attach_slot_prefixes(prompts: Any, sampler: lv.LPPOSampler) -> np.ndarray:
+    """Write the plan's prefix of every (prompt, slot) into the batch, in place.
+
+    Each prompt gets `lppo_prefixes` (a JSON list of `group_size` strings, "" for an
+    unguided slot) and `agent_name=lppo_prefix_agent`; the agent-loop worker runs slot s
+    as session s, and the loop takes `lppo_prefixes[s]`.
+
+    Returns:
+        (prompts, group_size) the planned prefix ratios (0 = unguided).
+    """
+    from verl.utils import tensordict_utils as tu
+
+    from lppo_sampling.integrations.verl_agent_loop import AGENT_NAME
+
+    keys = [lv._norm_key(k) for k in np.asarray(tu.get(prompts, "index")).tolist()]
+    plan = sampler.strategy.plan(lv._key_array(keys))
+    lv.check_plan_options(plan, lv.VERL_OPTIONS, "verl's LPPOSampler")
+    ratios = np.asarray(plan.prefix_ratios, dtype=np.float64)
+    names = tu.get(prompts, "agent_name")
+    columns = [k for k in prompts.keys() if not isinstance(prompts.get(k), torch.Tensor)]
+    texts = []
+    for b in range(len(keys)):
+        row_texts = [""] * ratios.shape[1]
+        guided = np.flatnonzero(ratios[b] > 0)
+        if guided.size:
+            if isinstance(names, list) and str(names[b]) != AGENT_NAME:
+                raise ValueError(
+                    f"a guided prompt asks for agent loop {names[b]!r}; expert prefixes need "
+                    f"{AGENT_NAME!r} (drop the dataset's agent_name column or use unguided "
+                    "strategies)")
+            row = {k: _row_value(tu.get(prompts, k), b) for k in columns}
+            for s in guided:
+                text = sampler.prefix_fn(row, float(ratios[b, s]))
+                if not isinstance(text, str):
+                    raise ValueError(f"data.lppo.prefix_fn returned {type(text).__name__}, "
+                                     "expected the prefix text (str)")
+                row_texts[s] = text
+        texts.append(json.dumps(row_texts))
+    tu.assign_non_tensor_stack(prompts, PREFIXES_COLUMN, texts)
+    if not isinstance(names, list):
+        tu.assign_non_tensor_stack(prompts, "agent_name", [AGENT_NAME] * len(keys))
+    return ratios
+
+
+def _row_value(column: Any, b: int) -> Any:
+    return column[b] if isinstance(column, list) else column
+
+
+def observe_sessions(sampler: lv.LPPOSampler, uids: Sequence[str]) -> None:
+    """Observe every session of these prompt uids from TransferQueue, guided flags included.
+
+    V1's estimator gets one row per response with only its prompt uid; which session
+    (slot) a row was, and so whether it was guided, is in TransferQueue: each response is
+    stored under `{uid}_{session}_{i}` with its `rm_scores` and the agent loop's
+    `extra_fields["prefix"]`.
+    """
+    import transfer_queue as tq
+
+    want = {str(u) for u in uids}
+    listing = (tq.kv_list("train") or {}).get("train", {})
+    keys = []
+    for key, tag in listing.items():
+        parts = key.rsplit("_", 2)
+        if len(parts) == 3 and parts[0] in want and not (tag or {}).get("is_prompt", False):
+            keys.append(key)
+    if not keys:
+        raise ValueError("no response of this batch was found in TransferQueue's train partition")
+    keys.sort()
+    data = tq.kv_batch_get(keys=keys, partition_id="train",
+                           select_fields=["rm_scores", "response_mask", "extra_fields"])
+    scores = [float(r.sum()) for r in data["rm_scores"].unbind()]
+    lengths = [int(r.sum()) for r in data["response_mask"].unbind()]
+    extra = data["extra_fields"]
+    extra = extra.tolist() if hasattr(extra, "tolist") else list(extra)
+    guided = [bool((e or {}).get("prefix")) for e in extra]
+    session_uids = [k.rsplit("_", 2)[0] for k in keys]
+    sampler.observe(sampler.keys_for_uids(session_uids), scores, uids=session_uids,
+                    guided=guided, lengths=lengths, record=True)
 
 
 class LPPOAgentLoopManager(AgentLoopManagerTQ):

@@ -484,10 +484,11 @@ def test_dataset_without_stable_keys_is_refused(model_dir, tmp_path) -> None:
         start_run(cfg)
 
 
-def test_v1_sampler_hook_refuses_guidance_and_waits_for_the_manager(
+def test_v1_sampler_hook_waits_for_the_manager_and_needs_a_prefix_fn(
         dataset, tmp_path, tiny_tokenizer) -> None:
     """V1's create_rl_sampler global builds an LPPOSampler that never draws unkeyed (no
-    silent uniform fallback) and refuses prefix guidance when it is built."""
+    silent uniform fallback); a guiding strategy without data.lppo.prefix_fn is refused
+    when it is built."""
     v1 = pytest.importorskip("verl.trainer.ppo.v1.trainer_base")  # needs transfer_queue
     cfg = OmegaConf.create({**DATA_CFG, "cache_dir": str(tmp_path / "c"),
                             "lppo": {"strategy": "uniform", "kwargs": {"group_size": 2}}})
@@ -497,7 +498,7 @@ def test_v1_sampler_hook_refuses_guidance_and_waits_for_the_manager(
     with pytest.raises(ValueError, match=r"agent_loop_manager_class=.*LPPOAgentLoopManager"):
         next(iter(sampler))
     cfg.lppo.strategy = "lppo"
-    with pytest.raises(ValueError, match=r"prefix guidance needs the legacy trainer"):
+    with pytest.raises(ValueError, match=r"data\.lppo\.prefix_fn"):
         v1.create_rl_sampler(cfg, ds)
 
 
@@ -1024,8 +1025,6 @@ def test_v1_bad_settings_fail_at_start_naming_the_setting(model_dir, tmp_path,
                                                           monkeypatch) -> None:
     from lppo_sampling.integrations.verl_v1 import LPPOAgentLoopManager
 
-    with pytest.raises(ValueError, match=r"prefix guidance needs the legacy trainer"):
-        v1_start(v1_config(model_dir, tmp_path / "a", strategy="lppo"), monkeypatch)
     cases = [
         ("algorithm.adv_estimator", "grpo", r"algorithm\.adv_estimator=lppo_grpo"),
         ("trainer.v1.trainer_mode", "colocate_async", r"trainer\.v1\.trainer_mode"),

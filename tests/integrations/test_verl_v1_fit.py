@@ -34,11 +34,12 @@ pytest.importorskip("transfer_queue")
 ray = pytest.importorskip("ray")
 
 import torch  # noqa: E402
-from test_verl import N, assert_same_stats, fresh_replay, model_dir, v1_config  # noqa: E402,F401
+from test_verl import N, assert_same_stats, model_dir, v1_config  # noqa: E402,F401
 from verl.trainer.ppo import core_algos  # noqa: E402
 
-from lppo_sampling import GroupResults  # noqa: E402
+from lppo_sampling import GroupResults, make_strategy  # noqa: E402
 from lppo_sampling.integrations import verl as lv  # noqa: E402
+from lppo_sampling.roles import NoGuide  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -179,7 +180,15 @@ def update_rows(td):
     uids = [str(u) for u in tu.get(td, "uid")]
     return {"uid": uids, "keys": np.array([int(k) for k in tu.get(td, "index")]),
             "scores": np.array([float(r.sum()) for r in td["rm_scores"].unbind()]),
+            "prefix": [(e or {}).get("prefix", "") for e in tu.get(td, "extra_fields")],
             "rm": td["rm_scores"], "mask": td["response_mask"], "adv": td["advantages"]}
+
+
+def fresh_replay(name="lp_weighting"):
+    """The strategy the run's sampler builds from its config, fresh."""
+    replay = make_strategy(name, group_size=GROUP, seed=0)
+    replay.add_samples(np.arange(N) * 10, has_solution=np.ones(N, bool))
+    return replay
 
 
 def sampler_state(state):
@@ -196,20 +205,40 @@ def sampler_state(state):
 
 def check_steps(updates, replay, llm_prompts, tokenizer):
     """Each update: the batch is what `replay` (a fresh strategy fed the same rewards)
-    selects, the prompts the LLM saw are that batch's, and the advantages are GRPO's ×
-    replay's weights. Returns the weights of each step."""
+    selects, the prompts the LLM saw are that batch's, the guided slots are the ones its
+    plan guides (prefix on the prompt side, observed as guided), and the advantages are
+    GRPO's × replay's weights. Returns the weights of each step."""
     pad = torch.nn.utils.rnn.pad_sequence
     factors = []
     for step, td in enumerate(updates):
         rows = update_rows(td)
-        want = np.repeat(replay.select(BATCH), GROUP)
+        picked = replay.select(BATCH)
+        want = np.repeat(picked, GROUP)
         assert sorted(rows["keys"].tolist()) == sorted(want.tolist()), f"step {step + 1}"
-        asked = [10 * int(tokenizer.decode(p).split("What is ")[-1].split("+")[0])
-                 for p in llm_prompts[step * BATCH * GROUP:(step + 1) * BATCH * GROUP]]
+        sent = [tokenizer.decode(p)
+                for p in llm_prompts[step * BATCH * GROUP:(step + 1) * BATCH * GROUP]]
+        asked = [10 * int(t.split("What is ")[-1].split("+")[0]) for t in sent]
         assert sorted(asked) == sorted(want.tolist())
         # V1's own prompt uids (uuid4), never tagged: the key came from the manager's map
         assert not any(lv._UID_SEP in u for u in rows["uid"])
-        replay.observe(GroupResults.from_flat(rows["keys"], rows["scores"]))
+        guided = np.array([bool(p) for p in rows["prefix"]])
+        if not isinstance(replay.guide, NoGuide):
+            ratios = replay.plan(picked).prefix_ratios
+            plan = {int(k): int((ratios[b] > 0).sum()) for b, k in enumerate(picked)}
+            got = {k: int(guided[rows["keys"] == k].sum()) for k in plan}
+            assert got == plan, f"step {step + 1}: guided slots {got}, plan {plan}"
+            assert sum("Step 1: add" in t for t in sent) == int(guided.sum())  # what the LLM got
+        for r in np.flatnonzero(guided):
+            i = rows["keys"][r] // 10
+            prefix = rows["prefix"][r]
+            assert prefix == f"Step 1: add {i} and {i}.\n"
+            ids = tokenizer.encode(prefix, add_special_tokens=False)
+            assert td["prompts"][r].tolist()[-len(ids):] == ids    # context: the prompt's tail
+            resp = td["responses"][r].tolist()
+            assert len(resp) == int(td["response_mask"][r].sum())
+            assert "Step" not in tokenizer.decode(resp)            # ... never a trained token
+            assert rows["scores"][r] == 1.0
+        replay.observe(GroupResults.from_flat(rows["keys"], rows["scores"], guided=guided))
         w = replay.weights(rows["keys"]) * replay.keep(rows["keys"])
         rm = pad(list(rows["rm"].unbind()), batch_first=True)
         mask = pad(list(rows["mask"].unbind()), batch_first=True)
@@ -269,3 +298,27 @@ def test_v1_fit_runs_lppo_and_resumes_from_verl_checkpoint(model_dir, tmp_path, 
     strat2 = runner2.trainer.train_dataloader.sampler.strategy
     assert_same_stats(strat2, replay)
     assert strat2.stats["n_rollouts"].sum() == 5 * BATCH * GROUP
+
+
+def test_v1_fit_guides_planned_slots_with_prompt_side_prefixes(model_dir, tmp_path,  # noqa: F811
+                                                                local_ray) -> None:
+    """LPPO with prefix guidance under V1's fit(): odd problems fail their first group, so
+    the plan guides slots when they come back; each guided session (and only those) starts
+    from the expert prefix as prompt context, is scored and observed as guided."""
+    from transformers import AutoTokenizer
+    from verl_fake_llm import FakeLLMServer
+
+    config = v1_config(model_dir, tmp_path, "actor_rollout_ref.rollout.agent.num_workers=1",
+                       "reward.num_workers=1", "trainer.save_freq=-1",
+                       "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+                       "trainer.total_training_steps=3", strategy="lppo")
+    server = FakeLLMServer.remote(model_dir)
+    runner, wg, _ = run_v1(config, server)
+    assert len(wg.updates) == 3
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    replay = fresh_replay("lppo")
+    check_steps(wg.updates, replay, ray.get(server.recorded.remote()), tokenizer)
+    strat = runner.trainer.train_dataloader.sampler.strategy
+    assert_same_stats(strat, replay)
+    guided = sum(bool(p) for td in wg.updates for p in update_rows(td)["prefix"])
+    assert guided > 0 and int(strat.stats["guided_rollouts"].sum()) == guided
