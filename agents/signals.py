@@ -5,6 +5,7 @@
 | `pcl`     | `predictor`      | `ValueHead` on fresh `HiddenStates` (mean-pooled last layer)  |
 | `adcl`    | `estimate_fn`    | `ValueHead` on fresh `HiddenStates` (the current model)       |
 | `gain_rl` | `score_fn`       | `AngleScorer`: mean pairwise cosine at the last `mlp.up_proj` |
+| `gain_rl` | `angle_fn`       | `BatchAngle`: the batch's mean `AngleScorer`, current policy  |
 | `clpo`    | `restructure_fn` | `PolicyRestructurer`: the policy rewrites, answer checked     |
 
 `build_signals(name, policy_fn, problems)` builds what a strategy's catalog entry asks
@@ -26,6 +27,7 @@ __all__ = [
     "HiddenStates",
     "ValueHead",
     "AngleScorer",
+    "BatchAngle",
     "PolicyRestructurer",
     "build_signals",
 ]
@@ -225,6 +227,25 @@ class AngleScorer:
         return np.asarray(out, np.float64)
 
 
+class BatchAngle:
+    """GAIN-RL's online angle metric: the batch's mean angle concentration, current policy.
+
+    Why: μ's update is n·tanh(α(acc/2 − β)) + n·tanh(α·angle), clipped at adj_min = 0;
+    with rewards in [0, 1] the accuracy term is never positive, so without this term the
+    Gaussian's centre never moves. The paper's code hooks the old-log-prob pass (prompt
+    and response tokens); the selector hands `angle_fn` the batch's keys only, so this
+    prefills the batch's prompts with the policy as it is at the step's observe (one
+    extra prefill of n prompts per step). Prompt tokens only: a deviation from the paper.
+    """
+
+    def __init__(self, policy_fn: Callable[[], Any], problems: Mapping[Any, Any]) -> None:
+        self.scorer = AngleScorer(policy_fn, problems)
+
+    def __call__(self, keys: np.ndarray) -> float:
+        """Mean angle concentration of the batch's prompts, in [-1, 1]."""
+        return float(np.mean(self.scorer(keys)))
+
+
 class PolicyRestructurer:
     r"""CLPO's restructuring: the policy rewrites a problem, simpler or rephrased.
 
@@ -315,6 +336,8 @@ def build_signals(
             out[arg] = ValueHead(HiddenStates(policy_fn, problems, cache=False))
         elif arg == "score_fn":
             out[arg] = AngleScorer(policy_fn, problems)
+            if given.get("angle_fn") is None:  # the online term that moves μ (see BatchAngle)
+                out["angle_fn"] = BatchAngle(policy_fn, problems)
         elif arg == "restructure_fn":
             out[arg] = PolicyRestructurer(policy_fn, problems)
         else:
