@@ -10,8 +10,12 @@ The update reads top to bottom, CleanRL style:
    KL when `use_kl_in_reward`);
 3. advantages from the registry (`grpo` by default), multiplied by the per-sample weights;
 4. epochs × shuffled minibatches × token-budget micro-batches: PPO-clip loss (+ KL loss),
-   accumulated gradients, one clipped AdamW step per minibatch;
-5. metrics.
+   accumulated gradients, one clipped AdamW step per minibatch. A row whose advantage is 0
+   at every response token has a PPO-clip loss of exactly 0 whatever its log-probs, so
+   when nothing else acts on it (no KL loss) it is not run through the model at all: the
+   gradient and the optimizer step are the same, the compute is not spent. With a small
+   model most GRPO groups are all-fail, so this often halves an update;
+5. metrics (`actor/*` over the rows that went through the model).
 
 Prefix tokens are on the prompt side of `response_mask`, so they get no policy gradient
 and no KL. The same class, with another `adv_estimator`, gives RLOO or Dr.GRPO, and with
@@ -48,6 +52,14 @@ from agents.learners.logprobs import micro_batches, no_grad_token_logprobs, toke
 from agents.policy import Policy
 
 __all__ = ["GRPOConfig", "GRPOLearner"]
+
+# Policy losses whose value is a sum over rows with each row's term proportional to its
+# advantage: a row with zero advantages adds exactly nothing. Values: their per-micro-batch
+# metrics, null when no row of the update went through the model.
+ROW_SEPARABLE_LOSSES: dict[str, tuple[str, ...]] = {
+    "vanilla": ("actor/pg_clipfrac", "actor/pg_clipfrac_lower", "actor/ppo_kl",
+                "actor/approx_kl", "actor/entropy"),
+}
 
 
 @dataclass
@@ -148,6 +160,11 @@ class GRPOLearner:
             norm_adv_by_std_in_grpo=cfg.norm_adv_by_std_in_grpo,
         )
         advantages = advantages * weights[:, None]
+        carries_gradient = ((advantages != 0) & (mask > 0)).any(dim=-1)
+        if ref_logprobs is None and cfg.policy_loss in ROW_SEPARABLE_LOSSES:
+            run_rows = carries_gradient
+        else:  # a KL loss (or a loss not known to be row-separable) acts on every row
+            run_rows = torch.ones_like(carries_gradient)
 
         # 4. epochs x shuffled minibatches x token-budget micro-batches; gradients of the
         # micro-batches accumulate into one clipped AdamW step per minibatch
@@ -170,8 +187,9 @@ class GRPOLearner:
                 }
                 losses: dict[str, float] = defaultdict(float)
                 micro_metrics = MetricMean()
-                for micro in micro_batches(batch.seq_lengths[mb_rows], cfg.token_budget):
-                    rows = mb_rows[torch.tensor(micro, device=device)]
+                live = mb_rows[run_rows[mb_rows]]
+                for micro in micro_batches(batch.seq_lengths[live], cfg.token_budget):
+                    rows = live[torch.tensor(micro, device=device)]
                     mb = batch.select(rows)
                     width = mb.input_ids.shape[1]
                     logprobs, _, entropy = token_logprobs(
@@ -205,6 +223,10 @@ class GRPOLearner:
                     losses["loss/total"] += float(loss.detach())
                     micro_metrics.add(pg_metrics, weight=float(mb.response_mask.sum()))
                     num_micro += 1
+                if len(live) == 0:  # no row carries a gradient: the same AdamW step on zeros
+                    for p in params:
+                        p.grad = torch.zeros_like(p)
+                    losses.update({"loss/policy": 0.0, "loss/total": 0.0})
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
                 self.optimizer.step()
                 metrics.add(
@@ -214,6 +236,8 @@ class GRPOLearner:
 
         # 5. metrics
         out = metrics.result()
+        for key in ROW_SEPARABLE_LOSSES.get(cfg.policy_loss, ()):
+            out.setdefault(key, math.nan)  # no row went through the model: null
         out["actor/clipfrac"] = out.pop("actor/pg_clipfrac")
         out["actor/clipfrac_lower"] = out.pop("actor/pg_clipfrac_lower")
         response_advantages = advantages[mask > 0]
@@ -222,6 +246,7 @@ class GRPOLearner:
         out["advantages/min"] = 0.0 if empty else float(response_advantages.min())
         out["advantages/max"] = 0.0 if empty else float(response_advantages.max())
         out.update(optimizer_metrics(self.optimizer, num_steps, num_micro))
+        out["perf/rows_without_gradient"] = float((~carries_gradient).sum())
         return out
 
     def state_dict(self) -> dict[str, Any]:

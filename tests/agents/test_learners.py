@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -386,3 +387,65 @@ def test_logprobs_come_in_chunks_at_the_wanted_positions_only(tiny_policy, monke
     (full * mask).sum().backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(chunked[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+# ------------------------------------------------------- rows that carry no gradient
+
+
+def _every_row_loss_name() -> str:
+    """PPO-clip under a name the learner does not know to be row-separable: every row runs."""
+    from agents.core_algos import POLICY_LOSS_REGISTRY, compute_policy_loss_vanilla
+
+    POLICY_LOSS_REGISTRY.setdefault("vanilla_every_row", compute_policy_loss_vanilla)
+    return "vanilla_every_row"
+
+
+def _rows_through_model(model) -> list[int]:
+    """Batch sizes of the forwards of the model's decoder stack (appended by a hook)."""
+    seen: list[int] = []
+    model.get_decoder().register_forward_hook(lambda _m, args, kwargs, _out: seen.append(
+        (kwargs.get("input_ids") if kwargs.get("input_ids") is not None else args[0]).shape[0]),
+        with_kwargs=True)
+    return seen
+
+
+@pytest.mark.parametrize("token_budget", [None, 40])
+def test_rows_without_gradient_skip_the_model_and_change_nothing_else(
+    tiny_tokenizer, token_budget
+):
+    """Rows whose advantage is 0 everywhere add exactly 0 to the PPO-clip loss: skipping
+    them leaves weights, AdamW state and losses as when every row runs, also for an update
+    in which no row carries a gradient (AdamW still steps: momentum and weight decay).
+    Breaks if the skip drops a row with signal, if it changes the loss normalisation (the
+    whole minibatch's token count), or if the all-skipped update leaves out AdamW's step."""
+    cfg = {"lr": 1e-2, "weight_decay": 0.1, "token_budget": token_budget}
+    updates = [(1.0, 1.0, 0.0, 1.0), (0.0, 0.0, 1.0, 1.0), (1.0, 1.0, 0.0, 0.0)]
+    results = {}
+    for loss in ("vanilla", _every_row_loss_name()):
+        policy = Policy(make_tiny_model(len(tiny_tokenizer)), tiny_tokenizer, "tiny")
+        seen = _rows_through_model(policy.model)
+        learner = make_learner("grpo", policy, policy_loss=loss, **cfg)
+        metrics = [learner.update(make_batch(policy, rewards=r)) for r in updates]
+        results[loss] = (policy.model, learner, metrics, sum(seen))
+    (m_skip, l_skip, met_skip, rows_skip), (m_all, l_all, met_all, rows_all) = results.values()
+    assert rows_skip == 2 + 0 + 0 and rows_all == 4 + 4 + 4  # (1,1|0,1): group 2 only
+    assert [m["perf/rows_without_gradient"] for m in met_skip] == [2.0, 4.0, 4.0]
+    for a, b in zip(m_skip.parameters(), m_all.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    s_skip, s_all = l_skip.optimizer.state_dict()["state"], l_all.optimizer.state_dict()["state"]
+    for k in s_all:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(s_skip[k][name], s_all[k][name], rtol=1e-5, atol=1e-7)
+    for a, b in zip(met_skip, met_all, strict=True):
+        assert a["loss/policy"] == pytest.approx(b["loss/policy"], abs=1e-6)
+        assert a["actor/grad_norm"] == pytest.approx(b["actor/grad_norm"], rel=1e-4)
+    assert math.isnan(met_skip[1]["actor/entropy"]) and not math.isnan(met_all[1]["actor/entropy"])
+
+
+def test_a_kl_loss_runs_every_row(tiny_policy):
+    """With a KL loss a zero-advantage row still has a gradient (its KL term): no skip."""
+    seen = _rows_through_model(tiny_policy.model)
+    learner = make_learner("grpo", tiny_policy, kl_coef=0.1)
+    seen.clear()  # the reference copy's forwards are not hooked; the policy's are
+    learner.update(make_batch(tiny_policy, rewards=(1.0, 1.0, 1.0, 1.0)))
+    assert sum(seen) >= 4
