@@ -6,6 +6,7 @@ this one times the signals themselves on a real model, per prompt:
 - `HiddenStates` prefill (PCL's and ADCL's features), batch of `--batch` prompts;
 - `ValueHead.update` + `predict` on those features (PCL's on-policy fit);
 - `AngleScorer` (GAIN-RL's one-time score: one prefill with the `mlp.up_proj` hook);
+- `BatchAngle` (GAIN-RL's online angle term, per step: the batch's `--batch` prompts);
 - `PolicyRestructurer` (CLPO: one greedy rewrite of `--rewrite-tokens` tokens).
 
 Every measurement records the load average before and after; one that starts at a
@@ -51,7 +52,13 @@ def main() -> None:
     args.out = args.out or (QUICK_RESULTS if args.quick else RESULTS)
 
     from agents.policy import load_policy
-    from agents.signals import AngleScorer, HiddenStates, PolicyRestructurer, ValueHead
+    from agents.signals import (
+        AngleScorer,
+        BatchAngle,
+        HiddenStates,
+        PolicyRestructurer,
+        ValueHead,
+    )
     from lppo_env import load_problems
 
     policy = load_policy(args.model)
@@ -75,6 +82,9 @@ def main() -> None:
             lambda: (head.update(keys, target), head.predict(keys)))
     scorer = AngleScorer(lambda: policy, problems)
     measure("angle score, mlp.up_proj hook (GAIN-RL)", len(keys), lambda: scorer(keys))
+    online = BatchAngle(lambda: policy, problems)
+    measure(f"online angle, one step of {args.batch} prompts (GAIN-RL)", 1,
+            lambda: online(keys[: args.batch]))
     rewriter = PolicyRestructurer(lambda: policy, problems, max_new_tokens=args.rewrite_tokens)
     n_rw = min(2, len(keys))
     measure(f"restructure, {args.rewrite_tokens} tokens (CLPO)", n_rw,
