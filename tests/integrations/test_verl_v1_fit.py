@@ -34,7 +34,13 @@ pytest.importorskip("transfer_queue")
 ray = pytest.importorskip("ray")
 
 import torch  # noqa: E402
-from test_verl import N, assert_same_stats, model_dir, v1_config  # noqa: E402,F401
+from test_verl import (  # noqa: E402,F401  (_restore_verl_globals, model_dir: fixtures)
+    N,
+    _restore_verl_globals,
+    assert_same_stats,
+    model_dir,
+    v1_config,
+)
 from verl.trainer.ppo import core_algos  # noqa: E402
 
 from lppo_sampling import GroupResults, make_strategy  # noqa: E402
