@@ -34,7 +34,9 @@ if [[ "${LPPO_INTEG_REUSE:-0}" != 1 || ! -x "$VENV/bin/python" ]]; then
     pylatexenc aiohttp pandas pyarrow pillow peft dill pybind11 cachetools uvicorn fastapi 2>&1 \
     | grep -v "^WARNING" || true
   # verl's V1 trainer imports transfer_queue (its deps minus ray[default]); the verl tests
-  # run LPPO through the V1 trainer's own code (lppo_sampling.integrations.verl_v1)
+  # run LPPO through the V1 trainer's own code (lppo_sampling.integrations.verl_v1), and
+  # test_verl_v1_fit.py runs its fit() on a local Ray (2 CPUs, no dashboard) with the real
+  # TransferQueue: no other package is needed (checked with a fresh venv)
   "$PIP" install -q --no-deps transferqueue==0.1.11
   "$PIP" install -q pyzmq msgspec prometheus_client 2>&1 | grep -v "^WARNING" || true
   stamp "verl + openrlhf"
