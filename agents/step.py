@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from agents.memory import memory_returned_to_os
+
 __all__ = [
     "SAMPLER_DUPLICATES",
     "StepRecord",
@@ -362,7 +364,8 @@ def train_step(
     with timer("time/update"):
         batch = record.train_batch(keep, weights, pad_token_id)
         if batch is not None:
-            learner_metrics = learner.update(batch)
+            with memory_returned_to_os():  # the run's peak: activations, gradients
+                learner_metrics = learner.update(batch)
             backend.sync_weights(learner.model)
 
     sampler_metrics = {

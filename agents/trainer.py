@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from agents.config import ConfigError, TrainConfig
+from agents.memory import serve_tensors_from_the_heap
 from agents.step import StepRecord, guidance_metrics
 
 __all__ = ["Trainer", "StepOutput", "guidance_metrics", "preflight"]
@@ -122,27 +123,6 @@ class StepOutput:
         return list(self.record.rollouts.ravel())
 
 
-def _return_freed_tensors_to_the_os() -> None:
-    """Serve every allocation above 128 KiB by its own mmap (glibc), returned on free.
-
-    glibc's threshold otherwise grows up to 32 MB, so activation-sized tensors come from
-    the heap and their memory stays in the process after they are freed. Measured on an
-    update of the default model: 0.5 GB less resident after the update, 0.12 GB off its
-    peak. A no-op off glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return
-    try:
-        libc = ctypes.CDLL(libc_name)
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD; a fixed value stops its growth
-    except (OSError, AttributeError):
-        return
-
-
 def _seed_everything(seed: int) -> None:
     import torch
 
@@ -171,7 +151,7 @@ class Trainer:
         self.cfg = cfg
         preflight(cfg)
         _seed_everything(cfg.seed)
-        _return_freed_tensors_to_the_os()
+        serve_tensors_from_the_heap()  # and the update returns its memory: agents.memory
         self.run_dir = Path(cfg.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_root = self.run_dir / "checkpoints"
