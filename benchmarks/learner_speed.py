@@ -110,6 +110,8 @@ def worker_lppo(a: argparse.Namespace) -> dict[str, Any]:
             lr=5e-6,
             save_every=10**6,
             seed=0,
+            # same work as TRL, which runs rows whose advantage is 0 through the model too
+            learner_kwargs={"skip_rows_without_gradient": False},
         )
         trainer = Trainer(cfg)
         # same work as TRL's min_new_tokens: never stop early (an id no tokenizer produces)

@@ -74,6 +74,10 @@ class GRPOConfig(LearnerConfig):
     kl_coef: float = 0.0
     kl_estimator: str = "k3"
     use_kl_in_reward: bool = False
+    skip_rows_without_gradient: bool = True
+    """Rows whose advantage is 0 at every response token skip the model (their loss is
+    exactly 0; nothing else changes). False runs every row: equal work when comparing
+    frameworks, or `actor/entropy` over all rows."""
 
 
 @register_learner("grpo")
@@ -161,7 +165,8 @@ class GRPOLearner:
         )
         advantages = advantages * weights[:, None]
         carries_gradient = ((advantages != 0) & (mask > 0)).any(dim=-1)
-        if ref_logprobs is None and cfg.policy_loss in ROW_SEPARABLE_LOSSES:
+        if (cfg.skip_rows_without_gradient and ref_logprobs is None
+                and cfg.policy_loss in ROW_SEPARABLE_LOSSES):
             run_rows = carries_gradient
         else:  # a KL loss (or a loss not known to be row-separable) acts on every row
             run_rows = torch.ones_like(carries_gradient)

@@ -392,14 +392,6 @@ def test_logprobs_come_in_chunks_at_the_wanted_positions_only(tiny_policy, monke
 # ------------------------------------------------------- rows that carry no gradient
 
 
-def _every_row_loss_name() -> str:
-    """PPO-clip under a name the learner does not know to be row-separable: every row runs."""
-    from agents.core_algos import POLICY_LOSS_REGISTRY, compute_policy_loss_vanilla
-
-    POLICY_LOSS_REGISTRY.setdefault("vanilla_every_row", compute_policy_loss_vanilla)
-    return "vanilla_every_row"
-
-
 def _rows_through_model(model) -> list[int]:
     """Batch sizes of the forwards of the model's decoder stack (appended by a hook)."""
     seen: list[int] = []
@@ -421,12 +413,12 @@ def test_rows_without_gradient_skip_the_model_and_change_nothing_else(
     cfg = {"lr": 1e-2, "weight_decay": 0.1, "token_budget": token_budget}
     updates = [(1.0, 1.0, 0.0, 1.0), (0.0, 0.0, 1.0, 1.0), (1.0, 1.0, 0.0, 0.0)]
     results = {}
-    for loss in ("vanilla", _every_row_loss_name()):
+    for skip in (True, False):
         policy = Policy(make_tiny_model(len(tiny_tokenizer)), tiny_tokenizer, "tiny")
         seen = _rows_through_model(policy.model)
-        learner = make_learner("grpo", policy, policy_loss=loss, **cfg)
+        learner = make_learner("grpo", policy, skip_rows_without_gradient=skip, **cfg)
         metrics = [learner.update(make_batch(policy, rewards=r)) for r in updates]
-        results[loss] = (policy.model, learner, metrics, sum(seen))
+        results[skip] = (policy.model, learner, metrics, sum(seen))
     (m_skip, l_skip, met_skip, rows_skip), (m_all, l_all, met_all, rows_all) = results.values()
     assert rows_skip == 2 + 0 + 0 and rows_all == 4 + 4 + 4  # (1,1|0,1): group 2 only
     assert [m["perf/rows_without_gradient"] for m in met_skip] == [2.0, 4.0, 4.0]
@@ -440,6 +432,16 @@ def test_rows_without_gradient_skip_the_model_and_change_nothing_else(
         assert a["loss/policy"] == pytest.approx(b["loss/policy"], abs=1e-6)
         assert a["actor/grad_norm"] == pytest.approx(b["actor/grad_norm"], rel=1e-4)
     assert math.isnan(met_skip[1]["actor/entropy"]) and not math.isnan(met_all[1]["actor/entropy"])
+
+
+def test_a_policy_loss_not_known_to_be_row_separable_runs_every_row(tiny_policy):
+    from agents.core_algos import POLICY_LOSS_REGISTRY, compute_policy_loss_vanilla
+
+    POLICY_LOSS_REGISTRY.setdefault("vanilla_copy", compute_policy_loss_vanilla)
+    seen = _rows_through_model(tiny_policy.model)
+    learner = make_learner("grpo", tiny_policy, policy_loss="vanilla_copy")
+    learner.update(make_batch(tiny_policy, rewards=(1.0, 1.0, 1.0, 1.0)))
+    assert sum(seen) == 4
 
 
 def test_a_kl_loss_runs_every_row(tiny_policy):
