@@ -209,20 +209,21 @@ def sampler_state(state):
     return None
 
 
-def check_steps(updates, replay, llm_prompts, tokenizer):
+def check_steps(updates, replay, llm_prompts, tokenizer, first_step=1):
     """Each update: the batch is what `replay` (a fresh strategy fed the same rewards)
     selects, the prompts the LLM saw are that batch's, the guided slots are the ones its
     plan guides (prefix on the prompt side, observed as guided), and the advantages are
     GRPO's × replay's weights. Returns the weights of each step."""
     pad = torch.nn.utils.rnn.pad_sequence
     factors = []
-    for step, td in enumerate(updates):
+    for n, td in enumerate(updates):
+        step = first_step + n
         rows = update_rows(td)
         picked = replay.select(BATCH)
         want = np.repeat(picked, GROUP)
-        assert sorted(rows["keys"].tolist()) == sorted(want.tolist()), f"step {step + 1}"
+        assert sorted(rows["keys"].tolist()) == sorted(want.tolist()), f"step {step}"
         sent = [tokenizer.decode(p)
-                for p in llm_prompts[step * BATCH * GROUP:(step + 1) * BATCH * GROUP]]
+                for p in llm_prompts[n * BATCH * GROUP:(n + 1) * BATCH * GROUP]]
         asked = [10 * int(t.split("What is ")[-1].split("+")[0]) for t in sent]
         assert sorted(asked) == sorted(want.tolist())
         # V1's own prompt uids (uuid4), never tagged: the key came from the manager's map
@@ -232,7 +233,7 @@ def check_steps(updates, replay, llm_prompts, tokenizer):
             ratios = replay.plan(picked).prefix_ratios
             plan = {int(k): int((ratios[b] > 0).sum()) for b, k in enumerate(picked)}
             got = {k: int(guided[rows["keys"] == k].sum()) for k in plan}
-            assert got == plan, f"step {step + 1}: guided slots {got}, plan {plan}"
+            assert got == plan, f"step {step}: guided slots {got}, plan {plan}"
             assert sum("Step 1: add" in t for t in sent) == int(guided.sum())  # what the LLM got
         for r in np.flatnonzero(guided):
             i = rows["keys"][r] // 10
@@ -300,7 +301,7 @@ def test_v1_fit_runs_lppo_and_resumes_from_verl_checkpoint(model_dir, tmp_path, 
     assert wg2.loaded == [str(ckpt / "global_step_3" / "actor")]
     assert runner2.trainer.global_steps == 6 and len(wg2.updates) == 2
     prompts = ray.get(server.recorded.remote())[3 * BATCH * GROUP:]
-    check_steps(wg2.updates, replay, prompts, tokenizer)      # same replay, steps 4 and 5
+    check_steps(wg2.updates, replay, prompts, tokenizer, first_step=4)  # same replay
     strat2 = runner2.trainer.train_dataloader.sampler.strategy
     assert_same_stats(strat2, replay)
     assert strat2.stats["n_rollouts"].sum() == 5 * BATCH * GROUP
