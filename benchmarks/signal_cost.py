@@ -10,7 +10,9 @@ this one times the signals themselves on a real model, per prompt:
 - `PolicyRestructurer` (CLPO: one greedy rewrite of `--rewrite-tokens` tokens).
 
 Every measurement records the load average before and after; one that starts at a
-1-minute load above 1.5 is marked invalid and so is the result.
+1-minute load above 1.5 is marked invalid and so is the result. Before each measurement
+the script waits (up to `--settle` seconds) for the 1-minute load to fall to 1.0, so a
+measurement does not count the previous one's own load as "the machine was busy".
 
 Usage:
     python benchmarks/signal_cost.py [--model default|PATH] [--prompts 64]
@@ -28,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.signal_cost
-    from _load import LoadGate, all_valid
+    from _load import LoadGate, all_valid, load_now
 except ImportError:  # pragma: no cover
-    from benchmarks._load import LoadGate, all_valid
+    from benchmarks._load import LoadGate, all_valid, load_now
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "signal_cost.json"
@@ -44,11 +46,15 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--rewrite-tokens", type=int, default=64)
-    ap.add_argument("--quick", action="store_true", help="8 prompts, 16 rewrite tokens")
+    ap.add_argument("--quick", action="store_true",
+                    help="8 prompts, 16 rewrite tokens, no settling")
+    ap.add_argument("--settle", type=float, default=120.0,
+                    help="max seconds to wait before each measurement for load <= 1.0")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.quick:
         args.prompts, args.rewrite_tokens = min(args.prompts, 8), min(args.rewrite_tokens, 16)
+        args.settle = 0.0  # a check that it runs, not a figure
     args.out = args.out or (QUICK_RESULTS if args.quick else RESULTS)
 
     from agents.policy import load_policy
@@ -67,6 +73,9 @@ def main() -> None:
     rows = []
 
     def measure(name: str, n: int, fn) -> None:
+        waited = time.perf_counter()
+        while load_now()[0] > 1.0 and time.perf_counter() - waited < args.settle:
+            time.sleep(5)
         with LoadGate() as gate:
             t0 = time.perf_counter()
             fn()
