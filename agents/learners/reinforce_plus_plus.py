@@ -35,6 +35,9 @@ class ReinforcePlusPlusConfig(LearnerConfig):
     use_kl_in_reward: bool = True
     kl_estimator: str = "k1"
     kl_coef: float = 0.001
+    skip_rows_without_gradient: bool = True
+    """As in `GRPOConfig`; with the default KL in the reward no row's advantage is 0, so
+    every row runs anyway."""
 
 
 @register_learner("reinforce_plus_plus")

@@ -320,9 +320,21 @@ def check_pool(strategy: object, setting: str) -> None:
     Why: a strategy that reads per-sample labels the adapter did not pass would fail at
     its first `select`, deep inside the library's training loop; this fails at start-up.
     """
+    from lppo_sampling.strategies.arms import ArmSelector
+
     stats = strategy.stats  # type: ignore[attr-defined]
     for role in strategy.roles.values():  # type: ignore[attr-defined]
         try:
             role.check(stats)
         except ValueError as e:
             raise ValueError(f"{setting}: {e}") from None
+        if isinstance(role, ArmSelector) and len(stats):
+            # with one arm the bandit is uniform sampling: refuse rather than run it silently
+            arms = np.unique(np.asarray(stats["category"]))
+            if len(arms) < 2:
+                name = getattr(strategy, "name", type(role).__name__)
+                given = "no labels given" if arms[0] < 0 else "one label"
+                raise ValueError(
+                    f"{setting}: strategy {name!r} treats category labels as bandit arms, "
+                    f"but the pool has one arm ({given}); pass per-sample categories (two "
+                    "or more) or use another strategy")

@@ -163,6 +163,20 @@ def test_check_pool_refuses_h1_without_depth_labels():
     check_pool(ok, "S")
 
 
+@pytest.mark.parametrize("name", ["sec", "dump"])
+def test_check_pool_refuses_category_bandits_with_one_arm(name):
+    """Bug caught: SEC/DUMP plugged in without labels (verl and OpenRLHF pass none) would
+    run as uniform sampling with no word; refused at start-up instead."""
+    for labels in (None, ["x", "x", "x"]):
+        s = build(name)
+        s.add_samples(["a", "b", "c"], category=labels)
+        with pytest.raises(ValueError, match=f"^S: strategy '{name}'.*one arm"):
+            check_pool(s, "S")
+    ok = build(name)
+    ok.add_samples(["a", "b", "c"], category=["x", "y", "x"])
+    check_pool(ok, "S")
+
+
 # ------------------------------------------------------- OpenRLHF's prompt file
 PROBLEMS = {f"q{i}": {"question": f"What is {i} + {i}?", "answer": str(2 * i)}
             for i in range(8)}
