@@ -5,6 +5,8 @@ A byte-level tokenizer with a ChatML template and a randomly initialised 2-layer
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -68,6 +70,15 @@ def tiny_policy(tiny_tokenizer) -> Policy:
     """A fresh tiny policy per test (learner tests mutate the weights)."""
     model = make_tiny_model(len(tiny_tokenizer))
     return Policy(model=model, tokenizer=tiny_tokenizer, name="tiny-llama")
+
+
+@pytest.fixture
+def tiny_dir(tmp_path_factory, tiny_policy) -> Path:
+    """The tiny policy saved as a model directory (what `--model` takes)."""
+    d = tmp_path_factory.mktemp("tiny-model")
+    tiny_policy.model.save_pretrained(d)
+    tiny_policy.tokenizer.save_pretrained(d)
+    return d
 
 
 @pytest.fixture

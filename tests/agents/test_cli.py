@@ -51,14 +51,6 @@ def a_file(tmp_path) -> Path:
     return p
 
 
-@pytest.fixture
-def tiny_dir(tmp_path_factory, tiny_policy) -> Path:
-    d = tmp_path_factory.mktemp("tiny-model")
-    tiny_policy.model.save_pretrained(d)
-    tiny_policy.tokenizer.save_pretrained(d)
-    return d
-
-
 def _unwritable_dir() -> Path:
     """A directory nobody may create files in, root included (/sys on Linux)."""
     d = Path("/sys")

@@ -25,14 +25,6 @@ from agents.compare import (
 from agents.config import ConfigError, TrainConfig
 
 
-@pytest.fixture
-def tiny_dir(tmp_path_factory, tiny_policy) -> Path:
-    d = tmp_path_factory.mktemp("tiny-model")
-    tiny_policy.model.save_pretrained(d)
-    tiny_policy.tokenizer.save_pretrained(d)
-    return d
-
-
 def _flags(model_dir: Path) -> list[str]:
     return [
         "--model",

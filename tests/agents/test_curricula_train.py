@@ -24,14 +24,6 @@ PROBLEMS = {p.id: p for p in arithmetic_problems(12, seed=0)}
 KEYS = np.array(list(PROBLEMS))
 
 
-@pytest.fixture
-def tiny_dir(tmp_path_factory, tiny_policy) -> Path:
-    d = tmp_path_factory.mktemp("tiny-model")
-    tiny_policy.model.save_pretrained(d)
-    tiny_policy.tokenizer.save_pretrained(d)
-    return d
-
-
 def test_value_head_predicts_in_unit_interval_and_fits_targets(tiny_policy):
     """Bug caught: predictions outside [0, 1] (the sampler refuses them) or an update
     that does not move predictions towards the observed pass rates."""

@@ -27,14 +27,6 @@ SIZE = 12
 PACE = (500.0, 2.0, 0.0, 0.0, 1000.0, 2.0)  # n_adj, alpha, acc_beta (set below), adj_min/max, div
 
 
-@pytest.fixture
-def tiny_dir(tmp_path_factory, tiny_policy) -> Path:
-    d = tmp_path_factory.mktemp("tiny-model")
-    tiny_policy.model.save_pretrained(d)
-    tiny_policy.tokenizer.save_pretrained(d)
-    return d
-
-
 def saved_strategy(ckpt: Path):
     s = make_strategy("gain_rl", group_size=2, acc_beta=0.0,
                       **build_signals("gain_rl", lambda: None, {}))

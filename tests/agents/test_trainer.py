@@ -30,14 +30,6 @@ from lppo_sampling import make_strategy
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def tiny_dir(tmp_path_factory, tiny_policy) -> Path:
-    d = tmp_path_factory.mktemp("tiny-model")
-    tiny_policy.model.save_pretrained(d)
-    tiny_policy.tokenizer.save_pretrained(d)
-    return d
-
-
 def _cfg(model_dir: Path, run_dir: Path, **kw) -> TrainConfig:
     base = dict(
         model=str(model_dir), run_dir=str(run_dir), steps=3, batch_size=3, group_size=3,
