@@ -13,11 +13,16 @@ row → key, so a batch of keys is one fancy index). On disk the keys are numpy 
 15-character keys cost ~16 bytes each.
 
 String keys cost time where ints do not: a batch of 1024 keys drawn from a million-key
-pool sits in 1024 scattered string objects, and every Python-level pass over it (`tolist`,
-a type check, dict probes) pays a cache miss per key. A step reads the same batch up to
-seven times (select, plan, `RolloutPlan`, `GroupResults`, observe, keep, weights), so
-batches already checked are recognised by the identity of their key objects (`_Recall`)
-instead of being read again.
+pool held as Python objects sits in 1024 scattered string objects, and every pass over it
+(a copy, `tolist`, a type check, dict probes, even freeing it) pays a cache miss per key.
+So the index keeps row → key in a plain numpy array where it can: int64 for int keys, a
+fixed-width unicode array (`<U w`) for string keys of at most `MAX_STR_WIDTH` characters.
+A batch handed out by `keys_of` is then contiguous values, not objects, and a step reads it
+up to seven times (select, plan, `RolloutPlan`, `GroupResults`, observe, keep, weights):
+batches seen before are recognised by their bytes (`_Recall`) instead of being looked up
+again. Mixed int/str pools, longer keys and keys ending in NUL (which a numpy string
+array would drop) stay Python objects; their batches are recognised by the identity of
+their key objects.
 """
 
 from __future__ import annotations
@@ -32,40 +37,46 @@ __all__ = ["KeyIndex", "as_key_array", "validate_keys", "encode_keys"]
 Key = int | str
 _PLAIN = frozenset({int, str})  # key types that need no normalisation
 _RECENT = 4  # batches remembered per `_Recall`
+MAX_STR_WIDTH = 40
+"""Longest string key (characters) kept in a numpy unicode array: 160 bytes a key at most,
+and wide enough for UUIDs, SHA-1 ids and dataset ids like ``gsm8k/train/01234``."""
+_INT64 = np.dtype(np.int64)
 
 
 class _Recall:
-    """The last few object-key batches and what was learned about them (rows, validity).
+    """The last few key batches and what was learned about them (rows, validity).
 
-    An object array's raw bytes are its element pointers, so `arr.tobytes()` names the
-    exact key objects, in order, without touching them (~1 µs for 1024 keys). Each entry
-    holds its own copy of the batch, so its key objects stay alive and their addresses
-    cannot be reused by other objects; int and str are immutable, so the same objects in
-    the same order are the same keys. A batch edited in place after it was remembered
-    therefore no longer matches, and is read again.
+    A batch is named by its dtype and raw bytes (`_signature`, ~1 µs for 1024 keys). For
+    int and unicode arrays the bytes *are* the keys. For an object array they are its
+    element pointers: the exact key objects, in order, named without touching them. Such
+    an entry holds its own copy of the batch, so its key objects stay alive and their
+    addresses cannot be reused by other objects; int and str are immutable, so the same
+    objects in the same order are the same keys. A batch edited in place after it was
+    remembered therefore no longer matches, and is read again.
     """
 
     def __init__(self) -> None:
-        self._entries: list[tuple[bytes, np.ndarray, object]] = []
+        self._entries: list[tuple[tuple[str, bytes], np.ndarray | None, object]] = []
 
     def get(self, arr: np.ndarray) -> object | None:
-        """What was stored for a batch of the very same key objects, else None."""
-        sig = _identities(arr)
+        """What was stored for a batch of the very same keys (or key objects), else None."""
+        sig = _signature(arr)
         for known, _, value in self._entries:
             if known == sig:
                 return value
         return None
 
     def put(self, arr: np.ndarray, value: object) -> None:
-        """Remember `value` for `arr` (a 1-D object array of plain int/str keys)."""
-        # the copy keeps the key objects alive whatever the caller does to `arr`
-        self._entries.insert(0, (_identities(arr), arr.copy(), value))
+        """Remember `value` for `arr` (a 1-D int, unicode or object array of plain keys)."""
+        # an object batch's copy keeps its key objects alive whatever the caller does
+        alive = arr.copy() if arr.dtype.kind == "O" else None
+        self._entries.insert(0, (_signature(arr), alive, value))
         del self._entries[_RECENT:]
 
 
-def _identities(arr: np.ndarray) -> bytes:
-    """Which objects an object array holds, in order: its raw element pointers."""
-    return arr.tobytes()
+def _signature(arr: np.ndarray) -> tuple[str, bytes]:
+    """Which keys (values, or for object arrays which objects) an array holds, in order."""
+    return arr.dtype.str, arr.tobytes()
 
 
 # object arrays that `validate_keys` found to hold plain int/str keys (validity depends
@@ -87,7 +98,8 @@ def as_key_array(keys: object, name: str = "keys") -> np.ndarray:
     """Keys as a numpy array without numpy's silent coercion of mixed lists.
 
     `np.asarray(["x", 1])` would turn the int 1 into the string "1" — a different key.
-    Mixed int/str sequences become object arrays instead. A bare string is refused: it
+    Mixed int/str sequences become object arrays instead, and so do strings holding a NUL
+    (a numpy string array drops trailing NULs: another key). A bare string is refused: it
     is one key, not a sequence of one-character keys.
     """
     if isinstance(keys, np.ndarray):
@@ -112,7 +124,12 @@ def as_key_array(keys: object, name: str = "keys") -> np.ndarray:
         out = np.empty(len(seq), dtype=object)
         out[:] = [k.item() if isinstance(k, np.generic) else k for k in seq]
         return out
-    return np.asarray(seq)
+    arr = np.asarray(seq)
+    # a numpy string array drops trailing NULs: "a" + NUL would become the key "a"
+    if arr.dtype.kind == "U" and arr.ndim == 1 and "\0" in "".join(seq):
+        arr = np.empty(len(seq), dtype=object)
+        arr[:] = [str(k) for k in seq]
+    return arr
 
 
 def validate_keys(keys: object, name: str = "keys") -> np.ndarray:
@@ -149,7 +166,8 @@ class KeyIndex:
         self._n = 0
         self._identity = True
         self._row_of: dict[Key, int] | None = None
-        self._keys: np.ndarray | None = None  # object array, row → key (dict mode)
+        # row → key (dict mode): int64, `<U w` or object array (see `_storage_dtype`)
+        self._keys: np.ndarray | None = None
         # rows of the last few batches found or handed out (dict mode): a step looks up
         # the same batch up to five times (select, plan, observe, keep, weights). Rows
         # never change once assigned (the index only grows), so a remembered answer
@@ -183,13 +201,23 @@ class KeyIndex:
         """Validated keys (see `validate_keys`) and their rows, -1 where unknown.
 
         A batch handed out by `keys_of` or found before is answered without reading its
-        keys (`_Recall`); any other batch of object keys takes one pass: `tolist`, a type
-        check, one dict probe per key.
+        keys (`_Recall`); any other batch takes one pass: `tolist`, (for object arrays) a
+        type check, one dict probe per key.
         """
         arr = as_key_array(keys, name)
-        if arr.dtype.kind != "O" or arr.ndim != 1 or self._identity:
+        if arr.ndim != 1 or self._identity:
             arr = validate_keys(arr, name)
             return arr, self.lookup(arr)
+        if arr.dtype.kind != "O":
+            arr = validate_keys(arr, name)
+            same = self._as_stored(arr)
+            known = None if same is None else self._recent.get(same)
+            if known is not None:
+                return arr, known.copy()  # type: ignore[attr-defined]
+            rows = self.lookup(arr)
+            if same is not None and rows.size and rows.min() >= 0:
+                self._recent.put(same, rows.copy())
+            return arr, rows
         known = self._recent.get(arr)  # a remembered batch holds valid, known keys
         if known is not None:
             return arr, known.copy()  # type: ignore[attr-defined]
@@ -201,6 +229,19 @@ class KeyIndex:
         if rows.size and rows.min() >= 0:
             self._recent.put(arr, rows.copy())
         return arr, rows
+
+    def _as_stored(self, arr: np.ndarray) -> np.ndarray | None:
+        """`arr` (int or unicode) in the dtype `keys_of` hands out; None if it cannot be.
+
+        A batch handed out and passed back then matches its remembered bytes. A narrower
+        unicode batch is widened (the same strings); any other dtype is not a batch of ours.
+        """
+        stored = self._keys.dtype if self._keys is not None else None
+        if stored is None or arr.dtype == stored:
+            return arr
+        if arr.dtype.kind == "U" and stored.kind == "U" and arr.itemsize < stored.itemsize:
+            return arr.astype(stored)
+        return None
 
     def _lookup_items(self, items: list) -> np.ndarray:
         """Rows of plain int/str keys (-1 = unknown)."""
@@ -254,13 +295,14 @@ class KeyIndex:
         self._encoded = None  # the only writer of `_keys`: the saved key arrays go stale
         n0, need = self._n, self._n + len(new)
         keys = self._keys
-        if keys is None or keys.shape[0] < need:
+        dtype = _storage_dtype(new, None if keys is None else keys.dtype, n0)
+        if keys is None or keys.shape[0] < need or keys.dtype != dtype:
             cap = max(16, keys.shape[0] if keys is not None else 16)
             while cap < need:
                 cap *= 2
-            grown = np.empty(cap, dtype=object)
+            grown = np.empty(cap, dtype=dtype)
             if keys is not None:
-                grown[:n0] = keys[:n0]
+                grown[:n0] = keys[:n0]  # int64 / str values become Python ints / strs
             self._keys = keys = grown
         keys[n0:need] = new
 
@@ -276,14 +318,19 @@ class KeyIndex:
 
     # -------------------------------------------------------------- row → key
     def keys_of(self, rows: np.ndarray) -> np.ndarray:
-        """Keys at `rows` (int64 array in identity mode, else an object array)."""
+        """Keys at `rows`, as the index stores them (see `_storage_dtype`).
+
+        An int64 array for int keys, a `<U w` array for string keys of at most
+        `MAX_STR_WIDTH` characters, else (mixed or longer keys) an object array.
+        """
         rows = np.asarray(rows, dtype=np.int64)
         if self._identity:
             return rows.copy()
         keys = self._keys[rows]  # type: ignore[index]
         # the batch will be looked up and validated next; the index holds only plain keys
         self._recent.put(keys, rows.copy())
-        _VALID.put(keys, True)
+        if keys.dtype.kind == "O":
+            _VALID.put(keys, True)
         return keys
 
     def all_keys(self) -> list[Key]:
@@ -321,26 +368,54 @@ class KeyIndex:
                 raise ValueError(f"{where}['size'] must be an int >= 0, got {size!r}")
             idx._n = int(size)
             return idx
-        keys = _decode_keys(state, where)
+        decoded = _decode_keys(state, where)
+        keys = decoded.tolist() if isinstance(decoded, np.ndarray) else decoded
         row_of = dict(zip(keys, range(len(keys)), strict=True))
         if len(row_of) != len(keys):  # a repeated key collapsed into one entry
             raise ValueError(f"{where} holds duplicate keys")
         idx._identity = False
         idx._row_of = row_of
-        idx._append_keys(keys)
+        if isinstance(decoded, np.ndarray):  # already the array `keys_of` reads
+            idx._keys = decoded
+        else:
+            idx._append_keys(keys)
         idx._n = len(keys)
         return idx
+
+
+def _storage_dtype(new: list[Key], current: np.dtype | None, n_current: int) -> np.dtype:
+    """The dtype that holds the index's keys once `new` (plain ints/strs) is appended.
+
+    int64 while every key is an int in range; `<U w` while every key is a str of at most
+    `MAX_STR_WIDTH` characters without NUL (numpy drops trailing NULs: "a" + NUL would
+    read back as "a"); else object. Never narrows, and never goes back from object.
+    """
+    if current is not None and current.kind == "O":
+        return current
+    kinds = set(map(type, new))
+    empty = current is None or n_current == 0
+    if kinds <= {int} and (empty or current == _INT64):
+        if not new or -(2**63) <= min(new) and max(new) < 2**63:  # type: ignore[type-var]
+            return _INT64
+        return np.dtype(object)
+    if kinds <= {str} and (empty or current.kind == "U"):  # type: ignore[union-attr]
+        width = max(map(len, new), default=0)
+        # any NUL, not only a trailing one: one C-level scan instead of a call per key
+        if width <= MAX_STR_WIDTH and "\0" not in "".join(new):  # type: ignore[arg-type]
+            have = 0 if empty else current.itemsize // 4  # type: ignore[union-attr]
+            return np.dtype(f"<U{max(width, have, 1)}")
+    return np.dtype(object)
 
 
 def encode_keys(keys: list[Key]) -> dict:
     """The state of a dict-mode index holding `keys` (plain ints and strs, in row order).
 
-    `ints` (int64) when every key is an int; else `utf8` (uint8 blob of the keys' UTF-8
-    bytes, ints written in decimal), `lengths` (bytes per key, the smallest unsigned dtype
-    that fits) and, for mixed pools, `is_int` (bool per key).
+    `ints` (int64) when every key is an int that fits; else `utf8` (uint8 blob of the keys'
+    UTF-8 bytes, ints written in decimal), `lengths` (bytes per key, the smallest unsigned
+    dtype that fits) and, where some key is an int, `is_int` (bool per key).
     """
     kinds = set(map(type, keys))
-    if kinds == {int}:
+    if kinds == {int} and -(2**63) <= min(keys) and max(keys) < 2**63:  # type: ignore[type-var]
         return {"identity": False, "ints": np.asarray(keys, dtype=np.int64)}
     enc = [(k if type(k) is str else str(k)).encode("utf-8", "surrogatepass") for k in keys]
     lengths = np.fromiter(map(len, enc), np.int64, len(enc))
@@ -356,8 +431,12 @@ def encode_keys(keys: list[Key]) -> dict:
     return out
 
 
-def _decode_keys(state: dict, where: str) -> list[Key]:
-    """Keys of a dict-mode index state (array layouts, or the JSON list of version 1)."""
+def _decode_keys(state: dict, where: str) -> list[Key] | np.ndarray:
+    """Keys of a dict-mode index state (array layouts, or the JSON list of version 1).
+
+    Short ASCII string keys come back as the `<U w` array the index stores (decoded by
+    numpy, ~10x faster than a `decode` per key); any other keys as a list.
+    """
     if "keys" in state:  # version-1 files: keys in the JSON metadata
         raw = state["keys"]
         if not isinstance(raw, (list, tuple, np.ndarray)):
@@ -392,6 +471,10 @@ def _decode_keys(state: dict, where: str) -> list[Key]:
             f"{where}['lengths'] sum to {int(ends[-1]) if ends.size else 0} bytes but "
             f"['utf8'] holds {blob.shape[0]}"
         )
+    if "is_int" not in state:
+        fast = _decode_ascii(blob, lengths.astype(np.int64))
+        if fast is not None:
+            return fast
     data = blob.tobytes()
     starts = (ends - lengths.astype(np.int64)).tolist()
     try:
@@ -411,3 +494,21 @@ def _decode_keys(state: dict, where: str) -> list[Key]:
             except ValueError:
                 raise ValueError(f"{where}: key {i} is marked int but reads {keys[i]!r}") from None
     return keys
+
+
+def _decode_ascii(blob: np.ndarray, lengths: np.ndarray) -> np.ndarray | None:
+    """Keys of a checked UTF-8 blob as a `<U w` array; None unless every key is short ASCII.
+
+    Short: at most `MAX_STR_WIDTH` characters, and no NUL (see `_storage_dtype`).
+    """
+    n = lengths.shape[0]
+    width = int(lengths.max()) if n else 0
+    if not n or width > MAX_STR_WIDTH or (blob.size and (blob.max() >= 128 or blob.min() == 0)):
+        return None
+    width = max(width, 1)
+    if blob.shape[0] == n * width:  # every key has the same length: the blob is the grid
+        grid = blob.reshape(n, width)
+    else:  # one NUL-padded row per key; a mask fills the rows' first bytes in order
+        grid = np.zeros((n, width), np.uint8)
+        grid[np.arange(width) < lengths[:, None]] = blob
+    return grid.view(f"S{width}").ravel().astype(f"<U{width}")
