@@ -18,6 +18,7 @@ or the functional form ``before = load_now(); ...; record.update(load_record(bef
 from __future__ import annotations
 
 import os
+import time
 
 MAX_START_LOAD = 1.5
 """A measurement whose 1-minute load average at start exceeds this is invalid."""
@@ -29,6 +30,26 @@ def load_now() -> list[float]:
         return [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):  # pragma: no cover - Windows
         return [float("nan")] * 3
+
+
+SETTLED_LOAD = 1.0
+"""`wait_until_quiet` waits for the 1-minute load to fall to this before a measurement."""
+
+
+def wait_until_quiet(
+    max_seconds: float = 180.0, target: float = SETTLED_LOAD, poll: float = 5.0
+) -> float:
+    """Wait up to `max_seconds` for the 1-minute load to fall to `target`; seconds waited.
+
+    Why: the 1-minute average decays over about a minute, so a measurement started right
+    after the previous one (or after loading a model) would count the benchmark's own
+    work as "the machine was busy". Waiting never makes a busy machine valid: the gate
+    still judges the load at the start of the measurement.
+    """
+    start = time.monotonic()
+    while load_now()[0] > target and time.monotonic() - start < max_seconds:
+        time.sleep(poll)
+    return time.monotonic() - start
 
 
 def is_valid_start(before: list[float], max_start_load: float = MAX_START_LOAD) -> bool:

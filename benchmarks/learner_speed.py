@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 DEFAULT_TRL_PYTHON = "/tmp/lppo-integ-venv/bin/python"
 
-from _load import all_valid, load_now, load_record  # noqa: E402
+from _load import all_valid, load_now, load_record, wait_until_quiet  # noqa: E402
 
 
 def _peak_memory_mb() -> dict[str, float]:
@@ -276,6 +276,7 @@ def interleaved(a: argparse.Namespace, common: list[str], env: dict) -> list[dic
     for rnd in range(a.rounds):
         order = a.frameworks if rnd % 2 == 0 else a.frameworks[::-1]
         for fw in order:
+            wait_until_quiet(a.settle)  # the previous round's own load decays first
             before = load_now()
             print(f"[learner_speed] round {rnd + 1}/{a.rounds} {fw} (load {before[0]})",
                   file=sys.stderr, flush=True)
@@ -318,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--frameworks", nargs="+", default=["lppo", "trl"])
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per framework")
+    ap.add_argument("--settle", type=float, default=180.0,
+                    help="max seconds to wait before each measurement for load <= 1.0")
     ap.add_argument("--prompts", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/learner_speed.json")
     a = ap.parse_args(argv)
@@ -328,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.quick:
         a.batch_size, a.group_size, a.max_new_tokens, a.rounds = 1, 2, 8, 1
+        a.settle = 0.0  # a check that it runs, not a figure
         if a.out == REPO / "benchmarks/results/learner_speed.json":
             a.out = REPO / "runs/learner_speed_quick.json"
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import load_now, load_record  # noqa: E402
+from _load import load_now, load_record, wait_until_quiet  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "rollout_throughput.json"
 
@@ -85,8 +85,14 @@ def make_requests(num_prompts: int, samples: int, seed: int) -> list[Any]:
     ]
 
 
-def measure(backend: Any, requests: list[Any], sampling: Any) -> dict[str, Any]:
-    """Generate once and report tokens, wall time and tokens/s."""
+def measure(
+    backend: Any, requests: list[Any], sampling: Any, settle: float = 180.0
+) -> dict[str, Any]:
+    """Generate once and report tokens, wall time and tokens/s.
+
+    First waits (up to `settle` s) for the load of loading the model to decay.
+    """
+    wait_until_quiet(settle)
     before = load_avg()
     start = time.perf_counter()
     rollouts = backend.generate(requests, sampling)
@@ -117,7 +123,7 @@ def run_hf(args: argparse.Namespace, requests: list[Any], sampling: Any) -> dict
     policy = load_policy(args.model)
     load_seconds = time.perf_counter() - start
     backend = HFBackend(policy, batch_size=args.hf_batch_size)
-    result = measure(backend, requests[: args.hf_prompts], sampling)
+    result = measure(backend, requests[: args.hf_prompts], sampling, args.settle)
     result.update(
         load_seconds=round(load_seconds, 1),
         batch_size=args.hf_batch_size,
@@ -137,7 +143,7 @@ def run_vllm(args: argparse.Namespace, requests: list[Any], sampling: Any) -> di
     backend = VLLMBackend(args.model, seed=args.seed, enforce_eager=args.enforce_eager)
     try:
         backend.generate(requests[:1], type(sampling)(max_new_tokens=8, seed=args.seed))  # warm-up
-        result = measure(backend, requests, sampling)
+        result = measure(backend, requests, sampling, args.settle)
         policy = load_policy(args.model)
         start = time.perf_counter()
         backend.sync_weights(policy.model)
@@ -168,6 +174,8 @@ def main() -> None:
     parser.add_argument("--enforce-eager", action="store_true", help="vLLM without compile")
     parser.add_argument("--skip-hf", action="store_true")
     parser.add_argument("--skip-vllm", action="store_true")
+    parser.add_argument("--settle", type=float, default=180.0,
+                        help="max seconds to wait before each measurement for load <= 1.0")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     if not 1 <= args.hf_prompts <= args.prompts:

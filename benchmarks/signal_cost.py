@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.signal_cost
-    from _load import LoadGate, all_valid, load_now
+    from _load import LoadGate, all_valid, wait_until_quiet
 except ImportError:  # pragma: no cover
-    from benchmarks._load import LoadGate, all_valid, load_now
+    from benchmarks._load import LoadGate, all_valid, wait_until_quiet
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "signal_cost.json"
@@ -73,9 +73,7 @@ def main() -> None:
     rows = []
 
     def measure(name: str, n: int, fn) -> None:
-        waited = time.perf_counter()
-        while load_now()[0] > 1.0 and time.perf_counter() - waited < args.settle:
-            time.sleep(5)
+        wait_until_quiet(args.settle)
         with LoadGate() as gate:
             t0 = time.perf_counter()
             fn()

@@ -39,3 +39,34 @@ def test_gate_records_before_and_after(monkeypatch):
 )
 def test_result_valid_only_if_every_measurement_is(flags, expected):
     assert load.all_valid([{"valid": f} for f in flags]) is expected
+
+
+@given(st.lists(st.floats(0, 8, allow_nan=False), min_size=1, max_size=6), st.floats(0, 30))
+def test_wait_until_quiet_stops_at_the_first_quiet_reading_or_the_limit(loads, limit):
+    """Bugs caught: waiting on after the load fell (a wasted minute per measurement), and
+    no upper bound (a busy machine would hang the benchmark instead of marking it invalid).
+    """
+    clock = [0.0]
+    readings = iter(loads + [0.0] * 100)
+    polls = []
+
+    def reading():
+        polls.append(clock[0])
+        return [next(readings), 1.0, 1.0]
+
+    def sleep(dt):
+        clock[0] += dt
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(load, "load_now", reading)
+    mp.setattr(load.time, "sleep", sleep)
+    mp.setattr(load.time, "monotonic", lambda: clock[0])
+    try:
+        waited = load.wait_until_quiet(limit, target=1.0, poll=5.0)
+    finally:
+        mp.undo()
+    quiet_at = next((i for i, x in enumerate(loads + [0.0]) if x <= 1.0))
+    expected_polls = min(quiet_at, int(-(-limit // 5.0)) if limit > 0 else 0) + 1
+    assert len(polls) == expected_polls
+    assert waited == 5.0 * (expected_polls - 1)
+    assert waited <= limit + 5.0
