@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, installed or not
 from _load import load_now, load_record, wait_until_quiet  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "rollout_throughput.json"
