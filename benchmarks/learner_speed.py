@@ -4,7 +4,9 @@ Both sides do one full GRPO step: generate G completions for each of B prompts (
 at most L new tokens), score them with the same math-verify reward, and take one optimizer step
 (AdamW, lr 5e-6, no KL term / no reference model: TRL's default `beta=0.0` and our default
 `kl_coef=0`). Same model directory, same prompts (our env's chat messages), same B, G and L.
-TRL's `gradient_checkpointing` (default True in TRL) is turned off to match ours.
+Gradient checkpointing is off on both sides (TRL's default and our CPU default both turn it
+on: one extra forward) and both run the minibatch in one pass (our CPU default splits it
+into micro-batches of <= 1024 tokens), so neither side saves memory at the cost of time.
 
 Timing that holds (issue 15): the frameworks are measured *interleaved*, A B A B ...,
 `--rounds` times (>= 5), each round one subprocess per framework (own venv for TRL:
@@ -110,8 +112,10 @@ def worker_lppo(a: argparse.Namespace) -> dict[str, Any]:
             lr=5e-6,
             save_every=10**6,
             seed=0,
-            # same work as TRL, which runs rows whose advantage is 0 through the model too
-            learner_kwargs={"skip_rows_without_gradient": False},
+            # same work as TRL: rows whose advantage is 0 run through the model too, no
+            # activation recomputation, the minibatch in one pass (module docstring)
+            learner_kwargs={"skip_rows_without_gradient": False,
+                            "gradient_checkpointing": False, "token_budget": None},
         )
         trainer = Trainer(cfg)
         # same work as TRL's min_new_tokens: never stop early (an id no tokenizer produces)
@@ -425,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             "threads": a.threads,
             "kl": "none (beta=0 / kl_coef=0)",
             "trl_gradient_checkpointing": False,
+            "lppo_learner_kwargs": {"skip_rows_without_gradient": False,
+                                    "gradient_checkpointing": False, "token_budget": None},
         },
         "hardware": hardware(),
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
