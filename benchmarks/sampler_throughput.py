@@ -12,6 +12,10 @@ Curricula that need a model signal (PCL's predictor, ADCL's estimator, GAIN-RL's
 CLPO's restructurer) run here on array look-ups standing in for it (`bench_signals`): the
 rows time the sampler alone; what the model costs to compute a signal is measured apart.
 
+Each row times the hand-written numpy step alongside it, step by step (`x_bare` is against
+that), and the string-key row times the int-key `lppo` step alongside it: a change of
+machine speed during the run then hits both sides of each comparison alike.
+
 Every row records the load average before and after it; a row that starts at a 1-minute
 load above 1.5 is marked invalid (the machine was busy), and so is the whole result.
 
@@ -123,10 +127,11 @@ def bench_categories(name: str, pool: int) -> list[str] | None:
     return [f"depth:{1 + i % 4}" for i in range(pool)] if name == "h1" else None
 
 
-def bench_strategy(
-    name: str, pool: int, batch: int, group: int, steps: int, seed: int, str_keys: bool = False
-) -> dict:
-    """Median/p90 step time, memory and file size per sample, save/load time for one strategy.
+def make_stepper(name: str, pool: int, batch: int, group: int, seed: int,
+                 str_keys: bool = False) -> tuple[object, object, float]:
+    """A warmed-up strategy on a `pool`-sample pool and its timed step: `step(i)` runs one
+    training step's sampler calls and returns their seconds (the simulated environment,
+    drawing rewards, is excluded). Also returns `add_samples`'s seconds.
 
     With `str_keys` the pool is keyed by `string_keys(pool)` instead of `0..pool-1`.
     """
@@ -148,7 +153,6 @@ def bench_strategy(
     rewards_bank = [rng.random((batch, group)) for _ in range(8)]
 
     def step(i: int) -> float:
-        # the simulated environment (drawing rewards) is excluded from the timing
         t0 = time.perf_counter()
         k = s.select(batch)
         plan = s.plan(k)
@@ -161,8 +165,29 @@ def bench_strategy(
         s.weights(k)
         return (t1 - t0) + (time.perf_counter() - t2)
 
+    return s, step, add_s
+
+
+def bench_strategy(
+    name: str, pool: int, batch: int, group: int, steps: int, seed: int, str_keys: bool = False,
+    controls: dict | None = None,
+) -> dict:
+    """Median/p90 step time, memory and file size per sample, save/load time for one strategy.
+
+    `controls` ({name: step(i) -> seconds}) are timed interleaved with the strategy, one
+    step each after every strategy step, so a change of machine speed hits all alike; their
+    medians are recorded as `<name>_median_ms` (e.g. the hand-written numpy step that
+    `x_bare` compares against).
+    """
+    s, step, add_s = make_stepper(name, pool, batch, group, seed, str_keys)
+    controls = controls or {}
+    ctl_times: dict[str, list[float]] = {c: [] for c in controls}
+    times = np.empty(steps)
     with LoadGate() as gate:
-        times = np.array([step(i) * 1e3 for i in range(steps)])
+        for i in range(steps):
+            times[i] = step(i) * 1e3
+            for c, fn in controls.items():
+                ctl_times[c].append(fn(i) * 1e3)
     state = s.state_dict()
     nbytes = sum(a.nbytes for a in state["stats"]["columns"].values())
     with tempfile.TemporaryDirectory() as d:
@@ -180,6 +205,7 @@ def bench_strategy(
         "keys": "str" if str_keys else "int",
         "median_ms": float(np.median(times)),
         "p90_ms": float(np.percentile(times, 90)),
+        **{f"{c}_median_ms": float(np.median(t)) for c, t in ctl_times.items()},
         "bytes_per_sample": nbytes / pool,
         "file_bytes_per_sample": file_bytes / pool,
         "add_samples_s": add_s,
@@ -226,23 +252,30 @@ def main() -> None:
     cols = {k: np.zeros(args.pool) for k in ("ema", "delta", "last", "sum")} | {
         "n": np.zeros(args.pool, np.int32)
     }
+    def bare(i: int) -> float:
+        t0 = time.perf_counter()
+        bare_lppo_step(cols, rng, rew)
+        return time.perf_counter() - t0
+
     bare_ms = float(np.median(time_steps(lambda i: bare_lppo_step(cols, rng, rew), args.steps)))
 
     names = args.strategies or available_strategies()
-    rows = [
-        bench_strategy(n, args.pool, args.batch, args.group, args.steps, args.seed) for n in names
-    ]
+    sizes = (args.pool, args.batch, args.group, args.steps, args.seed)
+    rows = [bench_strategy(n, *sizes, controls={"bare": bare}) for n in names]
     if not args.no_str_keys:
+        # string keys against int keys *in the same run*, step by step, so the difference
+        # is the keys' cost and not a change in machine speed between two rows
+        _, int_step, _ = make_stepper("lppo", args.pool, args.batch, args.group, args.seed)
         rows.append(bench_strategy(
-            "lppo", args.pool, args.batch, args.group, args.steps, args.seed, str_keys=True
+            "lppo", *sizes, str_keys=True, controls={"bare": bare, "int_keys": int_step}
         ))
         int_lppo = next((r for r in rows if r["strategy"] == "lppo"), None)
         if int_lppo is not None:  # what the keys cost on disk beyond int keys
             rows[-1]["key_bytes_per_sample_on_disk"] = (
                 rows[-1]["file_bytes_per_sample"] - int_lppo["file_bytes_per_sample"]
             )
-    for r in rows:
-        r["x_bare"] = r["median_ms"] / bare_ms
+    for r in rows:  # against the numpy step timed alongside it
+        r["x_bare"] = r["median_ms"] / r.get("bare_median_ms", bare_ms)
     run_gate.__exit__(None, None, None)
     valid = all_valid(rows) and run_gate.valid
     result = {
@@ -272,7 +305,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"pool={args.pool:,} batch={args.batch}×G={args.group}  floor {floor_ms:.3f} ms, "
-          f"same step hand-written in numpy {bare_ms:.3f} ms (× bare is against this)")
+          f"same step hand-written in numpy {bare_ms:.3f} ms (× bare: against that step timed "
+          f"alongside each row)")
     print(f"{'strategy':<22}{'median ms':>10}{'p90 ms':>9}{'× bare':>8}{'B/sample':>10}"
           f"{'file B/s':>10}{'save s':>8}{'load s':>8}{'load avg':>10}")
     for r in rows:
@@ -281,6 +315,9 @@ def main() -> None:
               f"{r['bytes_per_sample']:>10.1f}{r['file_bytes_per_sample']:>10.1f}"
               f"{r['save_s']:>8.3f}{r['load_s']:>8.3f}{r['load_before'][0]:>10.2f}{flag}")
     str_row = next((r for r in rows if r["strategy"] == STR_ROW), None)
+    if str_row is not None and "int_keys_median_ms" in str_row:
+        print(f"string keys vs int keys, interleaved step by step: {str_row['median_ms']:.3f} "
+              f"vs {str_row['int_keys_median_ms']:.3f} ms")
     if str_row is not None and "key_bytes_per_sample_on_disk" in str_row:
         print(f"string keys on disk: {str_row['key_bytes_per_sample_on_disk']:.1f} B/sample "
               f"beyond int keys (goal <= 40)")

@@ -47,3 +47,22 @@ def test_learner_speed_quick_records_load_per_measurement(tmp_path):
     if not d["valid"]:  # a loaded machine publishes no ratio
         assert d["ratio_lppo_over_trl_median_step"] is None
         assert d["summary_lines"][0].startswith("INVALID")
+
+
+@pytest.mark.slow
+def test_backend_speed_quick_times_each_phase_and_projects_the_matrix(tmp_path):
+    """The HF side of the end-to-end backend comparison, on the real default model (the
+    vLLM side runs where vLLM installs: `.ci/vllm.sh`). A quick run is never a figure."""
+    bs = _load("backend_speed")
+    out = tmp_path / "bs.json"
+    assert bs.main(["--quick", "--backends", "hf", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    (run,) = d["runs"]
+    assert run["ran"], run.get("error")
+    assert run["evaluations"] == 2  # step 0 and the last step
+    assert run["phases_s"]["generate"] > 0 and run["phases_s"]["update"] > 0
+    assert run["response_tokens"] > 0
+    assert {"load_before", "load_after", "valid"} <= set(run["load"])
+    assert d["valid"] is False and d["faster_end_to_end"] is None
+    proj = d["projection_v2"]["hf"]
+    assert proj["v2_run_s"] > 48 * proj["step_s"]  # start-up and evaluations on top
