@@ -92,6 +92,43 @@ def sampler_table() -> str:
             f"| {r['strategy']} | {r['median_ms']:.2f} | {r['p90_ms']:.2f} | {r['x_bare']:.1f} | "
             f"{r['bytes_per_sample']:.0f} | {r['save_s'] + r['load_s']:.2f} |"
         )
+    sk = next((r for r in d["strategies"] if r.get("keys") == "str"), None)
+    if sk is not None:
+        beside = (f" (int keys timed alongside, step by step: {sk['int_keys_median_ms']:.2f} ms)"
+                  if "int_keys_median_ms" in sk else "")
+        disk = sk.get("key_bytes_per_sample_on_disk")
+        lines.append(
+            f"\nString keys (`problem-0000000` ...): {sk['median_ms']:.2f} ms per step{beside}"
+            + (f"; {disk:.0f} B/sample on disk beyond int keys" if disk is not None else "")
+            + f" (goals ≤ {g.get('str_keys_median_ms', 2.0)} ms, "
+            f"≤ {g.get('str_key_bytes_per_sample_on_disk', 40)} B)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def backend_table() -> str:
+    """The v2 protocol's work end to end under HF vs vLLM (benchmarks/backend_speed.py)."""
+    d = _load("backend_speed.json")
+    if d is None:
+        return "_backend_speed: not run_\n"
+    ok, why = validity(d)
+    if not ok:
+        return _invalid("Backend end to end", "backend_speed.py", why)
+    loads = [r["load"]["load_before"][0] for r in d["runs"]]
+    lines = [
+        f"**Backend end to end** (benchmarks/backend_speed.py): the evidence protocol v2's "
+        f"training steps and held-out evaluation under each backend, "
+        f"{d['setup']['rounds']} interleaved rounds (load {min(loads):.1f}-{max(loads):.1f} "
+        "at start), projected to one v2 run (48 steps, 13 evaluations of 1500 problems).",
+        "",
+        "| backend | start-up s | step s | evaluation ms/problem | v2 run min | v2 matrix h |",
+        "|---|---|---|---|---|---|",
+    ]
+    for b, p in d["projection_v2"].items():
+        lines.append(f"| {b} | {p['start_s']:.0f} | {p['step_s']:.1f} | "
+                     f"{1e3 * p['eval_s_per_problem']:.0f} | {p['v2_run_s'] / 60:.0f} | "
+                     f"{p['v2_matrix_h']:.1f} |")
+    lines.append(f"\nFaster end to end: **{d['faster_end_to_end']}**.")
     return "\n".join(lines) + "\n"
 
 
@@ -240,6 +277,7 @@ def render() -> str:
         sampler_table(),
         verifier_table(),
         rollout_table(),
+        backend_table(),
         learner_table(),
         evidence_section(),
         gate_section(),

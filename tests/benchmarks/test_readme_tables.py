@@ -40,3 +40,22 @@ def test_invalid_timing_is_withheld(monkeypatch):
         "valid": True, "hardware": {"load_average_1_5_15": [1.1]},
         "summary_lines": ["lppo 10.0 s vs TRL 9.0 s: 1.11x"]})
     assert "1.11x" in rt.learner_table()
+
+
+def test_backend_table_publishes_only_a_valid_comparison(monkeypatch):
+    record = {
+        "valid": True, "setup": {"rounds": 2}, "faster_end_to_end": "vllm",
+        "runs": [{"load": {"load_before": [0.9]}}, {"load": {"load_before": [1.1]}}],
+        "projection_v2": {
+            "hf": {"start_s": 13, "step_s": 20.0, "eval_s_per_problem": 0.1, "v2_run_s": 3600,
+                   "v2_matrix_h": 21.0},
+            "vllm": {"start_s": 200, "step_s": 12.0, "eval_s_per_problem": 0.02,
+                     "v2_run_s": 1800, "v2_matrix_h": 10.5},
+        },
+    }
+    monkeypatch.setattr(rt, "_load", lambda name: record)
+    text = rt.backend_table()
+    assert "| vllm | 200 | 12.0 | 20 | 30 | 10.5 |" in text and "**vllm**" in text
+    monkeypatch.setattr(rt, "_load", lambda name: {**record, "valid": False})
+    text = rt.backend_table()
+    assert "invalid" in text and "10.5" not in text
