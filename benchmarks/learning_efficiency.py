@@ -762,23 +762,50 @@ def paired_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def compute_plan(cfg: dict[str, Any], arms: list[str], learners: list[str], seeds: list[int],
-                 step_s_per_8: float = 16.0, eval_tokens_per_s: float = 300.0) -> dict[str, Any]:
-    """Total compute the matrix needs, stated before it runs (idle-machine step time).
+                 step_s_per_8: float = 16.0, eval_tokens_per_s: float = 300.0,
+                 measured: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Total compute the matrix needs, stated before it runs.
 
-    One GRPO step of 8 rollouts x 48 tokens took 16 s on the idle 2-core machine; a step
-    scales with its rollouts (batch x G) and generation cap.
+    With `measured` (the protocol backend's row of benchmarks/backend_speed.json's
+    `projection_v2`: start-up, step and per-problem evaluation seconds timed end to end on
+    this machine with these settings) the plan uses those figures. Without it, it scales an
+    assumption: one GRPO step of 8 rollouts x 48 tokens took 16 s on the idle 2-core
+    machine, and greedy evaluation runs at `eval_tokens_per_s`.
     """
     runs = len(arms) * len(learners) * len(seeds)
-    step_s = step_s_per_8 * cfg["batch_size"] * cfg["group_size"] / 8 * cfg["max_new_tokens"] / 48
     n_evals = cfg["steps"] // max(1, cfg["eval_every"]) + 1
-    eval_s = cfg["eval_size"] * cfg["max_new_tokens"] * 0.6 / eval_tokens_per_s
-    per_run = cfg["steps"] * step_s + n_evals * eval_s
+    if measured is not None:
+        step_s, start_s = float(measured["step_s"]), float(measured["start_s"])
+        eval_s = cfg["eval_size"] * float(measured["eval_s_per_problem"])
+        assumptions = (f"measured end to end on this machine (benchmarks/backend_speed.py, "
+                       f"backend {measured.get('backend', cfg.get('backend', '?'))}): "
+                       f"start-up {start_s:.0f} s, {step_s:.0f} s per training step, "
+                       f"{1e3 * float(measured['eval_s_per_problem']):.0f} ms per held-out "
+                       "problem")
+    else:
+        start_s = 0.0
+        step_s = (step_s_per_8 * cfg["batch_size"] * cfg["group_size"] / 8
+                  * cfg["max_new_tokens"] / 48)
+        eval_s = cfg["eval_size"] * cfg["max_new_tokens"] * 0.6 / eval_tokens_per_s
+        assumptions = (f"{step_s:.0f} s per training step (scaled from 16 s for GRPO on 8 "
+                       "rollouts x 48 tokens, measured idle on 2 cores), greedy evaluation at "
+                       f"{eval_tokens_per_s:.0f} tokens/s, responses ~60 % of the generation "
+                       "cap")
+    per_run = start_s + cfg["steps"] * step_s + n_evals * eval_s
     return {"runs": runs, "evaluations_per_run": n_evals, "step_s": step_s,
             "eval_s": round(eval_s), "per_run_s": round(per_run),
-            "total_h": round(runs * per_run / 3600, 1),
-            "assumptions": f"{step_s:.0f} s per training step (scaled from 16 s for GRPO on 8 "
-            "rollouts x 48 tokens, measured idle on 2 cores), greedy evaluation at "
-            f"{eval_tokens_per_s:.0f} tokens/s, responses ~60 % of the generation cap"}
+            "total_h": round(runs * per_run / 3600, 1), "measured": measured is not None,
+            "assumptions": assumptions}
+
+
+def measured_costs(backend: str, path: Path | None = None) -> dict[str, Any] | None:
+    """`backend`'s projection from a *valid* benchmarks/backend_speed.json, else None."""
+    path = path or REPO / "benchmarks/results/backend_speed.json"
+    if not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    row = d.get("projection_v2", {}).get(backend)
+    return {**row, "backend": backend} if d.get("valid") and row else None
 
 
 # --------------------------------------------------------------------------- main
@@ -922,7 +949,10 @@ def main(argv: list[str] | None = None) -> int:
 
         protocol["protocol"] = args.protocol
         protocol["gate_notes"] = gate_notes
-        protocol["compute_plan"] = compute_plan(protocol["config"], strategies, learners, seeds)
+        protocol["compute_plan"] = compute_plan(
+            protocol["config"], strategies, learners, seeds,
+            measured=None if args.quick or args.protocol != "v2"
+            else measured_costs(str(protocol["config"]["backend"])))
         power_json = REPO / "benchmarks/results/power.json"
         if power_json.is_file():
             pw = json.loads(power_json.read_text())

@@ -83,3 +83,21 @@ def test_compute_plan_scales_with_the_design(le):
     assert plan["step_s"] == pytest.approx(64.0)
     bigger = le.compute_plan(cfg, ["uniform", "lp_weighting"], ["grpo"], list(range(6)))
     assert bigger["total_h"] == pytest.approx(2 * plan["total_h"], abs=0.15)
+
+
+def test_compute_plan_uses_measured_costs_only_from_a_valid_measurement(le, tmp_path):
+    cfg = {"steps": 48, "eval_every": 4, "eval_size": 1500, "max_new_tokens": 48,
+           "batch_size": 4, "group_size": 8, "backend": "hf"}
+    row = {"start_s": 12.0, "step_s": 56.0, "eval_s_per_problem": 0.8, "v2_run_s": 1,
+           "v2_matrix_h": 1}
+    path = tmp_path / "backend_speed.json"
+    path.write_text(json.dumps({"valid": False, "projection_v2": {"hf": row}}))
+    assert le.measured_costs("hf", path) is None  # a busy machine's figure plans nothing
+    path.write_text(json.dumps({"valid": True, "projection_v2": {"hf": row}}))
+    assert le.measured_costs("vllm", path) is None
+    measured = le.measured_costs("hf", path)
+    plan = le.compute_plan(cfg, ["uniform"], ["grpo"], [0, 1], measured=measured)
+    per_run = 12.0 + 48 * 56.0 + 13 * 1500 * 0.8
+    assert plan["measured"] and plan["per_run_s"] == round(per_run)
+    assert plan["total_h"] == pytest.approx(2 * per_run / 3600, abs=0.05)
+    assert "measured end to end" in plan["assumptions"] and "backend hf" in plan["assumptions"]
