@@ -31,7 +31,12 @@ detectable difference is <= 3 points), per-problem evaluation logs at every eval
 pairs, paired bootstrap over problems pooled over seeds) with a Holm-corrected verdict; arms
 uniform, LP-weighting with raw and normalised weights (mean 1 over the batch), and the prefix
 arms (expert: prefix_guidance, lppo; self: self_prefix, lppo_self) only where the viability
-gate (benchmarks/viability_gate.py) passed on the protocol's data format.
+gate (benchmarks/viability_gate.py) passed on the protocol's data format. Rollouts and
+evaluation use vLLM, measured faster end to end (benchmarks/backend_speed.py); the planned
+compute comes from that measurement. Run it from a venv with the vllm extra:
+
+    python benchmarks/learning_efficiency.py --protocol v2               # vLLM
+    python benchmarks/learning_efficiency.py --protocol v2 --backend hf  # without vLLM
 
 GPU preset (`--protocol gpu`), the same protocol at a useful scale: Qwen2.5-Math-1.5B on
 MATH-style JSONL (`problem`, `solution` with a boxed answer), a few hundred steps:
@@ -110,9 +115,13 @@ QUICK: dict[str, Any] = dict(
 # held-out problems for an MDE <= 3 points; 64 training problems, 48 steps x 4 prompts, so
 # each training problem is visited ~3 times (learning progress needs revisits); evaluated
 # every 4 steps so "steps to reach uniform's final accuracy" has a resolution of 4 steps.
-# The mid cut leaves the model a computation to finish (lppo_env.prefix).
+# The mid cut leaves the model a computation to finish (lppo_env.prefix). Rollouts and
+# evaluation run on vLLM: measured faster end to end on this machine, engine start and
+# weight syncs included (benchmarks/backend_speed.py: one v2 run 197 vs 297 min with HF);
+# `--backend hf` runs it without the vllm extra.
 PROTOCOL_V2: dict[str, Any] = dict(
     PROTOCOL,
+    backend="vllm",
     data="default",
     data_kwargs={"size": 1564, "prefix_cut": "mid"},
     eval_size=1500,
