@@ -393,9 +393,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{ratio:.2f}x TRL's time (goal <= 1.0x): {'met' if ratio <= 1.0 else 'not met'}"
         )
         if ours.get("ms_per_completion_token") and trl_.get("ms_per_completion_token"):
+            same = ours.get("completion_tokens_per_step") == trl_.get("completion_tokens_per_step")
             lines.append(
                 f"per generated token: lppo {ours['ms_per_completion_token']:.0f} ms vs TRL "
-                f"{trl_['ms_per_completion_token']:.0f} ms (completion lengths differ by sampling)"
+                f"{trl_['ms_per_completion_token']:.0f} ms ("
+                + (f"both generate {ours['completion_tokens_per_step']:.0f} tokens per step)"
+                   if same else "completion lengths differ)")
             )
         lines.append(
             f"peak RSS: lppo {ours['peak_rss_mb']:.0f} MB vs TRL {trl_['peak_rss_mb']:.0f} MB"
