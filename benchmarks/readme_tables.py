@@ -67,14 +67,20 @@ def _invalid(title: str, script: str, why: str) -> str:
     return f"**{title}** (benchmarks/{script}): {why}.\n"
 
 
+def _timing(name: str, title: str) -> dict | str:
+    """A timing result to publish, or the line that replaces it (not run / invalid)."""
+    d = _load(name)
+    if d is None:
+        return f"_{name.removesuffix('.json')}: not run_\n"
+    ok, why = validity(d)
+    return d if ok else _invalid(title, name.replace(".json", ".py"), why)
+
+
 def sampler_table() -> str:
     """Sampler overhead per step for every strategy."""
-    d = _load("sampler_throughput.json")
-    if d is None:
-        return "_sampler_throughput: not run_\n"
-    ok, why = validity(d)
-    if not ok:
-        return _invalid("Sampler step", "sampler_throughput.py", why)
+    d = _timing("sampler_throughput.json", "Sampler step")
+    if isinstance(d, str):
+        return d
     c, g = d["config"], d["goals"]
     lines = [
         f"**Sampler step** (select + plan + observe + keep + weights), pool {c['pool']:,}, "
@@ -108,12 +114,9 @@ def sampler_table() -> str:
 
 def backend_table() -> str:
     """The v2 protocol's work end to end under HF vs vLLM (benchmarks/backend_speed.py)."""
-    d = _load("backend_speed.json")
-    if d is None:
-        return "_backend_speed: not run_\n"
-    ok, why = validity(d)
-    if not ok:
-        return _invalid("Backend end to end", "backend_speed.py", why)
+    d = _timing("backend_speed.json", "Backend end to end")
+    if isinstance(d, str):
+        return d
     loads = [r["load"]["load_before"][0] for r in d["runs"]]
     lines = [
         f"**Backend end to end** (benchmarks/backend_speed.py): the evidence protocol v2's "
@@ -134,12 +137,9 @@ def backend_table() -> str:
 
 def verifier_table() -> str:
     """Verifier throughput and worst-case latency."""
-    d = _load("verifier_throughput.json")
-    if d is None:
-        return "_verifier_throughput: not run_\n"
-    ok, why = validity(d)
-    if not ok:
-        return _invalid("Verifier throughput", "verifier_throughput.py", why)
+    d = _timing("verifier_throughput.json", "Verifier throughput")
+    if isinstance(d, str):
+        return d
     lines = [
         f"**Verifier** (math-verify in a worker pool, deadline {d['deadline_s']} s). Goals: ≥ "
         f"{d['goal_completions_per_s']}/s, worst hostile item ≤ {d['goal_worst_latency_s']} s.",
@@ -186,12 +186,9 @@ def rollout_table() -> str:
 
 def learner_table() -> str:
     """Our GRPO step vs TRL's GRPOTrainer (benchmarks/learner_speed.py)."""
-    d = _load("learner_speed.json")
-    if d is None:
-        return "_learner_speed: not run_\n"
-    ok, why = validity(d)
-    if not ok:
-        return _invalid("Learner speed vs TRL", "learner_speed.py", why)
+    d = _timing("learner_speed.json", "Learner speed vs TRL")
+    if isinstance(d, str):
+        return d
     la = d.get("hardware", {}).get("load_average_1_5_15", [float("nan")])
     lines = [
         f"**Learner speed** (benchmarks/learner_speed.py, load average {la[0]:.1f} at start; "
