@@ -20,8 +20,8 @@ fixed-width unicode array (`<U w`) for string keys of at most `MAX_STR_WIDTH` ch
 A batch handed out by `keys_of` is then contiguous values, not objects, and a step reads it
 up to seven times (select, plan, `RolloutPlan`, `GroupResults`, observe, keep, weights):
 batches seen before are recognised by their bytes (`_Recall`) instead of being looked up
-again. Mixed int/str pools, longer keys and keys ending in NUL (which a numpy string
-array would drop) stay Python objects; their batches are recognised by the identity of
+again. Mixed int/str pools, longer keys and keys holding a NUL (a numpy string array
+drops trailing NULs) stay Python objects; their batches are recognised by the identity of
 their key objects.
 """
 
@@ -383,6 +383,11 @@ class KeyIndex:
         return idx
 
 
+def _fit_int64(keys: list[int]) -> bool:
+    """Whether every int key fits an int64 array (Python ints have no bound)."""
+    return not keys or (-(2**63) <= min(keys) and max(keys) < 2**63)
+
+
 def _storage_dtype(new: list[Key], current: np.dtype | None, n_current: int) -> np.dtype:
     """The dtype that holds the index's keys once `new` (plain ints/strs) is appended.
 
@@ -395,7 +400,7 @@ def _storage_dtype(new: list[Key], current: np.dtype | None, n_current: int) -> 
     kinds = set(map(type, new))
     empty = current is None or n_current == 0
     if kinds <= {int} and (empty or current == _INT64):
-        if not new or -(2**63) <= min(new) and max(new) < 2**63:  # type: ignore[type-var]
+        if _fit_int64(new):
             return _INT64
         return np.dtype(object)
     if kinds <= {str} and (empty or current.kind == "U"):  # type: ignore[union-attr]
@@ -415,7 +420,7 @@ def encode_keys(keys: list[Key]) -> dict:
     dtype that fits) and, where some key is an int, `is_int` (bool per key).
     """
     kinds = set(map(type, keys))
-    if kinds == {int} and -(2**63) <= min(keys) and max(keys) < 2**63:  # type: ignore[type-var]
+    if kinds == {int} and _fit_int64(keys):
         return {"identity": False, "ints": np.asarray(keys, dtype=np.int64)}
     enc = [(k if type(k) is str else str(k)).encode("utf-8", "surrogatepass") for k in keys]
     lengths = np.fromiter(map(len, enc), np.int64, len(enc))
