@@ -43,7 +43,7 @@ class RolloutPlan:
             raise ValueError(
                 f"prefix_ratios must have shape (n={keys.shape[0]}, G>=1), got {ratios.shape}"
             )
-        if not np.isfinite(ratios).all() or (ratios < 0).any() or (ratios > 1).any():
+        if not _within_unit(ratios):
             raise ValueError("prefix_ratios must be finite and lie in [0, 1]")
         object.__setattr__(self, "keys", keys)
         object.__setattr__(self, "prefix_ratios", ratios)
@@ -90,6 +90,11 @@ def _sample_options(options: object, n: int) -> tuple[dict, ...]:
         done[id(d)] = {k: v.item() if isinstance(v, np.generic) else v for k, v in d.items()}
         out.append(done[id(d)])
     return tuple(out)
+
+
+def _within_unit(a: np.ndarray) -> bool:
+    """All of `a` finite and in [0, 1]: two reductions (NaN fails both comparisons)."""
+    return a.size == 0 or bool(a.min() >= 0.0) and bool(a.max() <= 1.0)
 
 
 def _numeric(name: str, x: object) -> np.ndarray:
@@ -144,15 +149,15 @@ class GroupResults:
         shape = r.shape
         m = np.asarray(bool_array("mask", self.mask, shape), dtype=bool)
         g = np.asarray(bool_array("guided", self.guided, shape), dtype=bool)
-        rows_ok = m.any(axis=1)
-        if not rows_ok.all():
+        padded = not m.all()
+        rows_ok = m.any(axis=1) if padded else None
+        if rows_ok is not None and not rows_ok.all():
             bad = int(np.flatnonzero(~rows_ok)[0])
             raise ValueError(f"mask row {bad} (key {keys[bad]!r}) has no valid rollout")
-        padded = not m.all()
         valid = r[m] if padded else r
-        if not np.isfinite(valid).all():
-            raise ValueError("rewards contain NaN or inf in valid slots")
-        if (valid < 0).any() or (valid > 1).any():
+        if not _within_unit(valid):
+            if not np.isfinite(valid).all():
+                raise ValueError("rewards contain NaN or inf in valid slots")
             raise ValueError(
                 "rewards must lie in [0, 1] (pass indicator or partial credit), got values in "
                 f"[{valid.min()}, {valid.max()}]; rescale rewards before observe"

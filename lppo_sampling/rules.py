@@ -93,8 +93,7 @@ def is_stuck(
         has_solution: (n,) bool.
         threshold: EMA level at or below which a sample counts as stuck.
     """
-    last = np.asarray(last_pass_rate, dtype=np.float64)
-    failed_last = np.nan_to_num(last, nan=1.0) <= 0.0
+    failed_last = np.asarray(last_pass_rate) <= 0.0  # NaN (no observation) compares False
     low_ema = np.asarray(ema, dtype=np.float64) <= threshold
     return np.asarray(seen, bool) & np.asarray(has_solution, bool) & (failed_last | low_ema)
 

@@ -154,13 +154,17 @@ class Strategy:
         rows = self.stats.observe(results)
         for role in self.roles.values():
             role.on_observe(self.stats, rows, results)
-        unguided = results.mask & ~results.guided
-        nan = float("nan")
+        # padding is zeroed and guided slots are valid ones (GroupResults guarantees both),
+        # so plain sums give the pass rates without boolean indexing
         r = results.rewards
-        self._last["sampler/batch_pass_rate"] = float(r[unguided].mean()) if unguided.any() else nan
-        self._last["sampler/batch_guided_pass_rate"] = (
-            float(r[results.guided].mean()) if results.guided.any() else nan
+        n_valid, n_guided = np.count_nonzero(results.mask), np.count_nonzero(results.guided)
+        guided_sum = float(r.ravel() @ results.guided.ravel())
+        unguided_sum = max(0.0, float(r.sum()) - guided_sum)  # no -1e-17 from rounding
+        nan = float("nan")
+        self._last["sampler/batch_pass_rate"] = (
+            unguided_sum / (n_valid - n_guided) if n_valid > n_guided else nan
         )
+        self._last["sampler/batch_guided_pass_rate"] = guided_sum / n_guided if n_guided else nan
 
     def keep(self, keys: object) -> np.ndarray:
         """(n,) bool: which of these samples' last groups enter the update."""
