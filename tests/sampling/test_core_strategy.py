@@ -485,3 +485,38 @@ def test_extra_nan_column_survives_state_round_trip() -> None:
     assert np.isnan(t["posterior"]).all() and len(t) == 2
     with pytest.raises(ValueError, match="already exists"):
         t.add_column("posterior", np.float64, 0.0)
+
+
+@SETTINGS
+@given(chunks=st.lists(st.integers(1, 70), min_size=2, max_size=6), seed=st.integers(0, 10_000))
+def test_growing_the_table_keeps_every_value_and_the_record_layout(chunks, seed) -> None:
+    """Growth by doubling (from capacity 1) copies every column, hot record or plain array,
+    and keeps the hot columns in one cache-line-aligned 64-byte record per row.
+
+    Deliberate bugs this catches (tried): `_reserve` copying only the hot table (the
+    strategy's own and the cold columns reset to their fill), copying only the plain
+    arrays (ema and counts reset), and an unaligned hot table (row 0 at a 16-byte offset).
+    """
+    from lppo_sampling.stats import HOT_COLUMNS
+
+    rng = np.random.default_rng(seed)
+    stats = SampleStats(capacity=1)
+    stats.add_column("mine", np.float64, np.nan)
+    before: dict[str, np.ndarray] = {}
+    start = 0
+    for size in chunks:
+        keys = np.arange(start, start + size)
+        labels = ["a", "b"] * (size // 2) + ["a"] * (size % 2)
+        stats.register(keys, has_solution=rng.random(size) < 0.5, category=labels)  # grows
+        for c, was in before.items():  # the rows from before the growth kept every value
+            np.testing.assert_array_equal(stats[c][:start], was, err_msg=c)
+        stats.observe(GroupResults.build(keys, _binary(rng, (size, 3)),
+                                         lengths=np.full((size, 3), 7.0)))
+        stats["mine"][keys] = rng.random(size)
+        start += size
+        before = {c: stats[c].copy() for c in stats.columns}
+    assert stats["n_measured"].sum() == 3 * start  # the cold columns were written and kept
+    assert not np.isnan(stats["mine"]).any()
+    for name in HOT_COLUMNS:
+        assert stats._cols[name].strides == (64,), name  # one record per row
+    assert stats._cols[HOT_COLUMNS[0]].ctypes.data % 64 == 0, "row 0 starts a cache line"
