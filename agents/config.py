@@ -49,6 +49,11 @@ class TrainConfig:
     """eval_size: held-out problems (fixed, disjoint from training)."""
     eval_every: int = 3
     """eval_every: evaluate held-out accuracy every this many steps (0 = only at start/end)."""
+    eval_subset: int = 0
+    """eval_subset: evaluations between the first and the last use only this many held-out
+    problems, a fixed subset chosen by the held-out split's keyed hash (0 = all); step 0
+    and the last step evaluate all `eval_size`. Every evaluation logs `eval/subset_accuracy` on that subset, so the curve
+    stays comparable while a large final set keeps the paired test's power."""
     split_seed: int = 0
     """split_seed: selects the held-out set; independent of `seed`, so every seed of a
     comparison evaluates on the same problems."""
@@ -94,10 +99,14 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {v!r}")
-        for name in ("eval_size", "eval_every", "split_seed"):
+        for name in ("eval_size", "eval_every", "eval_subset", "split_seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{name} must be an int >= 0, got {v!r}")
+        if self.eval_subset > self.eval_size:
+            raise ConfigError(
+                f"eval_subset must be <= eval_size ({self.eval_size}), got {self.eval_subset}"
+            )
         if not self.temperature > 0:
             raise ConfigError(
                 f"temperature must be > 0 for training rollouts, got {self.temperature}"

@@ -112,12 +112,15 @@ def heldout_accuracy(
     seed: int = 0,
     log_path: str | os.PathLike[str] | None = None,
     step: int | None = None,
+    subset: Sequence[Any] = (),
 ) -> dict[str, float]:
     """Greedy pass@1 on a held-out set, with its wall time (`time/eval`); {} if no problems.
 
     The one evaluation every training loop logs, so runs of different loops compare.
     With `log_path`, one line per problem (`step`, `problem_id`, `correct`,
-    `response_len`) is appended to that JSONL file (see `EVAL_PROBLEMS_FILE`).
+    `response_len`) is appended to that JSONL file (see `EVAL_PROBLEMS_FILE`). With
+    `subset` (problems, all among `problems`), `eval/subset_accuracy` is the accuracy on
+    them: the fixed subset a run evaluates between its first and last evaluation.
     """
     import time
 
@@ -128,6 +131,8 @@ def heldout_accuracy(
     out = evaluate(backend, problems, messages_fn, verifier, temperature=0.0,
                    max_new_tokens=max_new_tokens, seed=seed, records=records)
     out["time/eval"] = time.perf_counter() - t0
+    if subset:
+        out["eval/subset_accuracy"] = subset_accuracy(records, subset)
     if log_path is not None:
         path = Path(log_path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +140,20 @@ def heldout_accuracy(
             for r in records:
                 f.write(json.dumps({"step": step, **r}) + "\n")
     return out
+
+
+def subset_accuracy(records: Sequence[dict], subset: Sequence[Any]) -> float:
+    """Accuracy over the per-problem `records` of the problems in `subset`.
+
+    Raises:
+        ValueError: naming a subset problem the records lack (it was not evaluated).
+    """
+    by_id = {r["problem_id"]: r for r in records}
+    ids = [str(p.id) for p in subset]
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise ValueError(f"subset problem {missing[0]!r} was not evaluated")
+    return sum(by_id[i]["correct"] / by_id[i]["n_samples"] for i in ids) / len(ids)
 
 
 def read_eval_problems(path: str | os.PathLike[str]) -> dict[int, dict[str, int]]:

@@ -163,6 +163,12 @@ class Trainer:
         self.train_problems, self.eval_problems = split_problems(
             problems, cfg.eval_size, seed=cfg.split_seed
         )
+        # the subset is chosen by the same keyed hash, so it is the held-out set a run with
+        # eval_size = eval_subset would use (and a random, not a leading, part of the data)
+        self.eval_subset_problems = (
+            split_problems(self.eval_problems, cfg.eval_subset, seed=cfg.split_seed)[1]
+            if cfg.eval_subset else ()
+        )
         self.verifier = default_verifier()
         from agents.signals import build_signals
 
@@ -345,14 +351,20 @@ class Trainer:
         return StepOutput(metrics, record)
 
     # ---------------------------------------------------------------- eval
-    def evaluate(self) -> dict[str, float]:
-        """Greedy pass@1 on the fixed held-out set (`eval/accuracy`; see docs/metrics.md)."""
+    def evaluate(self, full: bool = True) -> dict[str, float]:
+        """Greedy pass@1 on the fixed held-out set (`eval/accuracy`; see docs/metrics.md).
+
+        With `cfg.eval_subset`, `full=False` evaluates only the fixed subset
+        (`eval_subset_problems`); both log `eval/subset_accuracy` on it.
+        """
         from agents.evaluation import EVAL_PROBLEMS_FILE, heldout_accuracy
 
+        subset = self.eval_subset_problems
         out = heldout_accuracy(
-            self.backend, self.eval_problems, self.env.messages, self.verifier,
+            self.backend, self.eval_problems if full or not subset else subset,
+            self.env.messages, self.verifier,
             max_new_tokens=self.cfg.max_new_tokens, seed=self.cfg.seed,
-            log_path=self.run_dir / EVAL_PROBLEMS_FILE, step=self.step_count,
+            log_path=self.run_dir / EVAL_PROBLEMS_FILE, step=self.step_count, subset=subset,
         )
         out.pop("eval/pass@1", None)  # one greedy sample: pass@1 is eval/accuracy
         return out
@@ -388,14 +400,19 @@ class Trainer:
 
         key = self._initial_eval_key() if self.cfg.eval_cache else None
         path = Path(self.cfg.eval_cache) / f"initial_eval_{key}.json" if key else None
-        from agents.evaluation import EVAL_PROBLEMS_FILE
+        from agents.evaluation import EVAL_PROBLEMS_FILE, subset_accuracy
 
         per_problem = path.with_suffix(".problems.jsonl") if path is not None else None
         if path is not None and path.is_file() and per_problem.is_file():
             out = json.loads(path.read_text())
             log.info("step-0 evaluation read from %s", path)
+            text = per_problem.read_text()
             with (self.run_dir / EVAL_PROBLEMS_FILE).open("a") as f:
-                f.write(per_problem.read_text())  # the per-problem records of that evaluation
+                f.write(text)  # the per-problem records of that evaluation
+            out.pop("eval/subset_accuracy", None)  # the caching run's subset may differ
+            if self.eval_subset_problems:
+                records = [json.loads(line) for line in text.splitlines()]
+                out["eval/subset_accuracy"] = subset_accuracy(records, self.eval_subset_problems)
             return {**out, "eval/cached": 1.0}
         log_file = self.run_dir / EVAL_PROBLEMS_FILE
         n_before = len(log_file.read_text().splitlines()) if log_file.is_file() else 0
@@ -456,7 +473,8 @@ class Trainer:
                         or self.step_count == cfg.steps
                     ):
                         with contextlib.suppress(StopRequested), stop.abandonable():
-                            m.update(self.evaluate())  # dropped if a stop interrupts it
+                            # dropped if a stop interrupts it; the last one is full
+                            m.update(self.evaluate(full=self.step_count == cfg.steps))
                             last_eval = m["eval/accuracy"]
                     self.metrics.write(m)
                     bar.update(1)

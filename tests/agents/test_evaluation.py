@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agents.evaluation import (
     EVAL_PROBLEMS_FILE,
     evaluate,
     heldout_accuracy,
     read_eval_problems,
+    subset_accuracy,
 )
 from agents.rollout.base import Rollout
 from lppo_env import MathProblem, MathVerifier
@@ -80,3 +83,30 @@ def test_records_count_passes_with_several_samples(verifier) -> None:
         records=records)
     assert [r["correct"] for r in records] == [2, 0, 2, 0, 2]
     assert all(r["n_samples"] == 2 for r in records)
+
+
+def test_subset_accuracy_counts_only_the_subset(verifier) -> None:
+    answers = ["1", "0", "3", "4", "9"]  # right, wrong, right, right, wrong
+    msgs = lambda p: [{"role": "user", "content": p.question}]  # noqa: E731
+    out = heldout_accuracy(ScriptedBackend(answers), PROBLEMS, msgs, verifier,
+                           max_new_tokens=8, subset=[PROBLEMS[1], PROBLEMS[4], PROBLEMS[0]])
+    assert out["eval/accuracy"] == pytest.approx(3 / 5)
+    assert out["eval/subset_accuracy"] == pytest.approx(1 / 3)  # p1 wrong, p4 wrong, p0 right
+    with pytest.raises(ValueError, match="'q9' was not evaluated"):
+        heldout_accuracy(ScriptedBackend(answers), PROBLEMS, msgs, verifier, max_new_tokens=8,
+                         subset=[MathProblem(id="q9", question="?", answer="1")])
+
+
+@given(st.lists(st.tuples(st.integers(1, 4), st.integers(0, 4), st.booleans()), min_size=1,
+                max_size=30))
+def test_subset_accuracy_is_the_mean_pass_rate_over_the_subset(rows) -> None:
+    """Deliberate bugs this catches (tried): averaging over every record, ignoring
+    `n_samples` (passes counted as accuracy), averaging over records not in the subset."""
+    records = [{"problem_id": f"p{i}", "correct": min(c, n), "n_samples": n}
+               for i, (n, c, _) in enumerate(rows)]
+    chosen = [MathProblem(id=f"p{i}", question="?", answer="1")
+              for i, (_, _, inside) in enumerate(rows) if inside]
+    if not chosen:
+        return
+    want = sum(min(c, n) / n for n, c, inside in rows if inside) / len(chosen)
+    assert subset_accuracy(records, chosen) == pytest.approx(want)

@@ -337,7 +337,9 @@ def test_logged_metrics_are_exactly_the_documented_ones(tiny_dir, tmp_path) -> N
     cache = tmp_path / "eval-cache"
     runs = {
         # the default job's learner and strategy; step 0 measures the evaluation
-        "grpo": _cfg(tiny_dir, tmp_path / "a", steps=2, eval_every=2, eval_cache=str(cache)),
+        # (with an intermediate evaluation of a fixed subset)
+        "grpo": _cfg(tiny_dir, tmp_path / "a", steps=2, eval_every=1, eval_subset=2,
+                     eval_cache=str(cache)),
         # PPO with a KL loss term; step 0 is read from the evaluation cache
         "ppo": _cfg(tiny_dir, tmp_path / "b", steps=1, learner="ppo", strategy="uniform",
                     learner_kwargs={"kl_coef": 0.01, "use_kl_in_reward": False},
@@ -354,6 +356,8 @@ def test_logged_metrics_are_exactly_the_documented_ones(tiny_dir, tmp_path) -> N
             k for k, s in sampler_doc.items() if s == "all" or cfg.strategy in s.split(", ")
         }
         eval_keys = {k for k, w in run_doc.items() if w == "eval"}
+        if cfg.eval_subset:
+            eval_keys |= {k for k, w in run_doc.items() if w == "eval, with `eval_subset`"}
         row0 = eval_keys | {"step", "rollout/tokens_total"}
         if name == "ppo":
             row0 |= {"eval/cached"}
@@ -414,3 +418,38 @@ def test_cpu_learner_defaults_bound_memory_and_yield_to_learner_kwargs(tiny_dir,
     t = Trainer(_cfg(tiny_dir, tmp_path / "b", steps=1, eval_size=0,
                      learner_kwargs={"token_budget": None, "gradient_checkpointing": False}))
     assert t.learner.config.token_budget is None and not t.learner.config.gradient_checkpointing
+
+
+def test_eval_subset_evaluates_a_fixed_hashed_subset_between_full_evaluations(
+    tiny_dir, tmp_path
+) -> None:
+    """Step 0 and the last step evaluate the whole held-out set, the steps between only
+    the subset; `eval/subset_accuracy` is the same subset's accuracy at every evaluation,
+    read from the per-problem log, and the subset is the held-out set of size
+    `eval_subset` (same keyed hash), not the leading problems.
+
+    Deliberate bugs this catches (tried): intermediate evaluations on the full set, the
+    last evaluation on the subset only, the subset taken as the first problems, subset
+    accuracy computed over all evaluated problems.
+    """
+    from agents.evaluation import read_eval_problems
+    from lppo_env import load_problems, split_problems
+
+    cfg = _cfg(tiny_dir, tmp_path / "run", steps=3, eval_every=1, eval_size=6, eval_subset=3,
+               save_every=3)
+    Trainer(cfg).run()
+    rows = [json.loads(x) for x in (Path(cfg.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    evals = {r["step"]: r for r in rows if "eval/accuracy" in r}
+    assert sorted(evals) == [0, 1, 2, 3]
+    assert [evals[s]["eval/n_problems"] for s in range(4)] == [6, 3, 3, 6]
+    _, held = split_problems(load_problems(cfg.data, **cfg.data_kwargs), 6, seed=cfg.split_seed)
+    _, subset = split_problems(held, 3, seed=cfg.split_seed)
+    sub_ids = {str(p.id) for p in subset}
+    assert sub_ids != {str(p.id) for p in held[:3]}, "this case must tell hashed from leading"
+    log = read_eval_problems(Path(cfg.run_dir) / "eval_problems.jsonl")
+    for step, r in evals.items():
+        assert set(log[step]) == (sub_ids if step in (1, 2) else {str(p.id) for p in held})
+        want = sum(log[step][i] for i in sub_ids) / 3
+        assert r["eval/subset_accuracy"] == pytest.approx(want)
+    with pytest.raises(ConfigError, match="eval_subset must be <= eval_size"):
+        _cfg(tiny_dir, tmp_path / "x", eval_size=4, eval_subset=5)
