@@ -52,8 +52,9 @@ class TrainConfig:
     eval_subset: int = 0
     """eval_subset: evaluations between the first and the last use only this many held-out
     problems, a fixed subset chosen by the held-out split's keyed hash (0 = all); step 0
-    and the last step evaluate all `eval_size`. Every evaluation logs `eval/subset_accuracy` on that subset, so the curve
-    stays comparable while a large final set keeps the paired test's power."""
+    and the last step evaluate all `eval_size`. Every evaluation logs
+    `eval/subset_accuracy` on that subset, so the curve stays comparable while a large
+    final set keeps the paired test's power."""
     split_seed: int = 0
     """split_seed: selects the held-out set; independent of `seed`, so every seed of a
     comparison evaluates on the same problems."""

@@ -17,7 +17,9 @@ from agents.metrics import read_metrics
 
 __all__ = [
     "ACC",
+    "SUBSET_ACC",
     "TOKENS",
+    "curve_metric",
     "aggregate",
     "eval_curve",
     "mean_curve",
@@ -26,15 +28,33 @@ __all__ = [
 ]
 
 ACC = "eval/accuracy"
+SUBSET_ACC = "eval/subset_accuracy"
 TOKENS = "rollout/tokens_total"
 
 
+def curve_metric(records: Sequence[dict[str, Any]]) -> str:
+    """The accuracy every evaluation of the run measured alike.
+
+    A run with `eval_subset` evaluates the whole held-out set only at its first and last
+    step and a fixed subset in between; every evaluation logs the subset's accuracy, so
+    its curve is that one. Otherwise every evaluation covers the whole set.
+    """
+    evals = [r for r in records if r.get(ACC) is not None and r.get("step") is not None]
+    if evals and all(r.get(SUBSET_ACC) is not None for r in evals):
+        return SUBSET_ACC
+    return ACC
+
+
 def eval_curve(records: Sequence[dict[str, Any]]) -> list[tuple[int, float, float]]:
-    """(step, tokens generated so far, held-out accuracy) at every evaluated step."""
+    """(step, tokens generated so far, held-out accuracy) at every evaluated step.
+
+    The accuracy is `curve_metric`'s (the fixed subset for a run with `eval_subset`).
+    """
+    key = curve_metric(records)
     out = []
     for r in records:
         if r.get(ACC) is not None and r.get("step") is not None:
-            out.append((int(r["step"]), float(r.get(TOKENS) or 0.0), float(r[ACC])))
+            out.append((int(r["step"]), float(r.get(TOKENS) or 0.0), float(r[key])))
     return out
 
 
@@ -64,7 +84,10 @@ def summarize_run(
 
     Returns:
         A JSON-able dict. `complete` is True when the last logged step reached the budget
-        and the final step was evaluated (when evaluation is on). `compute_s` sums the
+        and the final step was evaluated (when evaluation is on). `curve`,
+        `initial_accuracy`, `best_accuracy` and `final_curve_accuracy` are on the curve's
+        accuracy (`curve_metric`); `final_accuracy` is the last evaluation's whole held-out
+        set (the same number when the run has no `eval_subset`). `compute_s` sums the
         per-step and per-eval times over all resumed segments (model loading excluded),
         which is what "wall time" should mean for a run that was interrupted and resumed.
     """
@@ -78,6 +101,7 @@ def summarize_run(
     budget = int(target_steps if target_steps is not None else cfg.get("steps", 0))
     steps_done = max((int(r.get("step", 0)) for r in records), default=0)
     curve = eval_curve(records)
+    last_eval = next((r for r in reversed(records) if r.get(ACC) is not None), None)
     wants_eval = int(cfg.get("eval_size", 1)) > 0
     complete = (
         bool(budget)
@@ -97,7 +121,9 @@ def summarize_run(
         "steps_done": steps_done,
         "complete": complete,
         "initial_accuracy": curve[0][2] if curve and curve[0][0] == 0 else None,
-        "final_accuracy": curve[-1][2] if curve else None,
+        "final_accuracy": float(last_eval[ACC]) if last_eval is not None else None,
+        "final_curve_accuracy": curve[-1][2] if curve else None,
+        "curve_metric": curve_metric(records),
         "final_step": curve[-1][0] if curve else None,
         "best_accuracy": max(a for _, _, a in curve) if curve else None,
         "best_step": max(curve, key=lambda c: (c[2], -c[0]))[0] if curve else None,
@@ -148,6 +174,7 @@ def aggregate(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for key in (
             "initial_accuracy",
             "final_accuracy",
+            "final_curve_accuracy",
             "best_accuracy",
             "tokens_generated",
             "compute_s",

@@ -143,7 +143,10 @@ def _fake_run(
     accs: dict[int, float],
     steps: int,
     tokens_per_step: float = 100.0,
+    subset: dict[int, float] | None = None,
 ) -> Path:
+    """A run directory as the trainer writes it; `subset`: `eval/subset_accuracy` per
+    evaluated step (a run with `eval_subset`)."""
     d = root / f"{strategy}__{learner}__s{seed}"
     d.mkdir(parents=True)
     (d / "config.json").write_text(
@@ -163,6 +166,8 @@ def _fake_run(
         r = {"step": step, "rollout/tokens_total": step * tokens_per_step, "time/step": 2.0}
         if step in accs:
             r.update({"eval/accuracy": accs[step], "time/eval": 1.0})
+            if subset is not None:
+                r["eval/subset_accuracy"] = subset[step]
         rows.append(r)
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return d
@@ -182,6 +187,36 @@ def test_summarize_run_numbers(tmp_path) -> None:
     e = _fake_run(tmp_path, "uniform", "grpo", 0, {0: 0.1, 2: 0.2}, steps=4)
     assert not summarize_run(e)["complete"]
     assert not summarize_run(tmp_path / "missing")["complete"]
+
+
+def test_runs_with_an_eval_subset_are_compared_on_the_subset_curve_and_the_full_final(
+    tmp_path,
+) -> None:
+    """With `eval_subset`, the curve (and steps to uniform's final) is the subset's accuracy,
+    measured alike at every evaluation; Δ final is on the whole held-out set of the last
+    evaluation. Deliberate bugs this catches (tried): the curve on `eval/accuracy` (full at
+    the ends, subset between), the target on the full-set final, Δ final against the
+    subset target."""
+    le = _load_benchmark()
+    # `eval/accuracy` at 4 is the subset's (only it was evaluated); 0 and 8 are the full set
+    uni = _fake_run(tmp_path, "uniform", "grpo", 0, {0: 0.10, 4: 0.30, 8: 0.20}, 8,
+                    subset={0: 0.12, 4: 0.30, 8: 0.24})
+    lp = _fake_run(tmp_path, "lppo", "grpo", 0, {0: 0.10, 4: 0.22, 8: 0.26}, 8,
+                   subset={0: 0.12, 4: 0.22, 8: 0.28})
+    s = summarize_run(uni)
+    assert s["curve_metric"] == "eval/subset_accuracy"
+    assert [c["accuracy"] for c in s["curve"]] == [0.12, 0.30, 0.24]
+    assert (s["final_accuracy"], s["final_curve_accuracy"]) == (0.20, 0.24)
+    runs = [s, summarize_run(lp)]
+    result = {"runs": runs, "arms": aggregate(runs)}
+    rows = {r["strategy"]: r for r in le.efficiency_rows(result, 8)}
+    assert rows["lppo"]["target"] == pytest.approx(0.24)  # uniform's final on the subset
+    assert rows["lppo"]["steps_to_target"] == 8  # (a full-set target of 0.20: step 4)
+    assert rows["lppo"]["delta_final_vs_uniform"] == pytest.approx(0.06)  # 0.26 - 0.20, full set
+    # a run without eval_subset: one accuracy for both
+    plain = summarize_run(_fake_run(tmp_path, "plain", "grpo", 0, {0: 0.1, 8: 0.3}, 8))
+    assert plain["curve_metric"] == "eval/accuracy"
+    assert plain["final_accuracy"] == plain["final_curve_accuracy"] == 0.3
 
 
 def test_steps_to_reach_uses_first_crossing() -> None:

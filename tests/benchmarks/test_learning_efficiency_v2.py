@@ -101,3 +101,24 @@ def test_compute_plan_uses_measured_costs_only_from_a_valid_measurement(le, tmp_
     assert plan["measured"] and plan["per_run_s"] == round(per_run)
     assert plan["total_h"] == pytest.approx(2 * per_run / 3600, abs=0.05)
     assert "measured end to end" in plan["assumptions"] and "backend hf" in plan["assumptions"]
+    # with eval_subset the first and last evaluations are full, the 11 between the subset
+    sub = le.compute_plan(cfg | {"eval_subset": 300}, ["uniform"], ["grpo"], [0, 1],
+                          measured=measured)
+    assert sub["eval_problems_per_run"] == 2 * 1500 + 11 * 300
+    assert sub["per_run_s"] == round(12.0 + 48 * 56.0 + (2 * 1500 + 11 * 300) * 0.8)
+    # eval_every 0: only the first and last evaluations; a budget off the grid adds the last
+    assert le.compute_plan(cfg | {"eval_every": 0}, ["u"], ["g"], [0])["evaluations_per_run"] == 2
+    assert le.compute_plan(cfg | {"steps": 50}, ["u"], ["g"], [0])["evaluations_per_run"] == 14
+
+
+def test_same_config_treats_a_field_the_record_predates_as_its_default(le):
+    """A committed matrix stays the same experiment when TrainConfig gains a field;
+    a real change of any setting is still a different one."""
+    from agents.config import TrainConfig
+
+    new = TrainConfig().to_dict()
+    old = {k: v for k, v in new.items() if k != "eval_subset"}  # recorded before the field
+    assert le.same_config(old, new)
+    assert not le.same_config(old, new | {"eval_subset": 300})
+    assert not le.same_config(old | {"lr": 1.0}, new)
+    assert not le.same_config(None, new)
