@@ -154,6 +154,14 @@ class SampleStats:
         return self._cols[name][: len(self)]
 
     @property
+    def nbytes(self) -> int:
+        """Bytes the columns hold in memory per row, times the rows registered (the hot
+        record's padding included; the key index not)."""
+        hot = _HOT.itemsize
+        cold = sum(a.itemsize for n, a in self._cols.items() if n not in HOT_COLUMNS)
+        return (hot + cold) * len(self)
+
+    @property
     def columns(self) -> list[str]:
         """Names of all columns, built-in and extra."""
         return list(self._cols)

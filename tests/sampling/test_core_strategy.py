@@ -520,3 +520,6 @@ def test_growing_the_table_keeps_every_value_and_the_record_layout(chunks, seed)
     for name in HOT_COLUMNS:
         assert stats._cols[name].strides == (64,), name  # one record per row
     assert stats._cols[HOT_COLUMNS[0]].ctypes.data % 64 == 0, "row 0 starts a cache line"
+    # memory: the packed columns plus the record's 2 padding bytes per row
+    packed = sum(a.nbytes for a in stats.state_dict()["columns"].values())
+    assert stats.nbytes == packed + 2 * start
