@@ -188,7 +188,6 @@ def bench_strategy(
             times[i] = step(i) * 1e3
             for c, fn in controls.items():
                 ctl_times[c].append(fn(i) * 1e3)
-    state = s.state_dict()
     nbytes = s.stats.nbytes  # in memory, the hot record's padding included
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "state.npz"

@@ -155,8 +155,10 @@ class SampleStats:
 
     @property
     def nbytes(self) -> int:
-        """Bytes the columns hold in memory per row, times the rows registered (the hot
-        record's padding included; the key index not)."""
+        """Bytes the columns hold in memory for the registered rows.
+
+        The hot record's padding is included; the key index is not.
+        """
         hot = _HOT.itemsize
         cold = sum(a.itemsize for n, a in self._cols.items() if n not in HOT_COLUMNS)
         return (hot + cold) * len(self)
