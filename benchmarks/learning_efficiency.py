@@ -576,7 +576,9 @@ def write_report(
         ]
     if protocol.get("compute_plan"):
         cp = protocol["compute_plan"]
-        lines += [f"- planned compute: {cp['runs']} runs × {cp['per_run_s']} s = "
+        shared = (f" + {cp['shared_first_eval_s']} s for the step-0 evaluation all runs share"
+                  if "shared_first_eval_s" in cp else "")
+        lines += [f"- planned compute: {cp['runs']} runs × {cp['per_run_s']} s{shared} = "
                   f"{cp['total_h']} h ({cp['assumptions']})"]
     if protocol.get("gate_notes") is not None:
         lines += ["", "## Prefix arms and the viability gate", ""]
@@ -813,7 +815,9 @@ def compute_plan(cfg: dict[str, Any], arms: list[str], learners: list[str], seed
     # the ones between only the subset
     subset = int(cfg.get("eval_subset") or 0)
     n_full = min(n_evals, 2) if subset else n_evals
-    problems_per_run = n_full * cfg["eval_size"] + (n_evals - n_full) * (subset or 0)
+    # the step-0 evaluation is the untrained model's: measured once for the whole matrix
+    # and read from the evaluation cache by every other run (agents.compare.build_matrix)
+    problems_per_run = (n_full - 1) * cfg["eval_size"] + (n_evals - n_full) * (subset or 0)
     if measured is not None:
         step_s, start_s = float(measured["step_s"]), float(measured["start_s"])
         per_problem_s = float(measured["eval_s_per_problem"])
@@ -833,10 +837,12 @@ def compute_plan(cfg: dict[str, Any], arms: list[str], learners: list[str], seed
                        "cap")
     eval_s = problems_per_run * per_problem_s
     per_run = start_s + cfg["steps"] * step_s + eval_s
+    first_eval_s = cfg["eval_size"] * per_problem_s
     return {"runs": runs, "evaluations_per_run": n_evals, "step_s": step_s,
-            "eval_problems_per_run": problems_per_run,
+            "eval_problems_per_run": problems_per_run, "shared_first_eval_s": round(first_eval_s),
             "eval_s": round(eval_s), "per_run_s": round(per_run),
-            "total_h": round(runs * per_run / 3600, 1), "measured": measured is not None,
+            "total_h": round((runs * per_run + first_eval_s) / 3600, 1),
+            "measured": measured is not None,
             "assumptions": assumptions}
 
 

@@ -97,15 +97,16 @@ def test_compute_plan_uses_measured_costs_only_from_a_valid_measurement(le, tmp_
     assert le.measured_costs("vllm", path) is None
     measured = le.measured_costs("hf", path)
     plan = le.compute_plan(cfg, ["uniform"], ["grpo"], [0, 1], measured=measured)
-    per_run = 12.0 + 48 * 56.0 + 13 * 1500 * 0.8
+    # step 0 is evaluated once for the matrix (the evaluation cache), 12 times per run
+    per_run = 12.0 + 48 * 56.0 + 12 * 1500 * 0.8
     assert plan["measured"] and plan["per_run_s"] == round(per_run)
-    assert plan["total_h"] == pytest.approx(2 * per_run / 3600, abs=0.05)
+    assert plan["total_h"] == pytest.approx((2 * per_run + 1500 * 0.8) / 3600, abs=0.05)
     assert "measured end to end" in plan["assumptions"] and "backend hf" in plan["assumptions"]
     # with eval_subset the first and last evaluations are full, the 11 between the subset
     sub = le.compute_plan(cfg | {"eval_subset": 300}, ["uniform"], ["grpo"], [0, 1],
                           measured=measured)
-    assert sub["eval_problems_per_run"] == 2 * 1500 + 11 * 300
-    assert sub["per_run_s"] == round(12.0 + 48 * 56.0 + (2 * 1500 + 11 * 300) * 0.8)
+    assert sub["eval_problems_per_run"] == 1500 + 11 * 300
+    assert sub["per_run_s"] == round(12.0 + 48 * 56.0 + (1500 + 11 * 300) * 0.8)
     # eval_every 0: only the first and last evaluations; a budget off the grid adds the last
     assert le.compute_plan(cfg | {"eval_every": 0}, ["u"], ["g"], [0])["evaluations_per_run"] == 2
     assert le.compute_plan(cfg | {"steps": 50}, ["u"], ["g"], [0])["evaluations_per_run"] == 14
