@@ -240,7 +240,7 @@ class SampleStats:
         while cap < n:
             cap *= 2
         grown = _builtin_columns(cap)
-        for name, arr in self._cols.items():
+        for name in self._cols:
             if name not in grown:  # a strategy's own column
                 dt, fill = self._column_spec(name)
                 grown[name] = np.full(cap, fill, dtype=dt)
