@@ -251,8 +251,8 @@ def test_sigterm_during_an_evaluation_drops_it_and_keeps_the_step(
     t = Trainer(_cfg(tiny_dir, tmp_path / "run", eval_size=4, eval_every=2))
     evaluate = t.evaluate
 
-    def evaluate_then_signal():
-        out = evaluate()
+    def evaluate_then_signal(full: bool = True):
+        out = evaluate(full=full)
         if t.step_count == 2:
             _deliver(signal.SIGTERM)
         return out

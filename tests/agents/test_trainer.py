@@ -110,7 +110,7 @@ def test_initial_eval_is_cached_across_seeds_and_strategies(
 
     calls = []
     monkeypatch.setattr(
-        Trainer, "evaluate", lambda self: calls.append(1) or {"eval/accuracy": -1.0}
+        Trainer, "evaluate", lambda self, full=True: calls.append(1) or {"eval/accuracy": -1.0}
     )
     other = _cfg(
         tiny_dir, tmp_path / "b", steps=1, seed=3, strategy="uniform", eval_cache=str(cache)
