@@ -56,8 +56,9 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
 
     meter = PhaseMeter()
     instrument(meter, {})
-    cfg = dict(PROTOCOL_V2, steps=a.steps, eval_size=a.eval_size, eval_every=a.steps,
-               save_every=a.steps, backend=a.worker)
+    # every evaluation here covers all `eval_size` problems: it times the cost per problem
+    cfg = dict(PROTOCOL_V2, steps=a.steps, eval_size=a.eval_size, eval_subset=0,
+               eval_every=a.steps, save_every=a.steps, backend=a.worker)
     if a.quick:
         cfg.update(batch_size=2, group_size=2, max_new_tokens=8, data_kwargs={"size": 64})
     with tempfile.TemporaryDirectory(prefix="backend_speed_") as tmp:
