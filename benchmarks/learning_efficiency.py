@@ -241,8 +241,7 @@ def efficiency_rows(result: dict[str, Any], budget: int) -> list[dict[str, Any]]
         uni = arms.get(("uniform", learner))
         # steps are read on the curves, so the target is on the curves' accuracy (the fixed
         # subset when the protocol has eval_subset); Δ final is on the whole held-out set
-        target = (uni.get("final_curve_accuracy", uni["final_accuracy"])
-                  if uni and uni["n_complete"] else None)
+        target = uni["final_curve_accuracy"] if uni and uni["n_complete"] else None
         done = [r for r in by_arm[(strategy, learner)] if r["complete"]]
         row: dict[str, Any] = {
             "strategy": strategy,
@@ -817,7 +816,7 @@ def compute_plan(cfg: dict[str, Any], arms: list[str], learners: list[str], seed
     n_full = min(n_evals, 2) if subset else n_evals
     # the step-0 evaluation is the untrained model's: measured once for the whole matrix
     # and read from the evaluation cache by every other run (agents.compare.build_matrix)
-    problems_per_run = (n_full - 1) * cfg["eval_size"] + (n_evals - n_full) * (subset or 0)
+    problems_per_run = (n_full - 1) * cfg["eval_size"] + (n_evals - n_full) * subset
     if measured is not None:
         step_s, start_s = float(measured["step_s"]), float(measured["start_s"])
         per_problem_s = float(measured["eval_s_per_problem"])

@@ -150,10 +150,11 @@ class GroupResults:
         m = np.asarray(bool_array("mask", self.mask, shape), dtype=bool)
         g = np.asarray(bool_array("guided", self.guided, shape), dtype=bool)
         padded = not m.all()
-        rows_ok = m.any(axis=1) if padded else None
-        if rows_ok is not None and not rows_ok.all():
-            bad = int(np.flatnonzero(~rows_ok)[0])
-            raise ValueError(f"mask row {bad} (key {keys[bad]!r}) has no valid rollout")
+        if padded:  # only a padded mask can have a row without a valid rollout
+            rows_ok = m.any(axis=1)
+            if not rows_ok.all():
+                bad = int(np.flatnonzero(~rows_ok)[0])
+                raise ValueError(f"mask row {bad} (key {keys[bad]!r}) has no valid rollout")
         valid = r[m] if padded else r
         if not _within_unit(valid):
             if not np.isfinite(valid).all():

@@ -111,7 +111,8 @@ def _builtin_columns(cap: int) -> dict[str, np.ndarray]:
     for name, (dt, fill) in COLUMNS.items():
         if name in HOT_COLUMNS:
             cols[name] = table[name]
-            cols[name][...] = fill
+            if fill != 0:  # (NaN != 0 too) the zeroed table already holds a 0 fill
+                cols[name][...] = fill
         else:
             cols[name] = np.full(cap, fill, dtype=dt)
     return cols

@@ -45,12 +45,15 @@ def curve_metric(records: Sequence[dict[str, Any]]) -> str:
     return ACC
 
 
-def eval_curve(records: Sequence[dict[str, Any]]) -> list[tuple[int, float, float]]:
+def eval_curve(
+    records: Sequence[dict[str, Any]], key: str | None = None
+) -> list[tuple[int, float, float]]:
     """(step, tokens generated so far, held-out accuracy) at every evaluated step.
 
-    The accuracy is `curve_metric`'s (the fixed subset for a run with `eval_subset`).
+    The accuracy is `key`, by default `curve_metric`'s (the fixed subset for a run with
+    `eval_subset`).
     """
-    key = curve_metric(records)
+    key = key or curve_metric(records)
     out = []
     for r in records:
         if r.get(ACC) is not None and r.get("step") is not None:
@@ -100,7 +103,8 @@ def summarize_run(
         records = []
     budget = int(target_steps if target_steps is not None else cfg.get("steps", 0))
     steps_done = max((int(r.get("step", 0)) for r in records), default=0)
-    curve = eval_curve(records)
+    metric = curve_metric(records)
+    curve = eval_curve(records, metric)
     last_eval = next((r for r in reversed(records) if r.get(ACC) is not None), None)
     wants_eval = int(cfg.get("eval_size", 1)) > 0
     complete = (
@@ -123,7 +127,7 @@ def summarize_run(
         "initial_accuracy": curve[0][2] if curve and curve[0][0] == 0 else None,
         "final_accuracy": float(last_eval[ACC]) if last_eval is not None else None,
         "final_curve_accuracy": curve[-1][2] if curve else None,
-        "curve_metric": curve_metric(records),
+        "curve_metric": metric,
         "final_step": curve[-1][0] if curve else None,
         "best_accuracy": max(a for _, _, a in curve) if curve else None,
         "best_step": max(curve, key=lambda c: (c[2], -c[0]))[0] if curve else None,
