@@ -938,6 +938,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--in-process", action="store_true", help="runs in this process, not subprocesses"
     )
+    ap.add_argument(
+        "--jobs", type=int, default=1,
+        help="runs in flight at once, each with cpu_count // jobs threads (a vLLM engine "
+        "decodes on one thread, so 2 jobs keep a 2-core machine busy)",
+    )
     for k, v in PROTOCOL.items():
         if isinstance(v, str):
             ap.add_argument("--" + k.replace("_", "-"), dest=k, default=None)
@@ -985,6 +990,7 @@ def main(argv: list[str] | None = None) -> int:
         "learners": learners,
         "seeds": seeds,
         "quick": args.quick,
+        "jobs": args.jobs,
         "hardware": hardware(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         # the flags define the protocol in --report mode too, so the command is always right
@@ -1026,6 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocesses=not args.in_process,
             progress=True,
             prune_checkpoints=not args.keep_checkpoints_after,
+            jobs=args.jobs,
         )
     result = summarize_matrix(specs, runs_root, title="learning efficiency")
     for learner in learners:  # one figure pair per learner as well, easier to read

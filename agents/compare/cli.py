@@ -45,6 +45,8 @@ class CompareConfig:
     """seconds per run (subprocess mode)."""
     prune_checkpoints: bool = False
     """delete a run's checkpoints once it is complete (saves ~1.6 GB per default-model run)."""
+    jobs: int = 1
+    """runs in flight at once (subprocesses), each with cpu_count // jobs threads."""
     summarize_only: bool = False
     """do not train; only (re)write summaries and figures from existing runs."""
 
@@ -55,6 +57,10 @@ class CompareConfig:
         self.learners = [v for item in self.learners for v in item.split(",") if v]
         if self.threshold is not None and not 0 <= self.threshold <= 1:
             raise ConfigError(f"CompareConfig expects threshold in [0, 1], got {self.threshold}")
+        if self.jobs < 1:
+            raise ConfigError(f"CompareConfig expects jobs >= 1, got {self.jobs}")
+        if self.jobs > 1 and self.in_process:
+            raise ConfigError("CompareConfig runs jobs > 1 in subprocesses: drop --in-process")
         if self.run_timeout is not None and not self.run_timeout > 0:
             raise ConfigError(f"CompareConfig expects run_timeout > 0, got {self.run_timeout}")
 
@@ -101,6 +107,7 @@ def run_compare(args: argparse.Namespace) -> int:
             timeout=cc.run_timeout,
             progress=base.progress,
             prune_checkpoints=cc.prune_checkpoints,
+            jobs=cc.jobs,
         )
     result = summarize_matrix(specs, out, threshold=cc.threshold)
     failed = [s for s in statuses if s["returncode"] not in (0, None)]

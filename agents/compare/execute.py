@@ -1,42 +1,64 @@
-"""Running the matrix: each incomplete run in a child process (or in this one), in order.
+"""Running the matrix: each incomplete run in a child process (or in this one).
 
 A complete run is skipped without loading anything; an unfinished one resumes from its
 latest checkpoint (every run has `resume=True`). A crash or an out-of-memory kill of one
 child is recorded in its `compare_status.json` and the matrix goes on.
+
+Runs go one after another by default. `jobs > 1` keeps that many child processes busy at
+once, each with `cpu_count // jobs` threads: on a small CPU, a vLLM engine decodes on one
+thread, so one run alone leaves the other cores idle through every rollout and evaluation.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 from agents.compare.matrix import RunSpec
 from agents.compare.stats import summarize_run
 
-__all__ = ["run_matrix"]
+__all__ = ["run_matrix", "threads_per_job"]
+
+POLL_S = 2.0
+"""Seconds between checks for a free slot or the shared step-0 evaluation (jobs > 1)."""
 
 
-def _run_subprocess(spec: RunSpec, timeout: float | None) -> dict[str, Any]:
-    """Run one Trainer in a child process; its output goes to run_dir/train.log."""
+def _run_subprocess(
+    spec: RunSpec, timeout: float | None, threads: int | None = None
+) -> dict[str, Any]:
+    """Run one Trainer in a child process; its output goes to run_dir/train.log.
+
+    `threads` caps the child's torch/OpenMP threads (its `OMP_NUM_THREADS`).
+    """
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     config = spec.run_dir / "compare_config.json"
     spec.cfg.save(config)  # the run's config, read back by the child: what runs is on disk
     cmd = [sys.executable, "-m", "agents.cli", "train", "--config", str(config)]
+    env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    shown = ("" if threads is None else f"OMP_NUM_THREADS={threads} ") + " ".join(cmd)
     with open(spec.run_dir / "train.log", "a") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n")
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shown}\n")
         log.flush()
         try:
             rc = subprocess.run(
-                cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+                cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=env
             ).returncode
         except subprocess.TimeoutExpired:
             rc = -9
-    return {"returncode": rc, "error": None if rc == 0 else f"exit status {rc}; see train.log"}
+    return {
+        "returncode": rc,
+        "error": None if rc == 0 else f"exit status {rc}; see train.log",
+        "threads": threads,
+    }
 
 
 def _run_in_process(spec: RunSpec) -> dict[str, Any]:
@@ -52,6 +74,58 @@ def _run_in_process(spec: RunSpec) -> dict[str, Any]:
     return {"returncode": 130 if summary["interrupted"] else 0, "error": None}
 
 
+def threads_per_job(jobs: int, cpus: int | None = None) -> int:
+    """Threads each of `jobs` concurrent runs gets: the cores split evenly, at least one."""
+    return max(1, (cpus or os.cpu_count() or 1) // jobs)
+
+
+def _has_shared_eval(spec: RunSpec) -> bool:
+    """Whether the matrix's step-0 evaluation cache holds an entry already."""
+    cache = spec.cfg.eval_cache
+    return bool(cache) and any(Path(cache).glob("initial_eval_*.json"))
+
+
+def _run_concurrently(
+    specs: Sequence[RunSpec],
+    todo: list[int],
+    jobs: int,
+    attempt: Any,
+    statuses: list[dict[str, Any] | None],
+    stop: threading.Event,
+    show: Any,
+) -> None:
+    """Keep `jobs` runs of `todo` in flight, in order; fill `statuses` as they end.
+
+    A fresh run started while the step-0 evaluation cache is empty computes that evaluation;
+    the next run waits for it (or for that run to end) rather than computing it again.
+    """
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        running: dict[Future, int] = {}
+        filling: Future | None = None  # the fresh run that will fill the step-0 cache
+
+        def collect(timeout: float | None) -> None:
+            done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+            for f in done:
+                statuses[running.pop(f)] = f.result()
+
+        for i in todo:
+            while not stop.is_set() and running and (
+                len(running) >= jobs
+                or (filling in running and not _has_shared_eval(specs[i]))
+            ):
+                collect(timeout=POLL_S)
+            if stop.is_set():
+                break
+            fresh = not (specs[i].run_dir / "metrics.jsonl").is_file()
+            show(specs[i].name)
+            f = pool.submit(attempt, specs[i])
+            running[f] = i
+            if fresh and filling is None and not _has_shared_eval(specs[i]):
+                filling = f
+        while running:
+            collect(timeout=None)
+
+
 def run_matrix(
     specs: Sequence[RunSpec],
     *,
@@ -59,8 +133,9 @@ def run_matrix(
     timeout: float | None = None,
     progress: bool = True,
     prune_checkpoints: bool = False,
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
-    """Run every spec that is not complete yet, sequentially; return one status per spec.
+    """Run every spec that is not complete yet; return one status per spec, in spec order.
 
     A complete run (per `summarize_run`) is skipped without loading anything; an incomplete
     one resumes from its latest checkpoint. Statuses are also written to
@@ -74,24 +149,31 @@ def run_matrix(
         prune_checkpoints: delete a run's checkpoints once it is complete. A checkpoint of the
             135M default model with its AdamW state is ~1.6 GB, so a 24-run matrix would keep
             ~40 GB of files that no summary needs (completeness is read from metrics.jsonl).
+        jobs: runs in flight at once (subprocess mode), started in spec order, each with
+            `threads_per_job(jobs)` threads. While the shared step-0 evaluation is not cached
+            yet, only the first run starts: the others then read it instead of repeating it.
     """
     from tqdm.auto import tqdm
 
-    statuses = []
+    if jobs < 1:
+        raise ValueError(f"run_matrix expects jobs >= 1, got {jobs}")
+    if jobs > 1 and not subprocesses:
+        raise ValueError("run_matrix runs jobs > 1 in subprocesses only (in_process=False)")
+    threads = threads_per_job(jobs) if jobs > 1 else None
     complete = [summarize_run(s.run_dir, target_steps=s.cfg.steps)["complete"] for s in specs]
     n_done = sum(complete)
     # The bar counts only runs left to train, so its rate and ETA are not skewed by skips.
     desc = f"lppo compare ({n_done} complete)" if n_done else "lppo compare"
     bar = tqdm(total=len(specs) - n_done, desc=desc, unit="run", disable=not progress)
-    for spec, done_before in zip(specs, complete, strict=True):
-        if done_before:
-            statuses.append({"run": spec.name, "skipped": True, "returncode": 0, "error": None})
-            if prune_checkpoints:
-                shutil.rmtree(spec.run_dir / "checkpoints", ignore_errors=True)
-            continue
-        bar.set_postfix_str(spec.name)
+    lock = threading.Lock()
+    stop = threading.Event()  # a run was Ctrl-C'd: the user wants the matrix to stop
+
+    def attempt(spec: RunSpec) -> dict[str, Any]:
         t0 = time.time()
-        st = _run_subprocess(spec, timeout) if subprocesses else _run_in_process(spec)
+        if subprocesses:
+            st = _run_subprocess(spec, timeout, threads)
+        else:
+            st = _run_in_process(spec)
         st = {
             "run": spec.name,
             "skipped": False,
@@ -100,12 +182,36 @@ def run_matrix(
             **st,
         }
         (spec.run_dir / "compare_status.json").write_text(json.dumps(st, indent=2) + "\n")
-        statuses.append(st)
         done = summarize_run(spec.run_dir, target_steps=spec.cfg.steps)["complete"]
         if prune_checkpoints and done:
             shutil.rmtree(spec.run_dir / "checkpoints", ignore_errors=True)
-        bar.update()
-        if st["returncode"] == 130:  # the run was Ctrl-C'd: the user wants the matrix to stop
-            break
+        if st["returncode"] == 130:
+            stop.set()
+        with lock:
+            bar.update()
+        return st
+
+    statuses: list[dict[str, Any] | None] = [None] * len(specs)
+    todo = []
+    for i, (spec, done_before) in enumerate(zip(specs, complete, strict=True)):
+        if done_before:
+            statuses[i] = {"run": spec.name, "skipped": True, "returncode": 0, "error": None}
+            if prune_checkpoints:
+                shutil.rmtree(spec.run_dir / "checkpoints", ignore_errors=True)
+        else:
+            todo.append(i)
+    if jobs == 1:  # in this thread: an in-process Trainer installs signal handlers
+        for i in todo:
+            bar.set_postfix_str(specs[i].name)
+            statuses[i] = attempt(specs[i])
+            if stop.is_set():
+                break
+    else:
+
+        def show(name: str) -> None:
+            with lock:
+                bar.set_postfix_str(name)
+
+        _run_concurrently(specs, todo, jobs, attempt, statuses, stop, show)
     bar.close()
-    return statuses
+    return [st for st in statuses if st is not None]

@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agents.cli import main
 from agents.compare import (
@@ -22,6 +24,7 @@ from agents.compare import (
     summarize_matrix,
     summarize_run,
 )
+from agents.compare.execute import threads_per_job
 from agents.config import ConfigError, TrainConfig
 
 
@@ -132,6 +135,125 @@ def test_subprocess_run_failure_is_recorded_and_the_matrix_continues(tiny_dir, t
     assert not by_run[bad[0].name]["complete"] and by_run[good[0].name]["complete"]
     assert by_run[bad[0].name]["last_attempt"]["returncode"] != 0
     assert "0/1 (incomplete)" in (tmp_path / "cmp" / "summary.md").read_text()
+
+
+def test_jobs_2_runs_two_children_at_once_with_split_threads(tiny_dir, tmp_path, capsys) -> None:
+    """`lppo compare --jobs 2` on the tiny model: both runs complete, the untrained model is
+    evaluated once (the second run waited for the first's step-0 evaluation), and each
+    child was started with its share of the cores."""
+    out = tmp_path / "cmp"
+    argv = ["compare", "--strategies", "uniform", "lppo", "--seeds", "0", "--out", str(out),
+            "--jobs", "2", *_flags(tiny_dir)]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["complete"] == report["runs"] == 2 and report["failed"] == []
+    names = ["uniform__grpo__s0", "lppo__grpo__s0"]
+    step0 = [json.loads((out / n / "metrics.jsonl").read_text().splitlines()[0]) for n in names]
+    assert [("eval/cached" in r) for r in step0] == [False, True]
+    threads = threads_per_job(2)
+    for n in names:
+        assert json.loads((out / n / "compare_status.json").read_text())["threads"] == threads
+        assert f"OMP_NUM_THREADS={threads} " in (out / n / "train.log").read_text()
+
+
+def _specs(tmp_path: Path, n: int, cached: bool) -> list:
+    base = TrainConfig(eval_size=4, data_kwargs={"size": 40}, progress=False)
+    specs = build_matrix(base, [f"s{i}" for i in range(n)], ["grpo"], [0], tmp_path / "cmp")
+    cache = Path(specs[0].cfg.eval_cache)
+    cache.mkdir(parents=True)
+    if cached:
+        (cache / "initial_eval_abc.json").write_text("{}")
+    return specs
+
+
+def test_jobs_keep_that_many_runs_in_flight_in_spec_order(tmp_path, monkeypatch) -> None:
+    """With jobs=2, two runs are in flight at once (the first two wait at a two-party
+    barrier: run one after another, the first would time out), a slot freed by a finished
+    run is filled while the other still runs (the first waits for the third), statuses come
+    back in spec order, and each child gets cpu_count // 2 threads. Deliberate bugs this
+    catches (tried): the pool sized 1, statuses in completion order, threads not passed."""
+    import threading
+
+    from agents.compare import execute
+
+    barrier = threading.Barrier(2)
+    third_ran = threading.Event()
+    finished = []
+
+    def fake_child(spec, timeout, threads):
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        if spec.name in ("s0__grpo__s0", "s1__grpo__s0"):
+            barrier.wait(timeout=10)  # raises if the other run is not in flight too
+        if spec.name == "s0__grpo__s0":
+            assert third_ran.wait(timeout=10)
+        if spec.name == "s2__grpo__s0":
+            third_ran.set()
+        finished.append(spec.name)
+        return {"returncode": 0, "error": None, "threads": threads}
+
+    monkeypatch.setattr(execute, "_run_subprocess", fake_child)
+    monkeypatch.setattr(execute, "POLL_S", 0.05)
+    specs = _specs(tmp_path, 3, cached=True)
+    statuses = run_matrix(specs, jobs=2, progress=False)
+    assert finished == ["s1__grpo__s0", "s2__grpo__s0", "s0__grpo__s0"]
+    assert [s["run"] for s in statuses] == [s.name for s in specs]
+    assert all(s["returncode"] == 0 and s["threads"] == threads_per_job(2) for s in statuses)
+
+
+def test_jobs_wait_for_the_shared_step0_evaluation_then_overlap(tmp_path, monkeypatch) -> None:
+    """A fresh matrix with an empty step-0 cache: the second run starts only once the first
+    has written the cache, and then while the first is still running. Deliberate bugs this
+    catches (tried): no wait (the second starts before the cache exists), waiting for the
+    first run to end (no overlap: the first times out waiting for the second)."""
+    import threading
+    import time
+
+    from agents.compare import execute
+
+    second_started = threading.Event()
+    seen = {}
+
+    def fake_child(spec, timeout, threads):
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        cache = Path(spec.cfg.eval_cache)
+        if spec.name == "s0__grpo__s0":
+            time.sleep(0.3)
+            (cache / "initial_eval_abc.json").write_text("{}")  # step 0 evaluated
+            overlap = second_started.wait(timeout=10)
+            return {"returncode": 0 if overlap else 1, "error": None, "threads": threads}
+        seen["cache_at_start"] = any(cache.glob("initial_eval_*.json"))
+        second_started.set()
+        return {"returncode": 0, "error": None, "threads": threads}
+
+    monkeypatch.setattr(execute, "_run_subprocess", fake_child)
+    monkeypatch.setattr(execute, "POLL_S", 0.05)
+    statuses = run_matrix(_specs(tmp_path, 2, cached=False), jobs=2, progress=False)
+    assert [s["returncode"] for s in statuses] == [0, 0]
+    assert seen == {"cache_at_start": True}
+
+
+def test_jobs_are_validated(tmp_path) -> None:
+    specs = _specs(tmp_path, 1, cached=True)
+    with pytest.raises(ValueError, match="jobs >= 1"):
+        run_matrix(specs, jobs=0, progress=False)
+    with pytest.raises(ValueError, match="subprocesses"):
+        run_matrix(specs, jobs=2, subprocesses=False, progress=False)
+    from agents.compare.cli import CompareConfig
+
+    with pytest.raises(ConfigError, match="jobs >= 1"):
+        CompareConfig(jobs=0)
+    with pytest.raises(ConfigError, match="in-process"):
+        CompareConfig(jobs=2, in_process=True)
+
+
+@given(jobs=st.integers(1, 64), cpus=st.integers(1, 256))
+def test_threads_per_job_splits_the_cores(jobs: int, cpus: int) -> None:
+    t = threads_per_job(jobs, cpus)
+    assert t >= 1
+    assert t * jobs <= max(cpus, jobs)  # never oversubscribed beyond one thread per job
+    assert (cpus - t * jobs) < jobs  # and no more than jobs - 1 cores left idle
+    if jobs == 1:
+        assert t == cpus
 
 
 # ------------------------------------------------------------------ synthetic metrics (no model)
