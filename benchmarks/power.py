@@ -21,6 +21,13 @@ evaluated on the same n problems):
 - MDE = (z_{1-alpha/2} + z_{power}) * sqrt(Var(diff)).
 
     python benchmarks/power.py            # writes benchmarks/results/power.{json,md}
+    python benchmarks/power.py --pilot runs/learning_efficiency_v2/uniform__grpo__s{0,1,2}
+
+With `--pilot`, sigma_seed comes from complete runs of one arm under the matrix's own
+protocol (their last evaluation, which covers the whole held-out set), kept no lower than
+the first matrix's estimate: 2-3 seeds give 1-2 degrees of freedom, too few to shrink the
+design on. The pilot also splits that sd into the share independent per-problem flips
+explain and a shift of the whole model, which the per-problem logs measure precisely.
 """
 
 from __future__ import annotations
@@ -144,6 +151,62 @@ def estimate_q(arm_a: Sequence[dict[str, int]], arm_b: Sequence[dict[str, int]])
     return max(0.0, var - noise(arm_a, pa) - noise(arm_b, pb))
 
 
+# ------------------------------------------------------------------ pilot
+def pilot_sigma(runs: Sequence[dict[str, int]]) -> dict:
+    """Seed sd of final accuracy from S >= 2 runs of one arm, each `{problem_id: correct}` at
+    its final evaluation, over the problems every run evaluated.
+
+    `sigma_final`: sample sd of the runs' accuracies (S - 1 degrees of freedom).
+    `sigma_problem_noise`: the sd that independent per-problem flips alone would give,
+    sqrt(mean over problems of the over-seeds variance / n); measured on n problems, so it
+    is precise even with 2 seeds. `sigma_final` well above it means the whole model shifts
+    from seed to seed.
+    """
+    if len(runs) < 2:
+        raise ValueError(f"pilot_sigma needs >= 2 runs, got {len(runs)}")
+    keys = sorted(set(runs[0]).intersection(*runs[1:]))
+    if not keys:
+        raise ValueError("pilot_sigma: the runs share no evaluated problem")
+    s, n = len(runs), len(keys)
+    finals = [sum(run[k] for k in keys) / n for run in runs]
+    mean = sum(finals) / s
+    sd = math.sqrt(sum((f - mean) ** 2 for f in finals) / (s - 1))
+    per_problem_var = 0.0
+    for k in keys:
+        m = sum(run[k] for run in runs) / s
+        per_problem_var += sum((run[k] - m) ** 2 for run in runs) / (s - 1)
+    noise = math.sqrt(per_problem_var / n / n)
+    return {"seeds": s, "n_eval": n, "finals": finals, "sigma_final": sd,
+            "sigma_problem_noise": noise}
+
+
+def read_pilot(run_dirs: Sequence[Path]) -> list[dict[str, int]]:
+    """Per-problem correctness at each run's last evaluation (`eval_problems.jsonl`).
+
+    Every run must be complete at the same last step, or the sd mixes budgets.
+    """
+    from agents.compare import summarize_run
+    from agents.evaluation import EVAL_PROBLEMS_FILE, read_eval_problems
+
+    runs, last_steps = [], []
+    for d in run_dirs:
+        s = summarize_run(Path(d))
+        if not s["complete"]:
+            raise ValueError(
+                f"{d}: pilot run incomplete ({s['steps_done']}/{s['steps_budget']} steps); "
+                "finish it (the matrix resumes) before the power analysis")
+        logs = read_eval_problems(Path(d) / EVAL_PROBLEMS_FILE)
+        if not logs:
+            raise ValueError(f"{Path(d) / EVAL_PROBLEMS_FILE}: no per-problem evaluation log")
+        last_steps.append(max(logs))
+        runs.append(logs[max(logs)])
+    if len(set(last_steps)) != 1:
+        raise ValueError(
+            f"pilot runs evaluated last at different steps {last_steps} ({list(run_dirs)}): "
+            "one protocol per pilot")
+    return runs
+
+
 # ------------------------------------------------------------------ report
 def analysis(sigma_seed: float, q: float, source: str, target: float = TARGET_MDE) -> dict:
     grid = {f"S={s},n={n}": mde(sigma_seed, s, n, q) for s in (3, 5, 8, 10, 16)
@@ -179,6 +242,16 @@ def report_md(a: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def first_matrix_sigma() -> tuple[float, str]:
+    """sigma_seed pooled over the first matrix's GRPO arms (3 seeds each), and its source."""
+    eff = json.loads((OUT / "learning_efficiency" / "efficiency.json").read_text())
+    sds = [r["final_std"] for r in eff["arms"] if r.get("final_std") is not None
+           and r["learner"] == "grpo"]
+    sigma = math.sqrt(sum(s * s for s in sds) / len(sds))
+    return sigma, (f"sigma_seed pooled over the {len(sds)} GRPO arms of the first matrix "
+                   "(16 steps, 200 problems); q assumed")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sigma-seed", type=float, default=None,
@@ -187,18 +260,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--q", type=float, default=0.02,
                     help="systematic per-problem difference variance (assumed until a pilot "
                     "with per-problem logs measures it)")
+    ap.add_argument("--pilot", type=Path, nargs="+", default=None,
+                    help="run directories of one arm's complete pilot seeds (same protocol as "
+                    "the matrix); sigma_seed = max(their sd, the first matrix's)")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
     source = "given"
     sigma = a.sigma_seed
+    pilot = None
     if sigma is None:
-        eff = json.loads((OUT / "learning_efficiency" / "efficiency.json").read_text())
-        sds = [r["final_std"] for r in eff["arms"] if r.get("final_std") is not None
-               and r["learner"] == "grpo"]
-        sigma = math.sqrt(sum(s * s for s in sds) / len(sds))
-        source = (f"sigma_seed pooled over the {len(sds)} GRPO arms of the first matrix "
-                  "(16 steps, 200 problems); q assumed")
+        sigma, source = first_matrix_sigma()
+    if a.pilot:
+        pilot = pilot_sigma(read_pilot(a.pilot))
+        pilot["runs"] = [p.name for p in a.pilot]
+        prior = sigma
+        sigma = max(pilot["sigma_final"], prior)
+        source = (
+            f"pilot of {pilot['seeds']} seeds on the matrix's protocol "
+            f"({', '.join(pilot['runs'])}; {pilot['n_eval']} held-out problems): sd "
+            f"{100 * pilot['sigma_final']:.2f} points, of which independent per-problem flips "
+            f"explain {100 * pilot['sigma_problem_noise']:.2f}; planned on max(pilot, "
+            f"{100 * prior:.2f} from {source.split(' (')[0]}) = {100 * sigma:.2f}; q assumed")
     res = analysis(sigma, a.q, source)
+    if pilot is not None:
+        res["pilot"] = pilot
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "power.json").write_text(json.dumps(res, indent=1) + "\n")
     (a.out / "power.md").write_text(report_md(res))

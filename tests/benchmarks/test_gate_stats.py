@@ -95,3 +95,77 @@ def test_paired_table_bootstrap_and_q():
     same = [{"x": 1, "y": 0}, {"x": 1, "y": 0}]
     assert power.estimate_q(same, same) == 0.0
     assert power.estimate_q([{"x": 1, "y": 0}] * 2, [{"x": 0, "y": 1}] * 2) == pytest.approx(2.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), s=st.integers(2, 6), n=st.integers(1, 60))
+def test_pilot_sigma_matches_numpy(data, s, n):
+    """sigma_final is the sample sd of the runs' accuracies over their common problems;
+    sigma_problem_noise the sd independent per-problem flips alone would give."""
+    import numpy as np
+
+    c = np.array(data.draw(st.lists(st.lists(st.integers(0, 1), min_size=n, max_size=n),
+                                    min_size=s, max_size=s)))
+    runs = [{f"p{k}": int(c[i, k]) for k in range(n)} for i in range(s)]
+    runs[0]["only_in_one_run"] = 1  # not shared by every run: ignored
+    got = power.pilot_sigma(runs)
+    assert got["seeds"] == s and got["n_eval"] == n
+    assert got["finals"] == pytest.approx(list(c.mean(axis=1)))
+    assert got["sigma_final"] == pytest.approx(float(np.std(c.mean(axis=1), ddof=1)), abs=1e-12)
+    want_noise = math.sqrt(float(np.var(c, axis=0, ddof=1).mean()) / n)
+    assert got["sigma_problem_noise"] == pytest.approx(want_noise, abs=1e-12)
+
+
+def test_pilot_sigma_tells_a_model_shift_from_problem_flips():
+    # the same 20 flips, once balanced (accuracy equal), once all one way (a shift)
+    base = {f"p{k}": 0 for k in range(1000)}
+    up = {**base, **{f"p{k}": 1 for k in range(20)}}
+    balanced = {**base, **{f"p{k}": 1 for k in range(10, 20)}}
+    balanced_other = {**base, **{f"p{k}": 1 for k in range(10)}}
+    shift = power.pilot_sigma([base, up])
+    flips = power.pilot_sigma([balanced, balanced_other])
+    assert flips["sigma_final"] == 0.0
+    assert shift["sigma_final"] == pytest.approx(0.02 / math.sqrt(2))
+    assert flips["sigma_problem_noise"] > 0
+    assert shift["sigma_problem_noise"] == pytest.approx(flips["sigma_problem_noise"])
+    with pytest.raises(ValueError, match=">= 2 runs"):
+        power.pilot_sigma([base])
+
+
+def _pilot_run(root, seed, correct, steps=4, last_step=None):
+    import json
+
+    d = root / f"uniform__grpo__s{seed}"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(
+        {"strategy": "uniform", "learner": "grpo", "seed": seed, "steps": steps}))
+    done = steps if last_step is None else last_step
+    (d / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": t, **({"eval/accuracy": 0.1} if t in (0, done) else {})}) + "\n"
+        for t in range(done + 1)))
+    rows = [{"step": t, "problem_id": f"p{k}", "correct": c if t else 0, "response_tokens": 5}
+            for t in (0, done) for k, c in enumerate(correct)]
+    (d / "eval_problems.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def test_power_main_plans_on_the_pilot_never_below_the_prior(tmp_path):
+    """`power.py --pilot`: the final evaluation of complete runs gives sigma_seed; the plan
+    uses max(pilot, prior); an incomplete pilot run is refused, not silently used."""
+    import json
+
+    runs = [_pilot_run(tmp_path, s, [1] * (10 * s) + [0] * (100 - 10 * s)) for s in range(3)]
+    out = tmp_path / "out"
+    assert power.main(["--sigma-seed", "0.001", "--pilot", *map(str, runs),
+                       "--out", str(out)]) == 0
+    res = json.loads((out / "power.json").read_text())
+    assert res["pilot"]["finals"] == [0.0, 0.1, 0.2]
+    assert res["sigma_seed"] == pytest.approx(0.1) == res["pilot"]["sigma_final"]
+    assert res["plan"] == power.plan_size(0.1, 0.02)
+    assert "pilot of 3 seeds" in (out / "power.md").read_text()
+    assert power.main(["--sigma-seed", "0.5", "--pilot", *map(str, runs),
+                       "--out", str(out)]) == 0
+    assert json.loads((out / "power.json").read_text())["sigma_seed"] == 0.5
+    short = _pilot_run(tmp_path / "short", 3, [1] * 100, steps=4, last_step=2)
+    with pytest.raises(ValueError, match="incomplete"):
+        power.main(["--pilot", str(runs[0]), str(short), "--out", str(out)])
