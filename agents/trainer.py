@@ -123,6 +123,16 @@ class StepOutput:
         return list(self.record.rollouts.ravel())
 
 
+def _cores() -> str:
+    """The CPU cores this process may run on, or "all" where the platform cannot tell.
+
+    Logged at start: a run pinned by `lppo compare --jobs` shows its cores.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return "all"
+    return ",".join(map(str, sorted(os.sched_getaffinity(0))))
+
+
 def _seed_everything(seed: int) -> None:
     import torch
 
@@ -440,11 +450,13 @@ class Trainer:
         """
         import contextlib
 
+        import torch
         from tqdm.auto import tqdm
 
         from agents.stopping import GracefulStop, StopRequested, commit_on_optimizer_step
 
         cfg = self.cfg
+        log.info("torch threads %d; CPU cores %s", torch.get_num_threads(), _cores())
         bar = tqdm(
             total=cfg.steps,
             initial=self.step_count,

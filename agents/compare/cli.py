@@ -46,7 +46,7 @@ class CompareConfig:
     prune_checkpoints: bool = False
     """delete a run's checkpoints once it is complete (saves ~1.6 GB per default-model run)."""
     jobs: int = 1
-    """runs in flight at once (subprocesses), each with cpu_count // jobs threads."""
+    """runs in flight at once (subprocesses), each pinned to its own cpu_count // jobs cores."""
     summarize_only: bool = False
     """do not train; only (re)write summaries and figures from existing runs."""
 

