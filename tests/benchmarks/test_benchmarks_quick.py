@@ -66,3 +66,25 @@ def test_backend_speed_quick_times_each_phase_and_projects_the_matrix(tmp_path):
     assert d["valid"] is False and d["faster_end_to_end"] is None
     proj = d["projection_v2"]["hf"]
     assert proj["v2_run_s"] > 48 * proj["step_s"]  # start-up and evaluations on top
+
+
+@pytest.mark.slow
+def test_matrix_jobs_quick_times_both_modes_interleaved(tmp_path):
+    """The jobs=1 vs jobs=2 comparison on the real default model (HF backend; the vLLM side
+    is the real measurement). Both blocks train complete runs; jobs=2 pins its runs to
+    their slots' cores; a quick run is never a figure."""
+    from agents.compare.execute import job_cores
+
+    mj = _load("matrix_jobs")
+    out = tmp_path / "mj.json"
+    assert mj.main(["--quick", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert [b["jobs"] for b in d["blocks"]] == [1, 2]
+    for b in d["blocks"]:
+        assert b["complete"] and b["errors"] == [] and b["wall_s"] > 0
+        assert {"load_before", "load_after", "valid"} <= set(b["load"])
+    one, two = d["blocks"]
+    assert one["cores"] == [None, None]  # one at a time: not pinned
+    assert two["cores"][0] == job_cores(0, 2)
+    assert d["speedup_jobs2"] == round(one["wall_s"] / two["wall_s"], 3)
+    assert d["valid"] is False
