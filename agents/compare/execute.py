@@ -32,6 +32,10 @@ __all__ = ["job_cores", "run_matrix", "threads_per_job"]
 
 POLL_S = 2.0
 """Seconds between checks for a free slot or the shared step-0 evaluation (jobs > 1)."""
+_PIN_THEN_EXEC = (
+    "import os, sys; os.sched_setaffinity(0, {cores}); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
 
 
 def _run_subprocess(
@@ -46,23 +50,22 @@ def _run_subprocess(
     config = spec.run_dir / "compare_config.json"
     spec.cfg.save(config)  # the run's config, read back by the child: what runs is on disk
     cmd = [sys.executable, "-m", "agents.cli", "train", "--config", str(config)]
-    env, pin, shown = None, None, " ".join(cmd)
+    env, shown = None, " ".join(cmd)
     if cores is not None:
         ids = ",".join(map(str, cores))
         env = {**os.environ, "OMP_NUM_THREADS": str(len(cores)), "VLLM_CPU_OMP_THREADS_BIND": ids}
         shown = f"OMP_NUM_THREADS={len(cores)} VLLM_CPU_OMP_THREADS_BIND={ids} {shown}"
         if hasattr(os, "sched_setaffinity"):
-
-            def pin() -> None:
-                os.sched_setaffinity(0, cores)
+            # The child pins itself, then execs the trainer (affinity survives exec): a
+            # preexec_fn would not be safe here, as the parent runs several threads.
+            cmd = [sys.executable, "-c", _PIN_THEN_EXEC.format(cores=list(cores)), *cmd[1:]]
 
     with open(spec.run_dir / "train.log", "a") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shown}\n")
         log.flush()
         try:
             rc = subprocess.run(
-                cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=env,
-                preexec_fn=pin,
+                cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=env
             ).returncode
         except subprocess.TimeoutExpired:
             rc = -9
