@@ -856,6 +856,20 @@ def measured_costs(backend: str, path: Path | None = None) -> dict[str, Any] | N
 
 
 # --------------------------------------------------------------------------- main
+RUN_FILES = ("summary.json", "metrics.jsonl", "config.json", "compare_status.json",
+             "eval_problems.jsonl")
+"""What is kept of a run (never its checkpoints)."""
+
+
+def copy_run(name: str, runs_root: Path, results: Path) -> None:
+    """Copy one run's logs from runs_root to results/runs/<name>."""
+    src, dst = runs_root / name, results / "runs" / name
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in RUN_FILES:
+        if (src / f).is_file():
+            shutil.copy2(src / f, dst / f)
+
+
 def copy_results(result: dict[str, Any], runs_root: Path, results: Path) -> None:
     """Copy summaries, metrics and figures (never checkpoints) from runs_root to results."""
     results.mkdir(parents=True, exist_ok=True)
@@ -863,12 +877,7 @@ def copy_results(result: dict[str, Any], runs_root: Path, results: Path) -> None
         if (runs_root / name).is_file():
             shutil.copy2(runs_root / name, results / name)
     for r in result["runs"]:
-        src, dst = runs_root / r["run"], results / "runs" / r["run"]
-        dst.mkdir(parents=True, exist_ok=True)
-        for f in ("summary.json", "metrics.jsonl", "config.json", "compare_status.json",
-                  "eval_problems.jsonl"):
-            if (src / f).is_file():
-                shutil.copy2(src / f, dst / f)
+        copy_run(r["run"], runs_root, results)
 
 
 # Fields that may differ between a committed run and the matrix that would redo it.
@@ -897,8 +906,7 @@ def restore_complete_runs(specs: list[Any], runs_root: Path, results: Path) -> l
         if not summarize_run(src, target_steps=spec.cfg.steps)["complete"]:
             continue
         dst.mkdir(parents=True, exist_ok=True)
-        for f in ("metrics.jsonl", "config.json", "summary.json", "compare_status.json",
-                  "eval_problems.jsonl"):
+        for f in RUN_FILES:
             if (src / f).is_file():
                 shutil.copy2(src / f, dst / f)
         restored.append(spec.name)
@@ -1033,6 +1041,8 @@ def main(argv: list[str] | None = None) -> int:
             progress=True,
             prune_checkpoints=not args.keep_checkpoints_after,
             jobs=args.jobs,
+            # a matrix of days is interrupted often: each run's logs are kept as it ends
+            on_complete=lambda spec: copy_run(spec.name, runs_root, results),
         )
     result = summarize_matrix(specs, runs_root, title="learning efficiency")
     for learner in learners:  # one figure pair per learner as well, easier to read

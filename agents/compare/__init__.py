@@ -30,7 +30,7 @@ Example::
 from agents.compare.execute import run_matrix
 from agents.compare.matrix import MATRIX_FIELDS, RunSpec, build_matrix, run_name
 from agents.compare.plots import plot_arm_curves
-from agents.compare.report import summarize_matrix, write_summary_md
+from agents.compare.report import summarize_matrix, write_run_summary, write_summary_md
 from agents.compare.stats import (
     aggregate,
     eval_curve,
@@ -51,6 +51,7 @@ __all__ = [
     "run_name",
     "steps_to_reach",
     "summarize_matrix",
+    "write_run_summary",
     "summarize_run",
     "write_summary_md",
 ]

@@ -20,12 +20,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from agents.compare.matrix import RunSpec
+from agents.compare.report import write_run_summary
 from agents.compare.stats import summarize_run
 
 __all__ = ["job_cores", "run_matrix", "threads_per_job"]
@@ -168,6 +169,7 @@ def run_matrix(
     progress: bool = True,
     prune_checkpoints: bool = False,
     jobs: int = 1,
+    on_complete: Callable[[RunSpec], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every spec that is not complete yet; return one status per spec, in spec order.
 
@@ -187,6 +189,9 @@ def run_matrix(
             to its slot's cores (`job_cores`). While the shared step-0 evaluation is not
             cached yet, only the first run starts: the others then read it instead of
             repeating it.
+        on_complete: called with each spec whose run this call completed, as soon as it is
+            (e.g. to copy its logs where they are kept: a matrix that takes days is
+            interrupted many times, and what finished must not wait for its end).
     """
     from tqdm.auto import tqdm
 
@@ -216,9 +221,12 @@ def run_matrix(
             **st,
         }
         (spec.run_dir / "compare_status.json").write_text(json.dumps(st, indent=2) + "\n")
-        done = summarize_run(spec.run_dir, target_steps=spec.cfg.steps)["complete"]
+        done = write_run_summary(spec)["complete"]  # summary.json is current as it ends
         if prune_checkpoints and done:
             shutil.rmtree(spec.run_dir / "checkpoints", ignore_errors=True)
+        if done and on_complete is not None:
+            with lock:
+                on_complete(spec)
         if st["returncode"] == 130:
             stop.set()
         with lock:

@@ -64,6 +64,18 @@ def write_summary_md(
     return path
 
 
+def write_run_summary(spec: RunSpec, *, threshold: float | None = None) -> dict[str, Any]:
+    """Summarise one run (with its last attempt's status) into run_dir/summary.json."""
+    s = summarize_run(spec.run_dir, threshold=threshold, target_steps=spec.cfg.steps)
+    s.update(strategy=spec.strategy, learner=spec.learner, seed=spec.seed)
+    status = spec.run_dir / "compare_status.json"
+    if status.is_file():
+        s["last_attempt"] = json.loads(status.read_text())
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    (spec.run_dir / "summary.json").write_text(json.dumps(s, indent=2) + "\n")
+    return s
+
+
 def summarize_matrix(
     specs: Sequence[RunSpec],
     out: str | Path,
@@ -73,16 +85,7 @@ def summarize_matrix(
 ) -> dict[str, Any]:
     """Write every run's summary.json, then summary.md, matrix.json and the two figures."""
     out = Path(out)
-    summaries = []
-    for spec in specs:
-        s = summarize_run(spec.run_dir, threshold=threshold, target_steps=spec.cfg.steps)
-        s.update(strategy=spec.strategy, learner=spec.learner, seed=spec.seed)
-        status = spec.run_dir / "compare_status.json"
-        if status.is_file():
-            s["last_attempt"] = json.loads(status.read_text())
-        spec.run_dir.mkdir(parents=True, exist_ok=True)
-        (spec.run_dir / "summary.json").write_text(json.dumps(s, indent=2) + "\n")
-        summaries.append(s)
+    summaries = [write_run_summary(spec, threshold=threshold) for spec in specs]
     arms = aggregate(summaries)
     write_summary_md(arms, out / "summary.md", threshold=threshold, title=title)
     (out / "matrix.json").write_text(

@@ -241,6 +241,41 @@ def test_jobs_wait_for_the_shared_step0_evaluation_then_overlap(tmp_path, monkey
     assert seen == {"cache_at_start": True}
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_on_complete_is_called_as_each_run_completes_with_its_summary_current(
+    tmp_path, monkeypatch, jobs
+) -> None:
+    """`on_complete` sees each run this call completed, once, while the matrix goes on, and
+    the run's summary.json already says complete; a run that ended short is not passed.
+    Deliberate bugs this catches (tried): the callback for every attempt, the summary
+    written only at the end of the matrix."""
+    from agents.compare import execute
+
+    def fake_child(spec, timeout, cores=None):
+        # s0 trains to its budget; s1 stops after one step (e.g. killed)
+        last = spec.cfg.steps if spec.name.startswith("s0") else 1
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        (spec.run_dir / "config.json").write_text(json.dumps(spec.cfg.to_dict()))
+        (spec.run_dir / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": t, **({"eval/accuracy": 0.1} if t in (0, last) else {})})
+            + "\n" for t in range(last + 1)))
+        return {"returncode": 0, "error": None}
+
+    seen = []
+
+    def on_complete(spec):
+        summary = json.loads((spec.run_dir / "summary.json").read_text())
+        seen.append((spec.name, summary["complete"], summary["last_attempt"]["returncode"]))
+
+    monkeypatch.setattr(execute, "_run_subprocess", fake_child)
+    monkeypatch.setattr(execute, "POLL_S", 0.05)
+    specs = _specs(tmp_path, 2, cached=True)
+    run_matrix(specs, jobs=jobs, progress=False, on_complete=on_complete)
+    assert seen == [("s0__grpo__s0", True, 0)]
+    run_matrix(specs, jobs=jobs, progress=False, on_complete=on_complete)  # s0 skipped
+    assert [name for name, *_ in seen] == ["s0__grpo__s0"]
+
+
 def test_jobs_are_validated(tmp_path) -> None:
     specs = _specs(tmp_path, 1, cached=True)
     with pytest.raises(ValueError, match="jobs >= 1"):
@@ -716,6 +751,29 @@ def test_learning_efficiency_restores_committed_complete_runs(tmp_path) -> None:
     (specs[0].run_dir / "metrics.jsonl").write_text("")
     assert le.restore_complete_runs(specs, tmp_path / "runs", results) == []
     assert (specs[0].run_dir / "metrics.jsonl").read_text() == ""
+
+
+def test_learning_efficiency_keeps_each_run_as_it_completes(tmp_path, monkeypatch) -> None:
+    """The matrix script copies a run's logs into results/runs the moment the run completes,
+    not only when the whole matrix ends (a matrix of days is interrupted many times).
+    Deliberate bug this catches (tried): no on_complete passed to run_matrix."""
+    le = _load_benchmark()
+    results, runs_root = tmp_path / "results", tmp_path / "runs"
+    kept_on_completion = []
+
+    def fake_run_matrix(specs, *, on_complete=None, **kw):
+        for spec in specs:  # the run trains to its budget, then the callback fires
+            _fake_run(runs_root, spec.strategy, spec.learner, spec.seed,
+                      {0: 0.1, spec.cfg.steps: 0.2}, spec.cfg.steps)
+            if on_complete is not None:
+                on_complete(spec)
+            kept_on_completion.append(
+                (results / "runs" / spec.name / "metrics.jsonl").is_file())
+        return []
+
+    monkeypatch.setattr(le, "run_matrix", fake_run_matrix)
+    assert le.main(["--quick", "--runs-root", str(runs_root), "--results", str(results)]) == 0
+    assert kept_on_completion == [True, True]
 
 
 def test_learning_efficiency_report_from_committed_runs_keeps_their_hardware_and_status(
