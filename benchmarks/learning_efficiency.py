@@ -758,7 +758,8 @@ def paired_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]]:
 def paired_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The paired-test table of the report (empty when no run logged per-problem results)."""
     if not rows:
-        return ["No complete run has per-problem evaluation logs yet (eval_problems.jsonl): "
+        return ["No complete run of an arm has a complete uniform run of the same seed and "
+                "learner to pair with yet (both with per-problem logs, eval_problems.jsonl): "
                 "no paired test."]
     out = [
         "Final step, each arm against uniform on the same held-out problems and seeds. "

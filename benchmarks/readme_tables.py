@@ -263,9 +263,17 @@ def power_section() -> str:
     p = d.get("plan")
     plan = (f"{p['seeds']} seeds x {p['n_eval']} held-out problems (MDE {100 * p['mde']:.1f} "
             "points)" if p else "no design up to 64 seeds")
+    pilot = d.get("pilot")
+    measured = "" if pilot is None else (
+        f" A pilot of {pilot['seeds']} uniform seeds on the second matrix's own protocol "
+        f"({pilot['n_eval']} problems) finished at "
+        + " and ".join(f"{100 * f:.1f} %" for f in pilot["finals"])
+        + f" (sd {100 * pilot['sigma_final']:.2f} points; independent per-problem flips alone "
+        f"give {100 * pilot['sigma_problem_noise']:.2f}); the plan keeps the larger "
+        f"estimate, {100 * d['sigma_seed']:.2f} points, as fixed before the pilot.")
     return (f"**Power analysis** (benchmarks/power.py): the first matrix (3 seeds, 200 problems) "
             f"could detect only {100 * d['v1_design_mde']:.1f} points at 80 % power; a "
-            f"3-point MDE needs {plan}.\n")
+            f"3-point MDE needs {plan}.{measured}\n")
 
 
 def render() -> str:
