@@ -862,13 +862,17 @@ RUN_FILES = ("summary.json", "metrics.jsonl", "config.json", "compare_status.jso
 """What is kept of a run (never its checkpoints)."""
 
 
-def copy_run(name: str, runs_root: Path, results: Path) -> None:
-    """Copy one run's logs from runs_root to results/runs/<name>."""
-    src, dst = runs_root / name, results / "runs" / name
+def copy_run_files(src: Path, dst: Path) -> None:
+    """Copy a run directory's RUN_FILES that exist from src to dst."""
     dst.mkdir(parents=True, exist_ok=True)
     for f in RUN_FILES:
         if (src / f).is_file():
             shutil.copy2(src / f, dst / f)
+
+
+def copy_run(name: str, runs_root: Path, results: Path) -> None:
+    """Copy one run's logs from runs_root to results/runs/<name>."""
+    copy_run_files(runs_root / name, results / "runs" / name)
 
 
 def copy_results(result: dict[str, Any], runs_root: Path, results: Path) -> None:
@@ -906,10 +910,7 @@ def restore_complete_runs(specs: list[Any], runs_root: Path, results: Path) -> l
             continue
         if not summarize_run(src, target_steps=spec.cfg.steps)["complete"]:
             continue
-        dst.mkdir(parents=True, exist_ok=True)
-        for f in RUN_FILES:
-            if (src / f).is_file():
-                shutil.copy2(src / f, dst / f)
+        copy_run_files(src, dst)
         restored.append(spec.name)
     return restored
 

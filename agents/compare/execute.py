@@ -119,10 +119,10 @@ def _run_concurrently(
     specs: Sequence[RunSpec],
     todo: list[int],
     jobs: int,
-    attempt: Any,
+    attempt: Callable[[RunSpec, int], dict[str, Any]],
     statuses: list[dict[str, Any] | None],
     stop: threading.Event,
-    show: Any,
+    show: Callable[[str], None],
 ) -> None:
     """Keep `jobs` runs of `todo` in flight, in order; fill `statuses` as they end.
 
