@@ -579,6 +579,11 @@ def write_report(
                   if "shared_first_eval_s" in cp else "")
         lines += [f"- planned compute: {cp['runs']} runs × {cp['per_run_s']} s{shared} = "
                   f"{cp['total_h']} h ({cp['assumptions']})"]
+        if cp.get("parallel"):
+            par = cp["parallel"]
+            lines += [f"- wall clock with `--jobs {par['jobs']}` (each run pinned to its own "
+                      f"core): {par['wall_h']} h, at the {par['speedup']:.2f}× speed-up "
+                      f"benchmarks/matrix_jobs.py measured ({par['measured_at']})"]
     if protocol.get("gate_notes") is not None:
         lines += ["", "## Prefix arms and the viability gate", ""]
         lines += [f"- {n}" for n in protocol["gate_notes"]] or [
@@ -799,14 +804,17 @@ def same_config(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
 
 def compute_plan(cfg: dict[str, Any], arms: list[str], learners: list[str], seeds: list[int],
                  step_s_per_8: float = 16.0, eval_tokens_per_s: float = 300.0,
-                 measured: dict[str, Any] | None = None) -> dict[str, Any]:
+                 measured: dict[str, Any] | None = None,
+                 parallel: dict[str, Any] | None = None) -> dict[str, Any]:
     """Total compute the matrix needs, stated before it runs.
 
     With `measured` (the protocol backend's row of benchmarks/backend_speed.json's
     `projection_v2`: start-up, step and per-problem evaluation seconds timed end to end on
     this machine with these settings) the plan uses those figures. Without it, it scales an
     assumption: one GRPO step of 8 rollouts x 48 tokens took 16 s on the idle 2-core
-    machine, and greedy evaluation runs at `eval_tokens_per_s`.
+    machine, and greedy evaluation runs at `eval_tokens_per_s`. With `parallel` (a
+    measured speed-up of several runs in flight, `jobs_speedup`) it also states the wall
+    clock at that many jobs: the compute is the same, the machine is busier.
     """
     runs = len(arms) * len(learners) * len(seeds)
     every = cfg["eval_every"]
@@ -838,12 +846,36 @@ def compute_plan(cfg: dict[str, Any], arms: list[str], learners: list[str], seed
     eval_s = problems_per_run * per_problem_s
     per_run = start_s + cfg["steps"] * step_s + eval_s
     first_eval_s = cfg["eval_size"] * per_problem_s
-    return {"runs": runs, "evaluations_per_run": n_evals, "step_s": step_s,
+    total_s = runs * per_run + first_eval_s
+    plan = {"runs": runs, "evaluations_per_run": n_evals, "step_s": step_s,
             "eval_problems_per_run": problems_per_run, "shared_first_eval_s": round(first_eval_s),
             "eval_s": round(eval_s), "per_run_s": round(per_run),
-            "total_h": round((runs * per_run + first_eval_s) / 3600, 1),
+            "total_h": round(total_s / 3600, 1),
             "measured": measured is not None,
             "assumptions": assumptions}
+    if parallel is not None:
+        plan["parallel"] = {**parallel,
+                            "wall_h": round(total_s / parallel["speedup"] / 3600, 1)}
+    return plan
+
+
+def jobs_speedup(backend: str, path: Path | None = None) -> dict[str, Any] | None:
+    """Speed-up of `--jobs 2` on v2 runs, from a *valid* benchmarks/matrix_jobs.json.
+
+    The figure projected from each mode's measured phases to a 48-step run (a short
+    block's own wall clock weighs start-up too much). None when there is no such
+    measurement for `backend`, or jobs=2 was not faster: the plan then states the
+    sequential figure only (a speed-up taken on a busy machine, or with another rollout
+    engine, plans nothing).
+    """
+    path = path or REPO / "benchmarks/results/matrix_jobs.json"
+    if not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    s = d.get("projected_speedup_jobs2")
+    if not d.get("valid") or d.get("setup", {}).get("backend") != backend or not s or s <= 1.0:
+        return None
+    return {"jobs": 2, "speedup": float(s), "measured_at": d.get("measured_at")}
 
 
 def measured_costs(backend: str, path: Path | None = None) -> dict[str, Any] | None:
@@ -1015,7 +1047,9 @@ def main(argv: list[str] | None = None) -> int:
         protocol["compute_plan"] = compute_plan(
             protocol["config"], strategies, learners, seeds,
             measured=None if args.quick or args.protocol != "v2"
-            else measured_costs(str(protocol["config"]["backend"])))
+            else measured_costs(str(protocol["config"]["backend"])),
+            parallel=None if args.quick or args.protocol != "v2"
+            else jobs_speedup(str(protocol["config"]["backend"])))
         power_json = REPO / "benchmarks/results/power.json"
         if power_json.is_file():
             pw = json.loads(power_json.read_text())

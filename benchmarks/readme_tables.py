@@ -135,6 +135,24 @@ def backend_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def matrix_jobs_line() -> str:
+    """A matrix's runs one at a time vs two at once (benchmarks/matrix_jobs.py)."""
+    d = _timing("matrix_jobs.json", "Matrix runs in parallel")
+    if isinstance(d, str):
+        return d
+    su, med = d["setup"], d["median_wall_s"]
+    loads = [b["load"]["load_before"][0] for b in d["blocks"]]
+    p1, p2 = (d["projection_v2"][k] for k in ("1", "2"))
+    return (f"**Matrix runs in parallel** (benchmarks/matrix_jobs.py): blocks of "
+            f"{su['runs_per_block']} v2 runs ({su['steps']} steps, {su['eval_size']} held-out "
+            f"problems, backend {su['backend']}), {su['rounds']} interleaved rounds (load "
+            f"{min(loads):.1f}-{max(loads):.1f} at start): one at a time {med['1']:.0f} s, two "
+            f"at once (`--jobs 2`, each pinned to its own core) {med['2']:.0f} s per block "
+            f"({d['speedup_jobs2']:.2f}×). Projected from the phases to 48-step runs: "
+            f"{p1['v2_runs_per_h']:.2f} vs {p2['v2_runs_per_h']:.2f} runs/h, "
+            f"**{d['projected_speedup_jobs2']:.2f}×** the throughput.\n")
+
+
 def verifier_table() -> str:
     """Verifier throughput and worst-case latency."""
     d = _timing("verifier_throughput.json", "Verifier throughput")
@@ -283,6 +301,7 @@ def render() -> str:
         verifier_table(),
         rollout_table(),
         backend_table(),
+        matrix_jobs_line(),
         learner_table(),
         evidence_section(),
         gate_section(),

@@ -508,8 +508,16 @@ def test_learning_efficiency_verdict_on_synthetic_runs(tmp_path, lppo_final, met
         "strategies": ["uniform", "lppo"],
         "learners": ["grpo"],
         "hardware": {"cpu_count": 2, "torch": "x", "cuda": None},
+        "compute_plan": le.compute_plan(
+            TrainConfig().to_dict() | {"steps": 16}, ["uniform", "lppo"], ["grpo"], [0, 1],
+            parallel={"jobs": 2, "speedup": 1.5, "measured_at": "2026-12-02 09:00:00"}),
     }
     report = le.write_report(tmp_path, result, protocol, quick=False).read_text()
+    plan = protocol["compute_plan"]
+    assert f"- planned compute: 4 runs × {plan['per_run_s']} s" in report
+    assert (f"- wall clock with `--jobs 2` (each run pinned to its own core): "
+            f"{plan['parallel']['wall_h']} h, at the 1.50× speed-up benchmarks/matrix_jobs.py "
+            "measured (2026-12-02 09:00:00)") in report
     (reported,) = le.verdict(list(rows.values()), 16, eval_size=protocol["config"]["eval_size"])
     assert "| grpo | lppo | 2/2 |" in report and reported in report
     eff = json.loads((tmp_path / "efficiency.json").read_text())  # what the README table reads

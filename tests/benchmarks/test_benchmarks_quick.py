@@ -87,4 +87,11 @@ def test_matrix_jobs_quick_times_both_modes_interleaved(tmp_path):
     assert one["cores"] == [None, None]  # one at a time: not pinned
     assert two["cores"][0] == job_cores(0, 2)
     assert d["speedup_jobs2"] == round(one["wall_s"] / two["wall_s"], 3)
+    assert d["setup"]["warm_up_s"] > 0  # the step-0 evaluation, computed once, untimed
+    for b in d["blocks"]:  # every run's phases were read from its own logs
+        assert len(b["runs"]) == 2
+        assert all(r["step_s"] > 0 and r["eval_s_per_problem"] > 0 for r in b["runs"])
+    p1, p2 = d["projection_v2"]["1"], d["projection_v2"]["2"]
+    assert d["projected_speedup_jobs2"] == pytest.approx(
+        p2["v2_runs_per_h"] / p1["v2_runs_per_h"], abs=0.01)
     assert d["valid"] is False

@@ -112,6 +112,30 @@ def test_compute_plan_uses_measured_costs_only_from_a_valid_measurement(le, tmp_
     assert le.compute_plan(cfg | {"steps": 50}, ["u"], ["g"], [0])["evaluations_per_run"] == 14
 
 
+def test_compute_plan_states_the_wall_clock_only_at_a_valid_measured_jobs_speedup(le, tmp_path):
+    """The plan uses the speed-up projected to v2 runs, not a short block's own.
+    Deliberate bugs caught: an invalid or other-backend speed-up used; a slow-down
+    planned as a speed-up; the block's speed-up used; wall clock multiplied."""
+    cfg = {"steps": 48, "eval_every": 4, "eval_size": 1500, "max_new_tokens": 48,
+           "batch_size": 4, "group_size": 8, "backend": "vllm"}
+    path = tmp_path / "matrix_jobs.json"
+    assert le.jobs_speedup("vllm", path) is None  # never measured
+    rec = {"valid": True, "projected_speedup_jobs2": 1.6, "speedup_jobs2": 1.1,
+           "measured_at": "2026-12-02 09:00:00", "setup": {"backend": "vllm"}}
+    for bad in ({"valid": False}, {"projected_speedup_jobs2": 0.9},
+                {"projected_speedup_jobs2": None}, {"setup": {"backend": "hf"}}):
+        path.write_text(json.dumps(rec | bad))
+        assert le.jobs_speedup("vllm", path) is None, bad
+    path.write_text(json.dumps(rec))
+    assert le.jobs_speedup("hf", path) is None
+    par = le.jobs_speedup("vllm", path)
+    assert par == {"jobs": 2, "speedup": 1.6, "measured_at": "2026-12-02 09:00:00"}
+    seq = le.compute_plan(cfg, ["uniform"], ["grpo"], [0, 1])
+    plan = le.compute_plan(cfg, ["uniform"], ["grpo"], [0, 1], parallel=par)
+    assert "parallel" not in seq and plan["total_h"] == seq["total_h"]  # same compute
+    assert plan["parallel"]["wall_h"] == pytest.approx(seq["total_h"] / 1.6, abs=0.1)
+
+
 def test_same_config_treats_a_field_the_record_predates_as_its_default(le):
     """A committed matrix stays the same experiment when TrainConfig gains a field;
     a real change of any setting is still a different one."""

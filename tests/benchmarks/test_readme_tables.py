@@ -59,3 +59,23 @@ def test_backend_table_publishes_only_a_valid_comparison(monkeypatch):
     monkeypatch.setattr(rt, "_load", lambda name: {**record, "valid": False})
     text = rt.backend_table()
     assert "invalid" in text and "10.5" not in text
+
+
+def test_matrix_jobs_line_publishes_only_a_valid_speedup(monkeypatch):
+    record = {
+        "valid": True, "speedup_jobs2": 1.11, "median_wall_s": {"1": 751.0, "2": 677.6},
+        "projected_speedup_jobs2": 1.73,
+        "projection_v2": {"1": {"v2_runs_per_h": 0.72}, "2": {"v2_runs_per_h": 1.25}},
+        "setup": {"runs_per_block": 2, "steps": 3, "eval_size": 150, "backend": "vllm",
+                  "rounds": 2},
+        "blocks": [{"load": {"load_before": [0.8]}}, {"load": {"load_before": [1.3]}}],
+    }
+    monkeypatch.setattr(rt, "_load", lambda name: record)
+    text = rt.matrix_jobs_line()
+    assert "one at a time 751 s, two at once" in text and "678 s per block (1.11×)" in text
+    assert "0.72 vs 1.25 runs/h, **1.73×**" in text and "(load 0.8-1.3 at start)" in text
+    monkeypatch.setattr(rt, "_load", lambda name: {**record, "valid": False})
+    text = rt.matrix_jobs_line()
+    assert "invalid" in text and "1.73" not in text
+    monkeypatch.setattr(rt, "_load", lambda name: None)
+    assert rt.matrix_jobs_line() == "_matrix_jobs: not run_\n"
