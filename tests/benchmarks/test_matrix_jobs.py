@@ -51,7 +51,8 @@ def test_projection_two_at_once_is_twice_the_runs_over_the_slower_run(start, ste
     one = {"start_s": start, "step_s": step, "eval_s_per_problem": per}
     two = {k: v * slower for k, v in one.items()}
     broken = {k: v * 100 for k, v in one.items()}
-    blocks = [_block(1, [one, one]), _block(2, [two, two]), _block(2, [broken, broken], complete=False)]
+    blocks = [_block(1, [one, one]), _block(2, [two, two]),
+              _block(2, [broken, broken], complete=False)]
     s = mj.summarize(blocks)
     steps, problems = mj.v2_shape()
     run1 = start + steps * step + problems * per
