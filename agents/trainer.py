@@ -471,6 +471,8 @@ class Trainer:
                     with stop.abandonable():
                         first = self.initial_evaluation()
                     self.metrics.write({"step": 0, **first, "rollout/tokens_total": 0.0})
+                else:
+                    self._redo_dropped_evaluation(stop)
                 while self.step_count < cfg.steps and not stop.requested:
                     before = self._state_before_step()
                     try:
@@ -480,10 +482,7 @@ class Trainer:
                         self._restore_state(before)  # no optimizer step happened yet
                         break
                     m = out.metrics
-                    if cfg.eval_size and (
-                        (cfg.eval_every and self.step_count % cfg.eval_every == 0)
-                        or self.step_count == cfg.steps
-                    ):
+                    if self._evaluates_at(self.step_count):
                         with contextlib.suppress(StopRequested), stop.abandonable():
                             # dropped if a stop interrupts it; the last one is full
                             m.update(self.evaluate(full=self.step_count == cfg.steps))
@@ -522,6 +521,48 @@ class Trainer:
             "checkpoint": str(self.ckpt_root),
             "pid": os.getpid(),
         }
+
+    def _evaluates_at(self, step: int) -> bool:
+        """Whether the schedule evaluates after `step` (every `eval_every`, and the last)."""
+        cfg = self.cfg
+        return bool(cfg.eval_size) and step > 0 and (
+            (bool(cfg.eval_every) and step % cfg.eval_every == 0) or step == cfg.steps)
+
+    def _redo_dropped_evaluation(self, stop: Any) -> None:
+        """Evaluate the step a resumed run starts from, if a stop dropped its evaluation.
+
+        Why: a stop during an evaluation drops it and checkpoints the trained step. Without
+        this the resumed run would go on past that step and its curve would miss the point;
+        at the last step, the final whole-set evaluation the paired tests read would never
+        be made, and the run would never count as complete. The weights are the step's own,
+        so the evaluation is the one the uninterrupted run made; it is merged into the
+        step's metrics line.
+        """
+        import json
+
+        from agents.metrics import read_metrics
+
+        step = self.step_count
+        if not self._evaluates_at(step):
+            return
+        rows = [r for r in read_metrics(self.metrics.path) if r.get("step") == step]
+        if not rows or rows[-1].get("eval/accuracy") is not None:
+            return
+        log.info("step %d's evaluation was dropped by a stop: evaluating it now", step)
+        from agents.evaluation import EVAL_PROBLEMS_FILE
+
+        problems = self.run_dir / EVAL_PROBLEMS_FILE  # a stop may land after they were logged
+        if problems.is_file():
+            lines = problems.read_text().splitlines(keepends=True)
+            keep = [x for x in lines if x.strip() and json.loads(x).get("step") != step]
+            if len(keep) != len(lines):
+                tmp = problems.with_suffix(".tmp")
+                tmp.write_text("".join(keep))
+                os.replace(tmp, problems)
+        with stop.abandonable():
+            ev = self.evaluate(full=step == self.cfg.steps)
+        self.metrics.truncate_after(step - 1)
+        self.metrics.write({**rows[-1], **ev})
 
     def _checkpoint_on_stop(self, signal_name: str) -> None:
         """Checkpoint the last finished step (unless it is saved already) and say so."""

@@ -245,25 +245,53 @@ def test_sigint_after_the_first_optimizer_step_finishes_the_step(
     _same_as_uninterrupted(tmp_path / "run", uninterrupted, 3)
 
 
-def test_sigterm_during_an_evaluation_drops_it_and_keeps_the_step(
-    tiny_dir, tmp_path, restore_signals
+@pytest.mark.parametrize("stop_at", [2, STEPS], ids=["curve point", "final evaluation"])
+def test_sigterm_during_an_evaluation_drops_it_and_the_resumed_run_makes_it(
+    tiny_dir, tmp_path, restore_signals, stop_at
 ) -> None:
-    t = Trainer(_cfg(tiny_dir, tmp_path / "run", eval_size=4, eval_every=2))
+    """A stop drops the evaluation and keeps the trained step; the resumed run evaluates
+    that step first (same weights, same answers), merged into its metrics line, so the
+    curve has the point and a stop during the final evaluation still ends complete.
+    Deliberate bugs caught: no re-evaluation on resume (the point, or the final whole-set
+    evaluation, is missing and the run never completes); the evaluation appended as a
+    second line for the step; the subset evaluated at the last step."""
+    from agents.compare import summarize_run
+    from agents.evaluation import EVAL_PROBLEMS_FILE
+
+    run = tmp_path / "run"
+    cfg = dict(eval_size=6, eval_subset=3, eval_every=2)
+    t = Trainer(_cfg(tiny_dir, run, **cfg))
     evaluate = t.evaluate
+    dropped: list[dict] = []
 
     def evaluate_then_signal(full: bool = True):
         out = evaluate(full=full)
-        if t.step_count == 2:
+        if t.step_count == stop_at:
+            dropped.append(out)
             _deliver(signal.SIGTERM)
         return out
 
     t.evaluate = evaluate_then_signal
     summary = t.run()
-    assert summary["stopped_by"] == "SIGTERM" and summary["steps"] == 2
-    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [0, 1, 2]
-    assert "eval/accuracy" in rows[0] and "eval/accuracy" not in rows[2]
-    verify_checkpoint(tmp_path / "run" / "checkpoints" / "step-000002")
+    assert summary["stopped_by"] == "SIGTERM" and summary["steps"] == stop_at
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(stop_at + 1))
+    assert "eval/accuracy" in rows[0] and "eval/accuracy" not in rows[stop_at]
+    verify_checkpoint(run / "checkpoints" / f"step-{stop_at:06d}")
+    assert not summarize_run(run)["complete"]
+
+    Trainer(_cfg(tiny_dir, run, **cfg)).run()  # resumes: evaluates step `stop_at` first
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(STEPS + 1))
+    assert [r["step"] for r in rows if r.get("eval/accuracy") is not None] == [0, 2, 4, 6, 8]
+    redone = rows[stop_at]
+    assert redone["eval/accuracy"] == dropped[0]["eval/accuracy"]  # the step's own weights
+    assert "rollout/reward_mean" in redone  # merged into the step's training line
+    assert redone["eval/n_problems"] == (6 if stop_at == STEPS else 3)
+    per_problem = [json.loads(x) for x in (run / EVAL_PROBLEMS_FILE).read_text().splitlines()]
+    counts = {s: sum(r["step"] == s for r in per_problem) for s in (0, 2, 4, 6, 8)}
+    assert counts == {0: 6, 2: 3, 4: 3, 6: 3, 8: 6}  # each evaluation's records, once
+    assert summarize_run(run)["complete"]
 
 
 # ---------------------------------------------------------------- lppo train, signalled
