@@ -562,7 +562,8 @@ def write_report(
             f"| {dd} | {stt} | {ttt} | {r.get('seeds_reached', '–')}/{r['n_complete']} | {tok} |"
         )
     paired = paired_rows(results, result)
-    lines += ["", "## Paired tests against uniform", "", *paired_lines(paired)]
+    lines += ["", "## Paired tests against uniform", "",
+              *paired_lines(paired, planned_seeds=len(protocol["seeds"]))]
     if protocol.get("power"):
         pw = protocol["power"]
         lines += [
@@ -760,8 +761,13 @@ def paired_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def paired_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """The paired-test table of the report (empty when no run logged per-problem results)."""
+def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None) -> list[str]:
+    """The paired-test table of the report (empty when no run logged per-problem results).
+
+    With fewer seeds than `planned_seeds` in a row the verdict is marked interim: the
+    design's minimum detectable difference holds only for the whole design. A test that
+    finds nothing never says the difference is small, only what it could have detected.
+    """
     if not rows:
         return ["No complete run of an arm has a complete uniform run of the same seed and "
                 "learner to pair with yet (both with per-problem logs, eval_problems.jsonl): "
@@ -776,10 +782,22 @@ def paired_lines(rows: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     sig = [f"{r['strategy']}/{r['learner']}" for r in rows if r["significant"]]
-    out_verdict = (
-        "Detectable after Holm: " + ", ".join(sig) + "." if sig else
-        "No arm differs detectably from uniform after the Holm correction: any true "
-        "difference is smaller than the design's minimum detectable difference (below).")
+    fewest = min(r["seeds"] for r in rows)
+    interim = planned_seeds is not None and fewest < planned_seeds
+    if sig:
+        out_verdict = "Detectable after Holm: " + ", ".join(sig) + "."
+    elif interim:
+        out_verdict = ("No arm differs detectably from uniform after the Holm correction "
+                       "yet; the design's minimum detectable difference (below) holds only "
+                       f"once every arm has its {planned_seeds} seeds.")
+    else:
+        out_verdict = ("No arm differs detectably from uniform after the Holm correction. "
+                       "This does not show the arms equal: the design had 80 % power for a "
+                       "difference of its minimum detectable difference (below) or more, "
+                       "and the intervals bound what remains possible.")
+    if interim:
+        out_verdict = (f"**Interim** (as few as {fewest} of the {planned_seeds} planned seeds "
+                       "in a row): " + out_verdict)
     for r in rows:
         out.append(
             f"| {r['learner']} | {r['strategy']} | {r['seeds']} | {r['problems']} | "

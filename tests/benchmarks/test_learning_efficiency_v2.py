@@ -73,6 +73,16 @@ def test_paired_rows_count_discordant_pairs_at_the_final_step(le, tmp_path):
     assert not ln["significant"] and lw["holm_p"] == pytest.approx(2 * lw["mcnemar_p"])
     text = "\n".join(le.paired_lines(list(rows.values())))
     assert "Detectable after Holm: lp_weighting/grpo." in text
+    assert "Interim" not in text
+    interim = "\n".join(le.paired_lines(list(rows.values()), planned_seeds=7))
+    assert "**Interim** (as few as 2 of the 7 planned seeds in a row): Detectable" in interim
+    # nothing detected: interim says "yet"; the whole design never claims the arms equal
+    null = [rows["lp_weighting_norm"]]
+    text = "\n".join(le.paired_lines(null, planned_seeds=2))
+    assert "does not show the arms equal" in text and "Interim" not in text
+    text = "\n".join(le.paired_lines(null, planned_seeds=7))
+    assert "**Interim**" in text and "yet;" in text and "once every arm has its 7" in text
+    assert "smaller than" not in text
 
 
 def test_compute_plan_scales_with_the_design(le):
