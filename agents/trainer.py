@@ -538,9 +538,8 @@ class Trainer:
         so the evaluation is the one the uninterrupted run made; it is merged into the
         step's metrics line.
         """
-        import json
-
-        from agents.metrics import read_metrics
+        from agents.evaluation import EVAL_PROBLEMS_FILE
+        from agents.metrics import MetricsWriter, read_metrics
 
         step = self.step_count
         if not self._evaluates_at(step):
@@ -549,16 +548,8 @@ class Trainer:
         if not rows or rows[-1].get("eval/accuracy") is not None:
             return
         log.info("step %d's evaluation was dropped by a stop: evaluating it now", step)
-        from agents.evaluation import EVAL_PROBLEMS_FILE
-
-        problems = self.run_dir / EVAL_PROBLEMS_FILE  # a stop may land after they were logged
-        if problems.is_file():
-            lines = problems.read_text().splitlines(keepends=True)
-            keep = [x for x in lines if x.strip() and json.loads(x).get("step") != step]
-            if len(keep) != len(lines):
-                tmp = problems.with_suffix(".tmp")
-                tmp.write_text("".join(keep))
-                os.replace(tmp, problems)
+        # a stop may land after the dropped evaluation logged its per-problem records
+        MetricsWriter(self.run_dir / EVAL_PROBLEMS_FILE).truncate_after(step - 1)
         with stop.abandonable():
             ev = self.evaluate(full=step == self.cfg.steps)
         self.metrics.truncate_after(step - 1)

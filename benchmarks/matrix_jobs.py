@@ -64,7 +64,9 @@ def run_phases(run_dir: Path, wall_s: float) -> dict[str, float]:
     Start-up is what the wall clock spent outside steps and evaluations (process and engine
     start, model load, checkpoints); a cached step-0 evaluation costs nothing here.
     """
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").open()]
+    from agents.metrics import read_metrics
+
+    rows = read_metrics(run_dir)
     steps = [r["time/step"] for r in rows if r.get("time/step") is not None]
     evals = [r for r in rows if r.get("time/eval") is not None and not r.get("eval/cached")]
     eval_s = sum(r["time/eval"] for r in evals)
@@ -116,10 +118,10 @@ def warm_up(a: argparse.Namespace, eval_cache: Path) -> float:
 def v2_shape() -> tuple[int, int]:
     """A v2 run's training steps and the problems it evaluates after the shared step 0:
     the whole held-out set at the end, the subset at every evaluation between."""
-    from learning_efficiency import PROTOCOL_V2 as P
+    from learning_efficiency import PROTOCOL_V2, compute_plan
 
-    between = P["steps"] // P["eval_every"] - 1
-    return P["steps"], P["eval_size"] + between * P["eval_subset"]
+    plan = compute_plan(PROTOCOL_V2, ["uniform"], ["grpo"], [0])
+    return PROTOCOL_V2["steps"], plan["eval_problems_per_run"]
 
 
 def project(blocks: list[dict[str, Any]], jobs: int) -> dict[str, float] | None:
@@ -173,22 +175,22 @@ def main(argv: list[str] | None = None) -> int:
     out = a.out or (QUICK_RESULTS if a.quick else RESULTS)
 
     blocks: list[dict[str, Any]] = []
-    cache_dir = tempfile.TemporaryDirectory(prefix="matrix_jobs_cache_")
-    eval_cache = Path(cache_dir.name)
-    print("[matrix_jobs] warm-up: the shared step-0 evaluation", file=sys.stderr, flush=True)
-    warm_s = warm_up(a, eval_cache)
-    for rnd in range(a.rounds):
-        for jobs in MODES if rnd % 2 == 0 else MODES[::-1]:
-            wait_until_quiet(a.settle)
-            before = load_now()
-            print(f"[matrix_jobs] round {rnd + 1}/{a.rounds} jobs={jobs} (load {before[0]})",
-                  file=sys.stderr, flush=True)
-            res = block(a, jobs, eval_cache)
-            res.update(round=rnd, load=load_record(before))
-            blocks.append(res)
-            print(f"[matrix_jobs]   {json.dumps(res)[:400]}", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="matrix_jobs_cache_") as cache:
+        eval_cache = Path(cache)
+        print("[matrix_jobs] warm-up: the shared step-0 evaluation", file=sys.stderr,
+              flush=True)
+        warm_s = warm_up(a, eval_cache)
+        for rnd in range(a.rounds):
+            for jobs in MODES if rnd % 2 == 0 else MODES[::-1]:
+                wait_until_quiet(a.settle)
+                before = load_now()
+                print(f"[matrix_jobs] round {rnd + 1}/{a.rounds} jobs={jobs} "
+                      f"(load {before[0]})", file=sys.stderr, flush=True)
+                res = block(a, jobs, eval_cache)
+                res.update(round=rnd, load=load_record(before))
+                blocks.append(res)
+                print(f"[matrix_jobs]   {json.dumps(res)[:400]}", file=sys.stderr, flush=True)
 
-    cache_dir.cleanup()
     complete = all(b["complete"] for b in blocks)
     valid = not a.quick and complete and all_valid([b["load"] for b in blocks])
     result = {
