@@ -574,6 +574,12 @@ def write_report(
             f"problems: minimum detectable difference {100 * pw['design_mde']:.1f} points at "
             "80 % power, two-sided 5 % (before the Holm correction over the arms)",
         ]
+        if pw.get("design_mde_t") is not None:
+            lines += [
+                f"- the seed-level test estimates its variance from the {len(protocol['seeds'])}"
+                f" seeds (t reference): at this sd its minimum detectable difference is at "
+                f"most {100 * pw['design_mde_t']:.1f} points; each row of the paired tests "
+                "states the one it reached at the variance it measured"]
     if protocol.get("compute_plan"):
         cp = protocol["compute_plan"]
         shared = (f" + {cp['shared_first_eval_s']} s for the step-0 evaluation all runs share"
@@ -721,11 +727,13 @@ def _eval_logs(results: Path, run: str) -> dict[int, dict[str, int]]:
 
 
 def paired_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every arm vs uniform (same learner) at the final step, on the same problems and seeds.
+    """Every arm vs uniform (same learner) at the final step, seed s against seed s (same
+    initial model and data order), on the same held-out problems.
 
-    McNemar exact over (problem, seed) pairs (seed s of the arm against seed s of uniform:
-    same initial model and data order); paired bootstrap over problems of the seed-pooled
-    per-problem accuracy difference; Holm over all comparisons of the report.
+    The verdict is the seed-level test (`power.seed_paired_test`: the seed is the unit, its
+    variance has the power analysis's two terms), Holm over the rows it can test (>= 2
+    seeds). McNemar over (problem, seed) pairs is kept as a description: it tells whether
+    these trained models differ on these problems, not whether the arms do.
     """
     sys.path.insert(0, str(REPO / "benchmarks"))
     import power
@@ -748,16 +756,17 @@ def paired_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]]:
         for s in common:
             k, only_a, only_u = power.paired_table(seeds[s], uni[s])
             n, b, c = n + k, b + only_a, c + only_u
-        pa = power.pooled_correct([seeds[s] for s in common])
-        pu = power.pooled_correct([uni[s] for s in common])
-        mean, lo, hi = power.paired_bootstrap(pa, pu)
+        test = power.seed_paired_test([seeds[s] for s in common], [uni[s] for s in common])
         rows.append({"strategy": arm, "learner": learner, "seeds": len(common),
                      "pairs": n, "arm_only": b, "uniform_only": c,
-                     "mcnemar_p": power.mcnemar_exact(b, c),
-                     "diff": mean, "ci": [lo, hi], "problems": len(pa)})
-    for r, p in zip(rows, power.holm([r["mcnemar_p"] for r in rows]), strict=True):
+                     "mcnemar_p": power.mcnemar_exact(b, c), "problems": test["problems"],
+                     "diff": test["diff"], "test": test})
+    tested = [r for r in rows if r["test"]["p"] is not None]
+    for r, p in zip(tested, power.holm([r["test"]["p"] for r in tested]), strict=True):
         r["holm_p"] = p
-        r["significant"] = p < 0.05
+    for r in rows:
+        r.setdefault("holm_p", None)
+        r["significant"] = r["holm_p"] is not None and r["holm_p"] < 0.05
     return rows
 
 
@@ -773,37 +782,53 @@ def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None) -
                 "learner to pair with yet (both with per-problem logs, eval_problems.jsonl): "
                 "no paired test."]
     out = [
-        "Final step, each arm against uniform on the same held-out problems and seeds. "
-        "McNemar exact over (problem, seed) pairs; 95 % paired-bootstrap interval over "
-        "problems of the seed-pooled accuracy difference; Holm over all rows.",
+        "Final step, each arm against uniform, seed s against seed s (same initial model and "
+        "data order), on the same held-out problems. The seed is the test's unit: Δ is the "
+        "mean over seeds of each seed's accuracy difference, and its variance adds the "
+        "spread of that difference over seeds (S - 1 degrees of freedom) to the systematic "
+        "per-problem term q / n of the power analysis (from these problems to the task); "
+        "t reference (Satterthwaite degrees of freedom), 95 % interval, Holm over the tested "
+        "rows. It needs 2 seeds: one cannot tell an arm's effect from its seed's luck. "
+        "'80 % power at' is the difference the comparison could detect at the variance it "
+        "measured. McNemar (pooled over seeds) only says whether these trained models differ "
+        "on these problems: it ignores that a seed shifts the whole model, so it is not the "
+        "verdict.",
         "",
-        "| learner | arm | seeds | problems | arm only / uniform only | Δ (points) [95 % CI] "
-        "| McNemar p | Holm p | detectable |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| learner | arm | seeds | problems | Δ (points) [95 % CI] | p | Holm p | detectable "
+        "| 80 % power at | arm only / uniform only | McNemar p (these models) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    tested = [r for r in rows if r["test"]["p"] is not None]
     sig = [f"{r['strategy']}/{r['learner']}" for r in rows if r["significant"]]
     fewest = min(r["seeds"] for r in rows)
     interim = planned_seeds is not None and fewest < planned_seeds
     if sig:
         out_verdict = "Detectable after Holm: " + ", ".join(sig) + "."
+    elif not tested:
+        out_verdict = ("No arm has 2 seeds paired with uniform's yet: no seed-level test, "
+                       "no verdict.")
     elif interim:
         out_verdict = ("No arm differs detectably from uniform after the Holm correction "
                        "yet; the design's minimum detectable difference (below) holds only "
                        f"once every arm has its {planned_seeds} seeds.")
     else:
         out_verdict = ("No arm differs detectably from uniform after the Holm correction. "
-                       "This does not show the arms equal: the design had 80 % power for a "
-                       "difference of its minimum detectable difference (below) or more, "
-                       "and the intervals bound what remains possible.")
+                       "This does not show the arms equal: each row states the difference it "
+                       "had 80 % power for, and the intervals bound what remains possible.")
     if interim:
         out_verdict = (f"**Interim** (as few as {fewest} of the {planned_seeds} planned seeds "
                        "in a row): " + out_verdict)
     for r in rows:
+        t = r["test"]
+        if t["p"] is not None:
+            est = (f"{100 * t['diff']:+.1f} [{100 * t['ci'][0]:+.1f}, {100 * t['ci'][1]:+.1f}]"
+                   f" | {t['p']:.2g} | {r['holm_p']:.2g} | {'yes' if r['significant'] else 'no'}"
+                   f" | {100 * t['mde']:.1f}")
+        else:
+            est = f"{100 * r['diff']:+.1f} | – | – | not testable (1 seed) | –"
         out.append(
-            f"| {r['learner']} | {r['strategy']} | {r['seeds']} | {r['problems']} | "
-            f"{r['arm_only']} / {r['uniform_only']} | {100 * r['diff']:+.1f} "
-            f"[{100 * r['ci'][0]:+.1f}, {100 * r['ci'][1]:+.1f}] | {r['mcnemar_p']:.2g} | "
-            f"{r['holm_p']:.2g} | {'yes' if r['significant'] else 'no'} |")
+            f"| {r['learner']} | {r['strategy']} | {r['seeds']} | {r['problems']} | {est} | "
+            f"{r['arm_only']} / {r['uniform_only']} | {r['mcnemar_p']:.2g} |")
     return [*out, "", out_verdict]
 
 
@@ -1071,8 +1096,11 @@ def main(argv: list[str] | None = None) -> int:
         power_json = REPO / "benchmarks/results/power.json"
         if power_json.is_file():
             pw = json.loads(power_json.read_text())
-            protocol["power"] = {**pw, "design_mde": power.mde(
-                pw["sigma_seed"], len(seeds), int(protocol["config"]["eval_size"]), pw["q"])}
+            n_eval = int(protocol["config"]["eval_size"])
+            protocol["power"] = {
+                **pw, "design_mde": power.mde(pw["sigma_seed"], len(seeds), n_eval, pw["q"]),
+                "design_mde_t": (power.mde_t(pw["sigma_seed"], len(seeds), n_eval, pw["q"])
+                                 if len(seeds) >= 2 else None)}
     # Keep the first start's record: a resumed matrix, or a fresh clone regenerating the
     # report from the committed runs, is the same experiment on the hardware that trained it.
     first = protocol_path if protocol_path.is_file() else results / "protocol.json"

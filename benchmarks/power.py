@@ -3,8 +3,9 @@
 Why: a matrix that cannot detect the effect it looks for says nothing, whichever way it comes
 out. Before any run we fix the number of seeds S and the held-out size n so that the minimum
 detectable difference (MDE) between two arms' final accuracy, at 80% power and two-sided
-alpha = 0.05, is at most 3 points; after the runs, arms are compared with paired tests over
-the same held-out problems, pooled over seeds, and the verdict is Holm-corrected.
+alpha = 0.05, is at most 3 points; after the runs, arms are compared seed by seed on the same
+held-out problems with a test whose variance has the same two terms, both measured
+(`seed_paired_test`), and the verdict is Holm-corrected.
 
 Model of one arm-vs-arm difference (accuracy points, mean over S seeds per arm, every run
 evaluated on the same n problems):
@@ -35,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,6 +71,21 @@ def plan_size(
     return None
 
 
+def mde_t(sigma_seed: float, seeds: int, n_eval: int, q: float) -> float:
+    """MDE of the seed-level test, which estimates its variance from the seeds.
+
+    t quantiles at S - 1 degrees of freedom: the fewest its Satterthwaite degrees of freedom
+    can be, so this bounds the MDE from above (z quantiles, `mde`, assume the variance known).
+    """
+    from scipy import stats
+
+    if seeds < 2:
+        raise ValueError(f"mde_t expects seeds >= 2 (a variance over seeds), got {seeds}")
+    df = seeds - 1
+    return float((stats.t.ppf(0.975, df) + stats.t.ppf(0.80, df))
+                 * math.sqrt(2 * sigma_seed**2 / seeds + q / n_eval))
+
+
 # ------------------------------------------------------------------ paired tests
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p: b = problems only arm A solved, c = only arm B solved."""
@@ -88,24 +103,6 @@ def paired_table(a: dict[str, int], b: dict[str, int]) -> tuple[int, int, int]:
     only_a = sum(1 for k in common if a[k] and not b[k])
     only_b = sum(1 for k in common if b[k] and not a[k])
     return len(common), only_a, only_b
-
-
-def paired_bootstrap(
-    a: dict[str, float], b: dict[str, float], n_boot: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean per-problem difference A - B and its 95% percentile interval over problems.
-
-    `a`, `b`: per problem, the arm's accuracy averaged over its seeds (pooled over seeds).
-    Resampling problems is the unit of generalisation (the held-out set is a sample).
-    """
-    keys = sorted(set(a) & set(b))
-    if not keys:
-        return (math.nan, math.nan, math.nan)
-    d = [a[k] - b[k] for k in keys]
-    rng = random.Random(seed)
-    n = len(d)
-    stats = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
-    return (sum(d) / n, stats[int(0.025 * n_boot)], stats[int(0.975 * n_boot) - 1])
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -149,6 +146,57 @@ def estimate_q(arm_a: Sequence[dict[str, int]], arm_b: Sequence[dict[str, int]])
         return sum(p[k] * (1 - p[k]) * s / (s - 1) for k in keys) / len(keys) / s
 
     return max(0.0, var - noise(arm_a, pa) - noise(arm_b, pb))
+
+
+def seed_paired_test(arm: Sequence[dict[str, int]], base: Sequence[dict[str, int]]) -> dict:
+    """Arm vs base over S paired seeds (run s of each), `{problem_id: correct}` at their
+    final evaluation, over the problems every run evaluated. With one seed only the
+    difference is given (p, interval and MDE are None): one run cannot tell an arm's effect
+    from its seed's.
+
+    Why not McNemar over (problem, seed) pairs: a seed changes the whole trained model, so
+    problems of one run are not independent draws, and a test that counts them as such
+    calls two seeds of the same arm different. This test uses the power model's two
+    variance terms, both measured: Var(diff) = var_s(d_s) / S + q / n, where d_s is seed
+    s's accuracy difference (its spread holds whole-model shifts and per-problem flips, S - 1
+    degrees of freedom) and q / n the systematic per-problem term (`estimate_q`: from these
+    n problems to the task); t reference with Satterthwaite degrees of freedom.
+    `mde`: the difference this comparison had 80 % power for, at the variance it measured.
+    """
+    from scipy import stats
+
+    if len(arm) != len(base):
+        raise ValueError(f"seed_paired_test pairs runs seed by seed: {len(arm)} vs {len(base)}")
+    s = len(arm)
+    if s < 1:
+        raise ValueError("seed_paired_test needs at least one seed per arm")
+    runs = [*arm, *base]
+    keys = sorted(set(runs[0]).intersection(*runs[1:]))
+    n = len(keys)
+    if n < 2:
+        raise ValueError("seed_paired_test: the runs share fewer than 2 evaluated problems")
+    d = [sum(a[k] - b[k] for k in keys) / n for a, b in zip(arm, base, strict=True)]
+    diff = sum(d) / s
+    if s < 2:
+        return {"seeds": s, "problems": n, "diff": diff, "per_seed": d, "se": None,
+                "se_seed": None, "se_problem": None, "df": None, "p": None, "ci": None,
+                "mde": None}
+    v_seed = sum((x - diff) ** 2 for x in d) / (s - 1) / s
+    q = estimate_q([{k: a[k] for k in keys} for a in arm], [{k: b[k] for k in keys} for b in base])
+    v_problem = q / n
+    var = v_seed + v_problem
+    den = v_seed**2 / (s - 1) + v_problem**2 / (n - 1)
+    df = var**2 / den if den > 0 else math.inf
+    se = math.sqrt(var)
+    if se == 0:
+        p, half, mde_ = (1.0 if diff == 0 else 0.0), 0.0, 0.0
+    else:
+        p = float(2 * stats.t.sf(abs(diff) / se, df))
+        half = float(stats.t.ppf(0.975, df)) * se
+        mde_ = float(stats.t.ppf(0.975, df) + stats.t.ppf(0.80, df)) * se
+    return {"seeds": s, "problems": n, "diff": diff, "per_seed": d, "se": se,
+            "se_seed": math.sqrt(v_seed), "se_problem": math.sqrt(v_problem), "df": df,
+            "p": p, "ci": [diff - half, diff + half], "mde": mde_}
 
 
 # ------------------------------------------------------------------ pilot

@@ -52,14 +52,15 @@ def test_prefix_arms_only_where_the_gate_passed(le, tmp_path):
 def _write_run(results, arm, seed, correct):
     d = results / "runs" / f"{arm}__grpo__s{seed}"
     d.mkdir(parents=True)
-    lines = [json.dumps({"step": 0, "problem_id": f"p{i}", "correct": 0}) for i in range(40)]
+    lines = [json.dumps({"step": 0, "problem_id": f"p{i}", "correct": 0})
+             for i in range(len(correct))]
     lines += [json.dumps({"step": 8, "problem_id": f"p{i}", "correct": c})
               for i, c in enumerate(correct)]
     (d / "eval_problems.jsonl").write_text("\n".join(lines) + "\n")
     return {"run": d.name, "strategy": arm, "learner": "grpo", "seed": seed, "complete": True}
 
 
-def test_paired_rows_count_discordant_pairs_at_the_final_step(le, tmp_path):
+def test_paired_rows_test_at_the_seed_level_on_the_final_step(le, tmp_path):
     runs = []
     for seed in (0, 1):
         runs.append(_write_run(tmp_path, "uniform", seed, [1] * 10 + [0] * 30))
@@ -69,8 +70,10 @@ def test_paired_rows_count_discordant_pairs_at_the_final_step(le, tmp_path):
     lw, ln = rows["lp_weighting"], rows["lp_weighting_norm"]
     assert (lw["pairs"], lw["arm_only"], lw["uniform_only"]) == (80, 40, 0)
     assert lw["diff"] == pytest.approx(0.5) and lw["significant"]
+    assert lw["test"]["per_seed"] == pytest.approx([0.5, 0.5])
     assert (ln["arm_only"], ln["uniform_only"], ln["mcnemar_p"]) == (0, 0, 1.0)
-    assert not ln["significant"] and lw["holm_p"] == pytest.approx(2 * lw["mcnemar_p"])
+    assert not ln["significant"] and ln["test"]["p"] == 1.0
+    assert lw["holm_p"] == pytest.approx(min(1.0, 2 * lw["test"]["p"]))
     text = "\n".join(le.paired_lines(list(rows.values())))
     assert "Detectable after Holm: lp_weighting/grpo." in text
     assert "Interim" not in text
@@ -83,6 +86,26 @@ def test_paired_rows_count_discordant_pairs_at_the_final_step(le, tmp_path):
     text = "\n".join(le.paired_lines(null, planned_seeds=7))
     assert "**Interim**" in text and "yet;" in text and "once every arm has its 7" in text
     assert "smaller than" not in text
+
+
+def test_a_seeds_luck_is_not_an_arms_effect(le, tmp_path):
+    """One arm seed 6 points up, the other level with uniform: McNemar over the pooled pairs
+    finds these models different (p ~ 1e-18), the seed-level test sees one lucky seed in
+    two (not detectable); with one seed there is no test at all."""
+    uni = [1] * 100 + [0] * 900
+    runs = [_write_run(tmp_path, "uniform", 0, uni), _write_run(tmp_path, "uniform", 1, uni),
+            _write_run(tmp_path, "lp_weighting", 0, [1] * 160 + [0] * 840),
+            _write_run(tmp_path, "lp_weighting", 1, uni)]
+    (row,) = le.paired_rows(tmp_path, {"runs": runs})
+    assert (row["arm_only"], row["uniform_only"]) == (60, 0) and row["mcnemar_p"] < 1e-15
+    assert row["diff"] == pytest.approx(0.03) and row["test"]["p"] > 0.2
+    assert not row["significant"]
+    assert "| 0.5 | 0.5 | no |" in "\n".join(le.paired_lines([row]))
+    (one,) = le.paired_rows(tmp_path, {"runs": runs[0:1] + runs[2:3]})
+    assert one["seeds"] == 1 and one["holm_p"] is None and not one["significant"]
+    text = "\n".join(le.paired_lines([one], planned_seeds=7))
+    assert "| +6.0 | – | – | not testable (1 seed) | – | 60 / 0 |" in text
+    assert "No arm has 2 seeds paired with uniform's yet" in text and "Detectable" not in text
 
 
 def test_compute_plan_scales_with_the_design(le):
