@@ -611,14 +611,14 @@ def write_report(
     for r in sorted(mech, key=lambda r: (r["learner"], _arm_order(r["strategy"]))):
         w = "–" if r["weight_min"] is None else f"{r['weight_min']:.2f}–{r['weight_max']:.2f}"
         pair = _paired(r)
-        paired = (
+        control = (
             "–"
             if pair is None
             else f"{_pct(pair[0])} vs {_pct(pair[1])} ({r['paired_seeds']}/{r['n_seeds']})"
         )
         lines.append(
             f"| {r['learner']} | {r['strategy']} | {_pct(r['guided_frac'])} "
-            f"| {_pct(r['guided_pass_rate'])} | {paired} "
+            f"| {_pct(r['guided_pass_rate'])} | {control} "
             f"| {_pct(r['unguided_pass_rate'])} | {w} | {r.get('planned_unusable', 0):.0f} |"
         )
     lines += [

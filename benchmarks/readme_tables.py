@@ -257,6 +257,49 @@ def evidence_section() -> str:
     return "\n".join(lines) + "\n"
 
 
+def second_matrix_section() -> str:
+    """The second matrix (protocol v2) as it stands: runs complete, per-arm finals, and the
+    seed-level paired verdict (learning_efficiency_v2/efficiency.json, protocol.json)."""
+    d = _load("learning_efficiency_v2/efficiency.json")
+    proto = _load("learning_efficiency_v2/protocol.json")
+    if d is None or proto is None:
+        return "_second matrix (--protocol v2): not run_\n"
+    planned = len(proto["seeds"])
+    done = d["complete_runs"] == d["runs"]
+    lines = [
+        f"**Second matrix** (`benchmarks/learning_efficiency.py --protocol v2`: "
+        f"{len(proto['strategies'])} arms × {planned} seeds, {', '.join(proto['learners'])}, "
+        f"{d['budget_steps']} steps, {proto['config']['eval_size']} held-out problems; "
+        f"{d['complete_runs']}/{d['runs']} runs complete{'' if done else ', interim'}): "
+        "final held-out accuracy %, mean ± std over complete seeds, and each arm against "
+        "uniform seed by seed (Δ in points, 95 % interval, Holm p; one seed is not testable).",
+        "",
+        "| learner | strategy | complete seeds | final | Δ vs uniform [95 % CI] | Holm p |",
+        "|---|---|---|---|---|---|",
+    ]
+    paired = {(r["strategy"], r["learner"]): r for r in d.get("paired") or []}
+    for a in d["arms"]:
+        if not a["n_complete"]:
+            continue
+        final = f"{100 * a['final']:.1f}" + (
+            f" ± {100 * a['final_std']:.1f}" if a.get("final_std") is not None else "")
+        r = paired.get((a["strategy"], a["learner"]))
+        t = r["test"] if r else None
+        if a["strategy"] == "uniform" or r is None:
+            delta, holm = "–", "–"
+        elif t["p"] is None:
+            delta, holm = f"{100 * t['diff']:+.1f} (1 seed)", "–"
+        else:
+            delta = (f"{100 * t['diff']:+.1f} [{100 * t['ci'][0]:+.1f}, "
+                     f"{100 * t['ci'][1]:+.1f}]")
+            holm = f"{r['holm_p']:.2g}" + (" (detectable)" if r["significant"] else "")
+        lines.append(f"| {a['learner']} | {a['strategy']} | {a['n_complete']}/{a['n_runs']} | "
+                     f"{final} | {delta} | {holm} |")
+    rel = "benchmarks/results/learning_efficiency_v2/report.md"
+    lines += ["", f"Verdict, power, compute and per-run logs: [{rel}]({rel})."]
+    return "\n".join(lines) + "\n"
+
+
 def gate_section() -> str:
     """Viability gate verdict per (format, guide) from viability_gate/gate.json."""
     d = _load("viability_gate/gate.json")
@@ -294,9 +337,16 @@ def power_section() -> str:
         + f" (sd {100 * pilot['sigma_final']:.2f} points; independent per-problem flips alone "
         f"give {100 * pilot['sigma_problem_noise']:.2f}); the plan keeps the larger "
         f"estimate, {100 * d['sigma_seed']:.2f} points, as fixed before the pilot.")
+    proto = _load("learning_efficiency_v2/protocol.json") or {}
+    mde_t = (proto.get("power") or {}).get("design_mde_t")
+    t_ref = "" if mde_t is None else (
+        f" The verdict's seed-level test estimates its variance from the "
+        f"{len(proto['seeds'])} seeds (t reference), so at that sd it detects at most "
+        f"{100 * mde_t:.1f} points; each comparison states what it reached at the variance "
+        "it measured.")
     return (f"**Power analysis** (benchmarks/power.py): the first matrix (3 seeds, 200 problems) "
             f"could detect only {100 * d['v1_design_mde']:.1f} points at 80 % power; a "
-            f"3-point MDE needs {plan}.{measured}\n")
+            f"3-point MDE needs {plan}.{measured}{t_ref}\n")
 
 
 def render() -> str:
@@ -309,6 +359,7 @@ def render() -> str:
         matrix_jobs_line(),
         learner_table(),
         evidence_section(),
+        second_matrix_section(),
         gate_section(),
         power_section(),
     ]

@@ -476,13 +476,15 @@ def test_learning_efficiency_verdict_on_synthetic_runs(tmp_path, lppo_final, met
     for seed in (0, 1):
         runs.append(
             summarize_run(
-                _fake_run(tmp_path, "uniform", "grpo", seed, {0: 0.1, 8: 0.12, 16: 0.15}, 16)
+                _fake_run(
+                    tmp_path / "runs", "uniform", "grpo", seed, {0: 0.1, 8: 0.12, 16: 0.15}, 16
+                )
             )
         )
         runs.append(
             summarize_run(
                 _fake_run(
-                    tmp_path,
+                    tmp_path / "runs",
                     "lppo",
                     "grpo",
                     seed,
@@ -491,6 +493,11 @@ def test_learning_efficiency_verdict_on_synthetic_runs(tmp_path, lppo_final, met
                 )
             )
         )
+    for metrics in (tmp_path / "runs").glob("*/metrics.jsonl"):  # steps log their prefixes
+        steps = [json.loads(line) for line in metrics.read_text().splitlines()]
+        metrics.write_text("".join(
+            json.dumps({**m, "prefix/guided_frac": 0.0} if m["step"] else m) + "\n"
+            for m in steps))
     result = {"runs": runs, "arms": aggregate(runs)}
     rows = {r["strategy"]: r for r in le.efficiency_rows(result, 16)}
     assert rows["lppo"]["target"] == pytest.approx(0.15)
@@ -523,6 +530,7 @@ def test_learning_efficiency_verdict_on_synthetic_runs(tmp_path, lppo_final, met
     eff = json.loads((tmp_path / "efficiency.json").read_text())  # what the README table reads
     assert eff["verdict"] == [reported] and eff["complete_runs"] == eff["runs"] == 4
     assert {a["strategy"]: a["steps_to_target"] for a in eff["arms"]} == {"uniform": 16, "lppo": 8}
+    assert eff["paired"] == json.loads(json.dumps(le.paired_rows(tmp_path, result)))
 
 
 @pytest.mark.slow

@@ -83,3 +83,38 @@ def test_matrix_jobs_line_publishes_only_a_valid_speedup(monkeypatch):
     assert "invalid" in text and "1.73" not in text
     monkeypatch.setattr(rt, "_load", lambda name: None)
     assert rt.matrix_jobs_line() == "_matrix_jobs: not run_\n"
+
+
+def test_second_matrix_section_states_what_is_tested_and_what_is_not(monkeypatch):
+    arm = {"learner": "grpo", "n_runs": 7, "final_std": None}
+    eff = {
+        "complete_runs": 4, "runs": 21, "budget_steps": 48,
+        "arms": [{**arm, "strategy": "uniform", "n_complete": 2, "final": 0.166,
+                  "final_std": 0.002},
+                 {**arm, "strategy": "lppo", "n_complete": 1, "final": 0.166},
+                 {**arm, "strategy": "lp_weighting", "n_complete": 2, "final": 0.19,
+                  "final_std": 0.01},
+                 {**arm, "strategy": "self_prefix", "n_complete": 0, "final": None}],
+        "paired": [
+            {"strategy": "lppo", "learner": "grpo", "holm_p": None, "significant": False,
+             "test": {"p": None, "diff": -0.001}},
+            {"strategy": "lp_weighting", "learner": "grpo", "holm_p": 0.012,
+             "significant": True, "test": {"p": 0.006, "diff": 0.024, "ci": [0.01, 0.038]}},
+        ],
+    }
+    proto = {"seeds": list(range(7)), "strategies": ["uniform", "lppo", "lp_weighting"],
+             "learners": ["grpo"], "config": {"eval_size": 1500},
+             "power": {"design_mde_t": 0.0354}}
+    files = {"learning_efficiency_v2/efficiency.json": eff,
+             "learning_efficiency_v2/protocol.json": proto}
+    monkeypatch.setattr(rt, "_load", lambda name: files.get(name))
+    text = rt.second_matrix_section()
+    assert "3 arms × 7 seeds, grpo, 48 steps, 1500 held-out problems; 4/21 runs complete, " \
+           "interim" in text
+    assert "| grpo | uniform | 2/7 | 16.6 ± 0.2 | – | – |" in text
+    assert "| grpo | lppo | 1/7 | 16.6 | -0.1 (1 seed) | – |" in text
+    assert "| grpo | lp_weighting | 2/7 | 19.0 ± 1.0 | +2.4 [+1.0, +3.8] | 0.012 (detectable) |" \
+        in text
+    assert "self_prefix" not in text  # no complete seed yet
+    monkeypatch.setattr(rt, "_load", lambda name: None)
+    assert "not run" in rt.second_matrix_section()
