@@ -30,6 +30,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,46 @@ def protocol_cfg(a: argparse.Namespace, eval_cache: Path) -> dict[str, Any]:
     if a.quick:
         cfg.update(batch_size=2, group_size=2, max_new_tokens=8, data_kwargs={"size": 64})
     return cfg
+
+
+def mem_available_gib() -> float | None:
+    """The kernel's MemAvailable (GiB): what new allocations can take without swapping or
+    an OOM kill; None where /proc/meminfo does not exist."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        return None
+    return None
+
+
+class MemoryFloor:
+    """The lowest MemAvailable seen while the block runs (sampled every `poll` s in a thread).
+
+    Why: two runs at once hold two trainers and two vLLM engines; a block that nearly
+    exhausts the RAM is one the kernel may kill a run in, as it once did here.
+    """
+
+    def __init__(self, poll: float = 2.0) -> None:
+        self.poll, self.low = poll, mem_available_gib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll):
+            now = mem_available_gib()
+            if now is not None and (self.low is None or now < self.low):
+                self.low = now
+
+    def __enter__(self) -> MemoryFloor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run_phases(run_dir: Path, wall_s: float) -> dict[str, float]:
@@ -85,8 +126,9 @@ def block(a: argparse.Namespace, jobs: int, eval_cache: Path) -> dict[str, Any]:
         specs = build_matrix(TrainConfig(**protocol_cfg(a, eval_cache)),
                              ["uniform", "lp_weighting"], ["grpo"], [0], Path(tmp) / "m")
         start = time.perf_counter()
-        statuses = run_matrix(specs, jobs=jobs, progress=False, prune_checkpoints=True,
-                              timeout=a.timeout)
+        with MemoryFloor() as memory:
+            statuses = run_matrix(specs, jobs=jobs, progress=False, prune_checkpoints=True,
+                                  timeout=a.timeout)
         wall = time.perf_counter() - start
         done = [summarize_run(s.run_dir, target_steps=s.cfg.steps)["complete"] for s in specs]
         errors = [f"{s['run']}: {s['error']}" for s in statuses if s["returncode"] != 0]
@@ -95,8 +137,10 @@ def block(a: argparse.Namespace, jobs: int, eval_cache: Path) -> dict[str, Any]:
                        if (s.run_dir / "train.log").is_file()]
         runs = [] if errors else [run_phases(s.run_dir, st["wall_s"])
                                   for s, st in zip(specs, statuses, strict=True)]
+    low = None if memory.low is None else round(memory.low, 2)
     return {"jobs": jobs, "wall_s": round(wall, 1), "complete": all(done),
-            "cores": [s.get("cores") for s in statuses], "runs": runs, "errors": errors}
+            "cores": [s.get("cores") for s in statuses], "runs": runs, "errors": errors,
+            "min_mem_available_gib": low}
 
 
 def warm_up(a: argparse.Namespace, eval_cache: Path) -> float:
@@ -206,10 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
-    print(f"{'jobs':>4} {'round':>5} {'wall s':>8} {'complete':>8} {'load at start':>13}")
+    print(f"{'jobs':>4} {'round':>5} {'wall s':>8} {'complete':>8} {'load at start':>13} "
+          f"{'min free GiB':>12}")
     for b in blocks:
         print(f"{b['jobs']:>4} {b['round']:>5} {b['wall_s']:>8.1f} {b['complete']!s:>8} "
-              f"{b['load']['load_before'][0]:>13}")
+              f"{b['load']['load_before'][0]:>13} {b.get('min_mem_available_gib')!s:>12}")
     for b in blocks:
         for e in b["errors"]:
             print(f"jobs={b['jobs']} round {b['round']} failed: {e[-300:]}")

