@@ -153,9 +153,16 @@ def matrix_jobs_line() -> str:
                 "run waits for, and start-up weighs ~10× more than in a 48-step run, so this "
                 "likely understates the matrix's speed-up, which is not projected yet.\n")
     p1, p2 = (d["projection_v2"][k] for k in ("1", "2"))
+    low: dict[int, float] = {}  # each mode's lowest MemAvailable over its blocks
+    for b in d["blocks"]:
+        if b.get("min_mem_available_gib") is not None:
+            low[b["jobs"]] = min(b["min_mem_available_gib"], low.get(b["jobs"], float("inf")))
+    memory = "" if set(low) != {1, 2} else (
+        f" Lowest free memory (MemAvailable): one at a time {low[1]:.1f} GiB, two at once "
+        f"{low[2]:.1f} GiB.")
     return (head + f" Projected from the phases to 48-step runs: "
             f"{p1['v2_runs_per_h']:.2f} vs {p2['v2_runs_per_h']:.2f} runs/h, "
-            f"**{d['projected_speedup_jobs2']:.2f}×** the throughput.\n")
+            f"**{d['projected_speedup_jobs2']:.2f}×** the throughput.{memory}\n")
 
 
 def verifier_table() -> str:

@@ -74,6 +74,12 @@ def test_matrix_jobs_line_publishes_only_a_valid_speedup(monkeypatch):
     text = rt.matrix_jobs_line()
     assert "one at a time 751 s, two at once" in text and "678 s per block (1.11×)" in text
     assert "0.72 vs 1.25 runs/h, **1.73×**" in text and "(load 0.8-1.3 at start)" in text
+    assert "free memory" not in text  # recorded before the memory floor existed
+    blocks = [{"jobs": j, "min_mem_available_gib": m, "load": {"load_before": [0.9]}}
+              for j, m in [(1, 9.1), (2, 4.07), (2, 3.9), (1, 8.8)]]
+    monkeypatch.setattr(rt, "_load", lambda name: {**record, "blocks": blocks})
+    assert ("Lowest free memory (MemAvailable): one at a time 8.8 GiB, two at once 3.9 GiB."
+            in rt.matrix_jobs_line())
     old = {k: v for k, v in record.items() if "proj" not in k}  # before the projection
     monkeypatch.setattr(rt, "_load", lambda name: old)
     text = rt.matrix_jobs_line()
