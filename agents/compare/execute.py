@@ -238,7 +238,7 @@ def run_matrix(
         if subprocesses:
             st = _run_subprocess(
                 spec, timeout, None if slot is None else job_cores(slot, jobs),
-                None if slot is None else kv_cache_gib_per_job(jobs))
+                kv_cache_gib=None if slot is None else kv_cache_gib_per_job(jobs))
         else:
             st = _run_in_process(spec)
         st = {

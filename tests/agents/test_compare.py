@@ -212,7 +212,7 @@ def test_jobs_keep_that_many_runs_in_flight_in_spec_order(tmp_path, monkeypatch)
     run is filled while the other still runs (the first waits for the third), statuses come
     back in spec order, and each child gets its slot's cores. Deliberate bugs this catches
     (tried): the pool sized 1, statuses in completion order, cores not passed, a freed slot
-    not reused."""
+    not reused. Each child also gets its engine's share of the KV cache."""
     import threading
 
     from agents.compare import execute
@@ -221,7 +221,8 @@ def test_jobs_keep_that_many_runs_in_flight_in_spec_order(tmp_path, monkeypatch)
     third_ran = threading.Event()
     finished = []
 
-    def fake_child(spec, timeout, cores):
+    def fake_child(spec, timeout, cores, kv_cache_gib=None):
+        assert kv_cache_gib == kv_cache_gib_per_job(2)  # its engine's share
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         if spec.name in ("s0__grpo__s0", "s1__grpo__s0"):
             barrier.wait(timeout=10)  # raises if the other run is not in flight too
@@ -256,7 +257,7 @@ def test_jobs_wait_for_the_shared_step0_evaluation_then_overlap(tmp_path, monkey
     second_started = threading.Event()
     seen = {}
 
-    def fake_child(spec, timeout, cores):
+    def fake_child(spec, timeout, cores, kv_cache_gib=None):
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         cache = Path(spec.cfg.eval_cache)
         if spec.name == "s0__grpo__s0":
@@ -285,7 +286,7 @@ def test_on_complete_is_called_as_each_run_completes_with_its_summary_current(
     written only at the end of the matrix."""
     from agents.compare import execute
 
-    def fake_child(spec, timeout, cores=None):
+    def fake_child(spec, timeout, cores=None, kv_cache_gib=None):
         # s0 trains to its budget; s1 stops after one step (e.g. killed)
         last = spec.cfg.steps if spec.name.startswith("s0") else 1
         spec.run_dir.mkdir(parents=True, exist_ok=True)
