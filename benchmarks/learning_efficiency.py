@@ -960,6 +960,29 @@ def copy_results(result: dict[str, Any], runs_root: Path, results: Path) -> None
         copy_run(r["run"], runs_root, results)
 
 
+def sync_step0_cache(src: Path, dst: Path) -> list[str]:
+    """Copy the shared step-0 evaluations (`initial_eval_<key>.json` and its per-problem
+    `.problems.jsonl`) from src to dst where dst lacks them; the names copied.
+
+    Why: the matrix spans many sessions on fresh clones, and every start would otherwise
+    re-measure the untrained model (~8 min of one core for 1500 problems) while the second
+    run waits for it. Kept beside the committed runs, restored before training. The key
+    hashes the model path, data and decoding, so a cache from another setup is never read.
+    """
+    if not src.is_dir():
+        return []
+    dst.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for record in sorted(src.glob("initial_eval_*.json")):
+        problems = record.with_suffix(".problems.jsonl")
+        if not problems.is_file() or (dst / record.name).is_file():
+            continue
+        shutil.copy2(problems, dst / problems.name)  # first: a reader needs both
+        shutil.copy2(record, dst / record.name)
+        copied.append(record.name)
+    return copied
+
+
 # Fields that may differ between a committed run and the matrix that would redo it.
 _LOCAL_FIELDS = ("run_dir", "progress", "eval_cache", "resume")
 
@@ -1116,6 +1139,15 @@ def main(argv: list[str] | None = None) -> int:
     restored = restore_complete_runs(specs, runs_root, results)
     if restored:
         print(f"restored {len(restored)} complete run(s) from {results / 'runs'}", flush=True)
+    step0_cache = Path(specs[0].cfg.eval_cache) if specs and specs[0].cfg.eval_cache else None
+    if step0_cache is not None:
+        sync_step0_cache(results / "eval_cache", step0_cache)
+
+    def keep(spec: Any) -> None:  # a matrix of days is interrupted often: keep as it ends
+        copy_run(spec.name, runs_root, results)
+        if step0_cache is not None:
+            sync_step0_cache(step0_cache, results / "eval_cache")
+
     if not args.report:
         run_matrix(
             specs,
@@ -1123,8 +1155,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=True,
             prune_checkpoints=not args.keep_checkpoints_after,
             jobs=args.jobs,
-            # a matrix of days is interrupted often: each run's logs are kept as it ends
-            on_complete=lambda spec: copy_run(spec.name, runs_root, results),
+            on_complete=keep,
         )
     result = summarize_matrix(specs, runs_root, title="learning efficiency")
     for learner in learners:  # one figure pair per learner as well, easier to read

@@ -593,6 +593,11 @@ def test_learning_efficiency_quick_pipeline_on_the_default_model(tmp_path) -> No
     before = (root / "uniform__grpo__s0" / "metrics.jsonl").read_text()
     assert le.main(argv) == 0
     assert (root / "uniform__grpo__s0" / "metrics.jsonl").read_text() == before
+    # the shared step-0 evaluation is kept with the results; a fresh clone gets it back
+    assert len(list((results / "eval_cache").glob("initial_eval_*.json"))) == 1
+    fresh = tmp_path / "fresh"
+    assert le.main(["--quick", "--runs-root", str(fresh), "--results", str(results)]) == 0
+    assert len(list((fresh / "eval_cache").glob("initial_eval_*.problems.jsonl"))) == 1
 
 
 def test_learning_efficiency_reproduce_command_drops_arm_filters_and_survives_a_shell() -> None:

@@ -180,3 +180,23 @@ def test_same_config_treats_a_field_the_record_predates_as_its_default(le):
     assert not le.same_config(old, new | {"eval_subset": 300})
     assert not le.same_config(old | {"lr": 1.0}, new)
     assert not le.same_config(None, new)
+
+
+def test_step0_cache_is_kept_and_restored_whole(le, tmp_path):
+    """Only complete pairs (record + per-problem log) are copied, never over an existing
+    record; what was kept beside the runs comes back on a fresh clone."""
+    live, kept = tmp_path / "runs" / "eval_cache", tmp_path / "results" / "eval_cache"
+    live.mkdir(parents=True)
+    (live / "initial_eval_abc.json").write_text('{"eval/accuracy": 0.1}\n')
+    (live / "initial_eval_abc.problems.jsonl").write_text('{"problem_id": "p0"}\n')
+    (live / "initial_eval_half.json").write_text("{}\n")  # its problems not written yet
+    assert le.sync_step0_cache(live, kept) == ["initial_eval_abc.json"]
+    assert sorted(f.name for f in kept.iterdir()) == [
+        "initial_eval_abc.json", "initial_eval_abc.problems.jsonl"]
+    (live / "initial_eval_abc.json").write_text('{"eval/accuracy": 0.9}\n')
+    assert le.sync_step0_cache(live, kept) == []  # never overwritten
+    assert "0.1" in (kept / "initial_eval_abc.json").read_text()
+    fresh = tmp_path / "clone" / "eval_cache"
+    assert le.sync_step0_cache(kept, fresh) == ["initial_eval_abc.json"]
+    assert (fresh / "initial_eval_abc.problems.jsonl").read_text() == '{"problem_id": "p0"}\n'
+    assert le.sync_step0_cache(tmp_path / "missing", fresh) == []
