@@ -77,13 +77,17 @@ def mde_t(sigma_seed: float, seeds: int, n_eval: int, q: float) -> float:
     t quantiles at S - 1 degrees of freedom: the fewest its Satterthwaite degrees of freedom
     can be, so this bounds the MDE from above (z quantiles, `mde`, assume the variance known).
     """
-    from scipy import stats
-
     if seeds < 2:
         raise ValueError(f"mde_t expects seeds >= 2 (a variance over seeds), got {seeds}")
-    df = seeds - 1
-    return float((stats.t.ppf(0.975, df) + stats.t.ppf(0.80, df))
-                 * math.sqrt(2 * sigma_seed**2 / seeds + q / n_eval))
+    return _t_quantiles(seeds - 1)[2] * math.sqrt(2 * sigma_seed**2 / seeds + q / n_eval)
+
+
+def _t_quantiles(df: float) -> tuple[float, float, float]:
+    """(t_0.975, t_0.80, their sum = the MDE in standard errors) at `df` degrees of freedom."""
+    from scipy import stats
+
+    hi, pw = float(stats.t.ppf(0.975, df)), float(stats.t.ppf(0.80, df))
+    return hi, pw, hi + pw
 
 
 # ------------------------------------------------------------------ paired tests
@@ -191,9 +195,9 @@ def seed_paired_test(arm: Sequence[dict[str, int]], base: Sequence[dict[str, int
     if se == 0:
         p, half, mde_ = (1.0 if diff == 0 else 0.0), 0.0, 0.0
     else:
+        hi, _, k = _t_quantiles(df)
         p = float(2 * stats.t.sf(abs(diff) / se, df))
-        half = float(stats.t.ppf(0.975, df)) * se
-        mde_ = float(stats.t.ppf(0.975, df) + stats.t.ppf(0.80, df)) * se
+        half, mde_ = hi * se, k * se
     return {"seeds": s, "problems": n, "diff": diff, "per_seed": d, "se": se,
             "se_seed": math.sqrt(v_seed), "se_problem": math.sqrt(v_problem), "df": df,
             "p": p, "ci": [diff - half, diff + half], "mde": mde_}
