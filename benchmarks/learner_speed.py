@@ -304,6 +304,64 @@ def merge_rounds(fw: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return _summarise(merged)
 
 
+def speed_ratio(results: dict[str, Any]) -> float | None:
+    """Our median GRPO step time over TRL's, when both frameworks ran."""
+    ours, trl_ = results.get("lppo", {}), results.get("trl", {})
+    if not (ours.get("ran") and trl_.get("ran")):
+        return None
+    return ours["step_s"]["median"] / trl_["step_s"]["median"]
+
+
+def summary_lines(results: dict[str, Any], setup: dict[str, Any],
+                  measurements: list[dict[str, Any]], valid: bool) -> list[str]:
+    """The published lines, from the recorded results alone (so a table can regenerate them).
+
+    An invalid comparison (a measurement started at high load) publishes no figure.
+    """
+    ours, trl_ = results.get("lppo", {}), results.get("trl", {})
+    lines = []
+    if not valid:
+        bad = [m["load_before"][0] for m in measurements if not m["valid"]]
+        lines.append(
+            f"INVALID: {len(bad)}/{len(measurements)} measurements started at 1-minute load > "
+            f"1.5 ({', '.join(f'{x:.1f}' for x in bad)}): no figure is published; rerun on a "
+            "quiet machine")
+        lines += [f"{fw}: {'ran' if r.get('ran') else 'failed: ' + str(r.get('error'))[-200:]}"
+                  for fw, r in results.items()]
+    if valid and ours.get("ran") and trl_.get("ran"):
+        ratio = speed_ratio(results)
+        lines.append(
+            f"GRPO step, B={setup['batch_size']} G={setup['group_size']} "
+            f"L={setup['max_new_tokens']}: lppo "
+            f"{ours['step_s']['median']:.1f} s vs TRL {trl_['trl_version']} "
+            f"{trl_['step_s']['median']:.1f} s (median of {ours['step_s']['n']} steps): "
+            f"{ratio:.2f}x TRL's time (goal <= 1.0x): {'met' if ratio <= 1.0 else 'not met'}"
+        )
+        if ours.get("ms_per_completion_token") and trl_.get("ms_per_completion_token"):
+            same = ours.get("completion_tokens_per_step") == trl_.get("completion_tokens_per_step")
+            lines.append(
+                f"per generated token: lppo {ours['ms_per_completion_token']:.0f} ms vs TRL "
+                f"{trl_['ms_per_completion_token']:.0f} ms ("
+                + (f"both generate {ours['completion_tokens_per_step']:.0f} tokens per step)"
+                   if same else "completion lengths differ)")
+            )
+        lines.append(
+            f"peak RSS: lppo {ours['peak_rss_mb']:.0f} MB vs TRL {trl_['peak_rss_mb']:.0f} MB"
+        )
+    elif valid:
+        for fw, r in results.items():
+            if not r.get("ran"):
+                lines.append(
+                    f"{fw} did not run: {r['error'].splitlines()[-1] if r['error'] else '?'}"
+                )
+        if ours.get("ran"):
+            lines.append(
+                f"lppo GRPO step median {ours['step_s']['median']:.1f} s, peak RSS "
+                f"{ours['peak_rss_mb']:.0f} MB; no TRL comparison"
+            )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """Orchestrate: one subprocess per framework, then compare and write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -368,52 +426,28 @@ def main(argv: list[str] | None = None) -> int:
     prompts = Path(tempfile.mkdtemp()) / "prompts.json"
     write_prompts(prompts, a.batch_size * (a.warmup + a.steps) * 4)
     common += ["--prompts", str(prompts)]
+    machine = hardware()  # before the runs: its load average is the one at the start
     runs = interleaved(a, common, env)
     results = {fw: merge_rounds(fw, [r for r in runs if r["framework"] == fw])
                for fw in a.frameworks}
     measurements = [r["load"] for r in runs]
     valid = all_valid(measurements)
-    ours, trl_ = results.get("lppo", {}), results.get("trl", {})
-    lines = []
-    ratio = None
-    if not valid:
-        bad = [m["load_before"][0] for m in measurements if not m["valid"]]
-        lines.append(
-            f"INVALID: {len(bad)}/{len(measurements)} measurements started at 1-minute load > "
-            f"1.5 ({', '.join(f'{x:.1f}' for x in bad)}): no figure is published; rerun on a "
-            "quiet machine")
-        lines += [f"{fw}: {'ran' if r.get('ran') else 'failed: ' + str(r.get('error'))[-200:]}"
-                  for fw, r in results.items()]
-    if valid and ours.get("ran") and trl_.get("ran"):
-        ratio = ours["step_s"]["median"] / trl_["step_s"]["median"]
-        lines.append(
-            f"GRPO step, B={a.batch_size} G={a.group_size} L={a.max_new_tokens}: lppo "
-            f"{ours['step_s']['median']:.1f} s vs TRL {trl_['trl_version']} "
-            f"{trl_['step_s']['median']:.1f} s (median of {ours['step_s']['n']} steps): "
-            f"{ratio:.2f}x TRL's time (goal <= 1.0x): {'met' if ratio <= 1.0 else 'not met'}"
-        )
-        if ours.get("ms_per_completion_token") and trl_.get("ms_per_completion_token"):
-            same = ours.get("completion_tokens_per_step") == trl_.get("completion_tokens_per_step")
-            lines.append(
-                f"per generated token: lppo {ours['ms_per_completion_token']:.0f} ms vs TRL "
-                f"{trl_['ms_per_completion_token']:.0f} ms ("
-                + (f"both generate {ours['completion_tokens_per_step']:.0f} tokens per step)"
-                   if same else "completion lengths differ)")
-            )
-        lines.append(
-            f"peak RSS: lppo {ours['peak_rss_mb']:.0f} MB vs TRL {trl_['peak_rss_mb']:.0f} MB"
-        )
-    elif valid:
-        for fw, r in results.items():
-            if not r.get("ran"):
-                lines.append(
-                    f"{fw} did not run: {r['error'].splitlines()[-1] if r['error'] else '?'}"
-                )
-        if ours.get("ran"):
-            lines.append(
-                f"lppo GRPO step median {ours['step_s']['median']:.1f} s, peak RSS "
-                f"{ours['peak_rss_mb']:.0f} MB; no TRL comparison"
-            )
+    ratio = speed_ratio(results) if valid else None
+    setup = {
+        "model": a.model,
+        "batch_size": a.batch_size,
+        "group_size": a.group_size,
+        "max_new_tokens": a.max_new_tokens,
+        "timed_steps": a.steps * a.rounds,
+        "rounds": a.rounds,
+        "warmup": a.warmup,
+        "threads": a.threads,
+        "kl": "none (beta=0 / kl_coef=0)",
+        "trl_gradient_checkpointing": False,
+        "lppo_learner_kwargs": {"skip_rows_without_gradient": False,
+                                "gradient_checkpointing": False, "token_budget": None},
+    }
+    lines = summary_lines(results, setup, measurements, valid)
     report = {
         "valid": valid,
         "design": f"ABAB interleaved, {a.rounds} rounds x {a.steps} timed step(s) per "
@@ -421,21 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         "tokens per completion on both sides",
         "measurements": [{k: r[k] for k in ("round", "framework", "load", "step_s")}
                          for r in runs],
-        "setup": {
-            "model": a.model,
-            "batch_size": a.batch_size,
-            "group_size": a.group_size,
-            "max_new_tokens": a.max_new_tokens,
-            "timed_steps": a.steps * a.rounds,
-            "rounds": a.rounds,
-            "warmup": a.warmup,
-            "threads": a.threads,
-            "kl": "none (beta=0 / kl_coef=0)",
-            "trl_gradient_checkpointing": False,
-            "lppo_learner_kwargs": {"skip_rows_without_gradient": False,
-                                    "gradient_checkpointing": False, "token_budget": None},
-        },
-        "hardware": hardware(),
+        "setup": setup,
+        "hardware": machine,
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "results": results,
         "ratio_lppo_over_trl_median_step": ratio if valid else None,

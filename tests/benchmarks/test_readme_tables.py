@@ -42,6 +42,31 @@ def test_invalid_timing_is_withheld(monkeypatch):
     assert "1.11x" in rt.learner_table()
 
 
+def test_learner_line_states_each_measurements_start_load_and_rebuilds_its_lines(monkeypatch):
+    """The header gives the loads the gate judged (one per measurement), not the load
+    recorded when the file was written; the lines come from the recorded figures, so a
+    stale wording in `summary_lines` does not reach the README."""
+    side = {"ran": True, "peak_rss_mb": 3000.0, "completion_tokens_per_step": 384.0,
+            "ms_per_completion_token": 70.0, "step_s": {"median": 26.0, "n": 5}}
+    loads = [0.93, 1.2, 0.98, 1.4]
+    record = {
+        "valid": True, "design": "ABAB interleaved, 2 rounds x 1 timed step(s)",
+        "hardware": {"load_average_1_5_15": [1.9, 1.4, 1.4]},
+        "measurements": [{"load": {"load_before": [x, 1.0, 1.0], "valid": True}}
+                         for x in loads],
+        "setup": {"batch_size": 2, "group_size": 4, "max_new_tokens": 48},
+        "results": {"lppo": {**side, "step_s": {"median": 27.3, "n": 5}},
+                    "trl": {**side, "trl_version": "1.16.0"}},
+        "summary_lines": ["per generated token: ... (completion lengths differ by sampling)"],
+    }
+    monkeypatch.setattr(rt, "_load", lambda name: record)
+    text = rt.learner_table()
+    assert "ABAB interleaved, 4 measurements, load 0.9-1.4 at start" in text
+    assert "1.9" not in text and "differ by sampling" not in text
+    assert "lppo 27.3 s vs TRL 1.16.0 26.0 s (median of 5 steps): 1.05x" in text
+    assert "(both generate 384 tokens per step)" in text
+
+
 def test_backend_table_publishes_only_a_valid_comparison(monkeypatch):
     record = {
         "valid": True, "setup": {"rounds": 2}, "faster_end_to_end": "vllm",
