@@ -486,6 +486,11 @@ def verdict(rows: list[dict[str, Any]], budget: int, eval_size: int | None = Non
     return lines
 
 
+def _loads(la: list[float] | None) -> str:
+    """A recorded load-average triple, rounded for reading."""
+    return "unknown" if not la else ", ".join(f"{x:.2f}" for x in la)
+
+
 def write_report(
     results: Path, result: dict[str, Any], protocol: dict[str, Any], quick: bool
 ) -> Path:
@@ -526,8 +531,10 @@ def write_report(
         "and shared by all runs (greedy decoding: identical by construction)",
         f"- hardware: {protocol['hardware'].get('cpu_model', '?')}, "
         f"{protocol['hardware']['cpu_count']} cores, torch {protocol['hardware']['torch']}, "
-        f"GPU {protocol['hardware']['cuda']}; load average at start "
-        f"{protocol['hardware'].get('load_average_1_5_15')}",
+        f"GPU {protocol['hardware']['cuda']}; load average (1, 5, 15 min) at start "
+        f"{_loads(protocol['hardware'].get('load_average_1_5_15'))} (accuracy does not depend "
+        "on load; the compute column is each run's wall time beside whatever else ran, e.g. "
+        "the other runs of `--jobs`: a cost, not a speed figure)",
         "",
         "## Verdict",
         "",
