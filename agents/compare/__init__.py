@@ -34,6 +34,7 @@ from agents.compare.report import summarize_matrix, write_run_summary, write_sum
 from agents.compare.stats import (
     aggregate,
     eval_curve,
+    initial_on_final_set,
     mean_curve,
     steps_to_reach,
     summarize_run,
@@ -45,6 +46,7 @@ __all__ = [
     "aggregate",
     "build_matrix",
     "eval_curve",
+    "initial_on_final_set",
     "mean_curve",
     "plot_arm_curves",
     "run_matrix",

@@ -9,7 +9,7 @@ from typing import Any
 
 from agents.compare.matrix import RunSpec
 from agents.compare.plots import plot_arm_curves
-from agents.compare.stats import aggregate, summarize_run
+from agents.compare.stats import aggregate, initial_on_final_set, summarize_run
 
 __all__ = ["summarize_matrix", "write_summary_md"]
 
@@ -51,7 +51,7 @@ def write_summary_md(
         lines.append(
             f"| {a['strategy']} | {a['learner']} | {a['n_complete']}/{a['n_runs']}"
             f"{'' if a['complete'] else ' (incomplete)'} "
-            f"| {_fmt(a['initial_accuracy'], a['initial_accuracy_std'], pct=True)} "
+            f"| {_fmt(*initial_on_final_set(a), pct=True)} "
             f"| {_fmt(a['final_accuracy'], a['final_accuracy_std'], pct=True)} "
             f"| {_fmt(a['best_accuracy'], a['best_accuracy_std'], pct=True)} "
             f"| {reach} "

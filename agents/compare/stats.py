@@ -90,7 +90,9 @@ def summarize_run(
         and the final step was evaluated (when evaluation is on). `curve`,
         `initial_accuracy`, `best_accuracy` and `final_curve_accuracy` are on the curve's
         accuracy (`curve_metric`); `final_accuracy` is the last evaluation's whole held-out
-        set (the same number when the run has no `eval_subset`). `compute_s` sums the
+        set and `initial_heldout_accuracy` the step-0 evaluation's, so the two compare on the
+        same problems (each the same number as its curve value when the run has no
+        `eval_subset`). `compute_s` sums the
         per-step and per-eval times over all resumed segments (model loading excluded),
         which is what "wall time" should mean for a run that was interrupted and resumed.
     """
@@ -106,6 +108,7 @@ def summarize_run(
     metric = curve_metric(records)
     curve = eval_curve(records, metric)
     last_eval = next((r for r in reversed(records) if r.get(ACC) is not None), None)
+    first_eval = next((r for r in records if r.get(ACC) is not None), None)
     wants_eval = int(cfg.get("eval_size", 1)) > 0
     complete = (
         bool(budget)
@@ -125,6 +128,9 @@ def summarize_run(
         "steps_done": steps_done,
         "complete": complete,
         "initial_accuracy": curve[0][2] if curve and curve[0][0] == 0 else None,
+        "initial_heldout_accuracy": (
+            float(first_eval[ACC]) if first_eval is not None and first_eval.get("step") == 0
+            else None),
         "final_accuracy": float(last_eval[ACC]) if last_eval is not None else None,
         "final_curve_accuracy": curve[-1][2] if curve else None,
         "curve_metric": metric,
@@ -177,6 +183,7 @@ def aggregate(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         }
         for key in (
             "initial_accuracy",
+            "initial_heldout_accuracy",
             "final_accuracy",
             "final_curve_accuracy",
             "best_accuracy",
@@ -192,6 +199,16 @@ def aggregate(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 row["n_reached"] = n
         out.append(row)
     return out
+
+
+def initial_on_final_set(arm: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(mean, std) of an arm's step-0 accuracy on the problems its final accuracy is taken on.
+
+    Summaries written before `initial_heldout_accuracy` existed fall back to the curve's.
+    """
+    if arm.get("initial_heldout_accuracy") is not None:
+        return arm["initial_heldout_accuracy"], arm.get("initial_heldout_accuracy_std")
+    return arm.get("initial_accuracy"), arm.get("initial_accuracy_std")
 
 
 def mean_curve(summaries: Sequence[dict[str, Any]]) -> list[dict[str, float]]:

@@ -19,6 +19,7 @@ from agents.cli import main
 from agents.compare import (
     aggregate,
     build_matrix,
+    initial_on_final_set,
     mean_curve,
     run_matrix,
     steps_to_reach,
@@ -421,9 +422,12 @@ def test_runs_with_an_eval_subset_are_compared_on_the_subset_curve_and_the_full_
     assert s["curve_metric"] == "eval/subset_accuracy"
     assert [c["accuracy"] for c in s["curve"]] == [0.12, 0.30, 0.24]
     assert (s["final_accuracy"], s["final_curve_accuracy"]) == (0.20, 0.24)
+    # initial beside final is on the same (whole) set: 0.10, not the subset's 0.12
+    assert (s["initial_heldout_accuracy"], s["initial_accuracy"]) == (0.10, 0.12)
     runs = [s, summarize_run(lp)]
     result = {"runs": runs, "arms": aggregate(runs)}
     rows = {r["strategy"]: r for r in le.efficiency_rows(result, 8)}
+    assert rows["uniform"]["initial"] == pytest.approx(0.10)
     assert rows["lppo"]["target"] == pytest.approx(0.24)  # uniform's final on the subset
     assert rows["lppo"]["steps_to_target"] == 8  # (a full-set target of 0.20: step 4)
     assert rows["lppo"]["delta_final_vs_uniform"] == pytest.approx(0.06)  # 0.26 - 0.20, full set
@@ -431,6 +435,10 @@ def test_runs_with_an_eval_subset_are_compared_on_the_subset_curve_and_the_full_
     plain = summarize_run(_fake_run(tmp_path, "plain", "grpo", 0, {0: 0.1, 8: 0.3}, 8))
     assert plain["curve_metric"] == "eval/accuracy"
     assert plain["final_accuracy"] == plain["final_curve_accuracy"] == 0.3
+    assert plain["initial_heldout_accuracy"] == plain["initial_accuracy"] == 0.1
+    # a summary written before the held-out initial existed falls back to the curve's
+    assert initial_on_final_set({"initial_accuracy": 0.12, "initial_accuracy_std": 0.01}) == (
+        0.12, 0.01)
 
 
 def test_steps_to_reach_uses_first_crossing() -> None:
