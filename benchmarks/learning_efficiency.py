@@ -202,7 +202,10 @@ def hardware() -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- report
-ARM_FILTERS = {"--strategies", "--learners", "--report", "--in-process"}
+# Flags that pick part of the matrix, how to run it or where its files go on this machine:
+# none of them is the experiment, so the reproduce command leaves them out.
+NOT_THE_EXPERIMENT = {"--strategies", "--learners", "--report", "--in-process", "--runs-root",
+                      "--results"}
 
 
 def reproduce_command(argv: list[str]) -> str:
@@ -214,7 +217,7 @@ def reproduce_command(argv: list[str]) -> str:
     out, skip = [], False
     for a in argv:
         if a.startswith("--"):
-            skip = a in ARM_FILTERS
+            skip = a in NOT_THE_EXPERIMENT
         if not skip:
             out.append(a)
     return shlex.join(["python", "benchmarks/learning_efficiency.py", *out])

@@ -624,6 +624,10 @@ def test_learning_efficiency_reproduce_command_drops_arm_filters_and_survives_a_
         "0",
         "1",
         "--report",
+        "--runs-root",
+        "/tmp/my runs",
+        "--results",
+        "/tmp/out",
     ]
     cmd = le.reproduce_command(argv)
     assert shlex.split(cmd) == [
