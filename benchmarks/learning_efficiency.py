@@ -359,8 +359,15 @@ def _paired(r: dict[str, Any]) -> tuple[float, float] | None:
     return None if pg is None or cp is None else (pg, cp)
 
 
+def prefix_source(strategy: str) -> str:
+    """What a guided rollout of `strategy` started from, for the report's sentences."""
+    if strategy in GATED_ARMS["self"]:
+        return "a self-prefix (cut from the policy's own earlier success on that sample)"
+    return "an expert prefix"
+
+
 def mechanics_notes(mech: list[dict[str, Any]]) -> list[str]:
-    """One generated sentence per guided arm: did expert prefixes make rollouts pass?"""
+    """One generated sentence per guided arm: did its prefixes make rollouts pass?"""
     notes = []
     for r in sorted(mech, key=lambda r: (r["learner"], _arm_order(r["strategy"]))):
         gp, up = r["guided_pass_rate"], r["unguided_pass_rate"]
@@ -368,7 +375,7 @@ def mechanics_notes(mech: list[dict[str, Any]]) -> list[str]:
             continue
         head = (
             f"- {r['strategy']}/{r['learner']}: {_pct(r['guided_frac'])}% of the training "
-            f"rollouts started from an expert prefix; they passed {_pct(gp)}%"
+            f"rollouts started from {prefix_source(r['strategy'])}; they passed {_pct(gp)}%"
         )
         paired = _paired(r)
         if paired is None:
@@ -613,7 +620,8 @@ def write_report(
         "## What the strategies did during training",
         "",
         "Pooled over the training rollouts of each arm's complete seeds (from metrics.jsonl): "
-        "share of rollouts that started from an expert prefix, pass rate of guided rollouts, "
+        "share of rollouts that started from a prefix (an expert solution's; the policy's own "
+        "earlier success for self_prefix and lppo_self), pass rate of guided rollouts, "
         "of their paired control (the unguided rollouts of the same samples at the same step) "
         "and of all unguided rollouts (%), and the range of per-sample weights.",
         "",

@@ -769,6 +769,10 @@ def test_learning_efficiency_mechanics_compare_guided_with_their_paired_control(
     assert "passed 33.3%; paired with the unguided rollouts of the same samples" in note
     assert "(steps that logged it, 1/1 seeds): 33.3% vs 0.0%" in note
     assert "pass more often than without it" in note
+    assert "started from an expert prefix" in note
+    # a self-prefix arm's sentence names what its rollouts really started from
+    (note,) = le.mechanics_notes([{**row, "strategy": "self_prefix"}])
+    assert "started from a self-prefix" in note and "expert" not in note
     # A second seed logged before the control existed: the paired comparison keeps to seed 0.
     old = tmp_path / "runs" / "lppo__grpo__s1"
     old.mkdir()
