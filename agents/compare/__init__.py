@@ -16,7 +16,8 @@ package runs the matrix and derives everything from each run's `metrics.jsonl`:
 Every run uses `resume=True`, so rerunning the same command after an interruption skips
 finished runs and continues unfinished ones from their last checkpoint. By default each run
 is a subprocess (`python -m agents.cli train --config ...`): a crash or an out-of-memory
-kill in one run is recorded in its summary and the matrix goes on.
+kill in one run is recorded in its summary and the matrix goes on. `touch out/DRAIN` lets the
+runs in flight finish and starts no more (before a machine or allocation ends).
 
 Modules, one idea each: `matrix` (the runs), `execute` (running them), `stats` (numbers
 from metrics.jsonl), `plots`, `report` (the files written), `cli` (`lppo compare`).
@@ -27,7 +28,7 @@ Example::
         --steps 40 --eval-size 200 --eval-every 5 --out runs/cmp
 """
 
-from agents.compare.execute import run_matrix
+from agents.compare.execute import DRAIN_FILE, drain_when_file, run_matrix
 from agents.compare.matrix import MATRIX_FIELDS, RunSpec, build_matrix, run_name
 from agents.compare.plots import plot_arm_curves
 from agents.compare.report import summarize_matrix, write_run_summary, write_summary_md
@@ -41,10 +42,12 @@ from agents.compare.stats import (
 )
 
 __all__ = [
+    "DRAIN_FILE",
     "MATRIX_FIELDS",
     "RunSpec",
     "aggregate",
     "build_matrix",
+    "drain_when_file",
     "eval_curve",
     "initial_on_final_set",
     "mean_curve",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.args import add_dataclass_arguments, dataclass_from_args
-from agents.compare.execute import run_matrix
+from agents.compare.execute import drain_when_file, run_matrix
 from agents.compare.matrix import MATRIX_FIELDS, build_matrix
 from agents.compare.report import summarize_matrix
 from agents.config import ConfigError, TrainConfig
@@ -46,7 +46,8 @@ class CompareConfig:
     prune_checkpoints: bool = False
     """delete a run's checkpoints once it is complete (saves ~1.6 GB per default-model run)."""
     jobs: int = 1
-    """runs in flight at once (subprocesses), each pinned to its own cpu_count // jobs cores."""
+    """runs in flight at once (subprocesses), each pinned to its own cpu_count // jobs cores;
+    `touch <out>/DRAIN` lets them finish and starts no more."""
     summarize_only: bool = False
     """do not train; only (re)write summaries and figures from existing runs."""
 
@@ -108,6 +109,7 @@ def run_compare(args: argparse.Namespace) -> int:
             progress=base.progress,
             prune_checkpoints=cc.prune_checkpoints,
             jobs=cc.jobs,
+            drain=drain_when_file(out),
         )
     result = summarize_matrix(specs, out, threshold=cc.threshold)
     failed = [s for s in statuses if s["returncode"] not in (0, None)]

@@ -148,10 +148,12 @@ def _run_concurrently(
     statuses: list[dict[str, Any] | None],
     stop: threading.Event,
     show: Callable[[str], None],
+    drain: Callable[[], bool],
 ) -> None:
     """Keep `jobs` runs of `todo` in flight, in order; fill `statuses` as they end.
 
-    Each run takes a free slot (`attempt(spec, slot)`): its cores while it runs.
+    Each run takes a free slot (`attempt(spec, slot)`): its cores while it runs. Once
+    `drain()` is true no further run starts; those in flight finish.
     A fresh run started while the step-0 evaluation cache is empty computes that evaluation;
     the next run waits for it (or for that run to end) rather than computing it again.
     """
@@ -172,7 +174,7 @@ def _run_concurrently(
                 not free or (filling in running and not _has_shared_eval(specs[i]))
             ):
                 collect(timeout=POLL_S)
-            if stop.is_set():
+            if stop.is_set() or drain():
                 break
             fresh = not (specs[i].run_dir / "metrics.jsonl").is_file()
             show(specs[i].name)
@@ -186,6 +188,21 @@ def _run_concurrently(
             collect(timeout=None)
 
 
+DRAIN_FILE = "DRAIN"
+
+
+def drain_when_file(root: str | Path) -> Callable[[], bool]:
+    """A `run_matrix` drain that turns true once `root/DRAIN` exists (`touch` it to drain).
+
+    A DRAIN left by an earlier drain is removed first: starting the matrix again means run.
+    """
+    path = Path(root) / DRAIN_FILE
+    if path.exists():
+        path.unlink()
+        print(f"removed {path} (left by an earlier drain)", flush=True)
+    return path.exists
+
+
 def run_matrix(
     specs: Sequence[RunSpec],
     *,
@@ -195,6 +212,7 @@ def run_matrix(
     prune_checkpoints: bool = False,
     jobs: int = 1,
     on_complete: Callable[[RunSpec], None] | None = None,
+    drain: Callable[[], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every spec that is not complete yet; return one status per spec, in spec order.
 
@@ -218,6 +236,9 @@ def run_matrix(
         on_complete: called with each spec whose run this call completed, as soon as it is
             (e.g. to copy its logs where they are kept: a matrix that takes days is
             interrupted many times, and what finished must not wait for its end).
+        drain: asked before each run starts; once it returns True no further run starts
+            and the runs in flight finish (a machine or job allocation that ends at a known
+            time loses no half-trained run). Runs not started get no status.
     """
     from tqdm.auto import tqdm
 
@@ -270,8 +291,11 @@ def run_matrix(
                 shutil.rmtree(spec.run_dir / "checkpoints", ignore_errors=True)
         else:
             todo.append(i)
+    draining = drain or (lambda: False)
     if jobs == 1:  # in this thread: an in-process Trainer installs signal handlers
         for i in todo:
+            if draining():
+                break
             bar.set_postfix_str(specs[i].name)
             statuses[i] = attempt(specs[i])
             if stop.is_set():
@@ -282,6 +306,6 @@ def run_matrix(
             with lock:
                 bar.set_postfix_str(name)
 
-        _run_concurrently(specs, todo, jobs, attempt, statuses, stop, show)
+        _run_concurrently(specs, todo, jobs, attempt, statuses, stop, show, draining)
     bar.close()
     return [st for st in statuses if st is not None]

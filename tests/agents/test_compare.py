@@ -312,6 +312,40 @@ def test_on_complete_is_called_as_each_run_completes_with_its_summary_current(
     assert [name for name, *_ in seen] == ["s0__grpo__s0"]
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_drain_starts_no_further_run_and_lets_those_in_flight_finish(
+    tmp_path, monkeypatch, jobs
+) -> None:
+    """Drain is asked for while the first run trains: the runs already in flight (one per
+    job) finish and report, the rest never start and get no status. Deliberate bugs this
+    catches (tried): drain ignored with jobs > 1, drain read only when the matrix starts."""
+    import threading
+
+    from agents.compare import execute
+
+    asked = threading.Event()
+    barrier = threading.Barrier(jobs)
+    started = []
+
+    def fake_child(spec, timeout, cores=None, kv_cache_gib=None):
+        started.append(spec.name)
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        barrier.wait(timeout=10)  # all first `jobs` runs are in flight
+        if spec.name == "s0__grpo__s0":
+            asked.set()  # e.g. `touch DRAIN` while it runs
+        assert asked.wait(timeout=10)  # the others end after it: their slots free up later
+        return {"returncode": 0, "error": None}
+
+    monkeypatch.setattr(execute, "_run_subprocess", fake_child)
+    monkeypatch.setattr(execute, "POLL_S", 0.05)
+    specs = _specs(tmp_path, 4, cached=True)
+    statuses = run_matrix(specs, jobs=jobs, progress=False, drain=asked.is_set)
+    first = [s.name for s in specs[:jobs]]
+    assert sorted(started) == first  # in flight when drain came: finished; none after
+    assert [s["run"] for s in statuses] == first
+    assert all(s["returncode"] == 0 for s in statuses)
+
+
 def test_jobs_are_validated(tmp_path) -> None:
     specs = _specs(tmp_path, 1, cached=True)
     with pytest.raises(ValueError, match="jobs >= 1"):
@@ -574,6 +608,26 @@ def test_learning_efficiency_verdict_on_synthetic_runs(tmp_path, lppo_final, met
     assert eff["verdict"] == [reported] and eff["complete_runs"] == eff["runs"] == 4
     assert {a["strategy"]: a["steps_to_target"] for a in eff["arms"]} == {"uniform": 16, "lppo": 8}
     assert eff["paired"] == json.loads(json.dumps(le.paired_rows(tmp_path, result)))
+
+
+def test_learning_efficiency_drains_on_a_file_in_its_runs_root(tmp_path, monkeypatch) -> None:
+    """`touch <runs root>/DRAIN` reaches run_matrix as its drain; a DRAIN left by an earlier
+    drain is removed when the matrix is started again (else it would start nothing)."""
+    le = _load_benchmark()
+    root = tmp_path / "le"
+    root.mkdir()
+    (root / le.DRAIN_FILE).touch()  # stale
+    seen = {}
+
+    def fake_run_matrix(specs, *, drain, **kwargs):
+        seen["stale_removed"] = not drain()
+        (root / le.DRAIN_FILE).touch()
+        seen["drains"] = drain()
+        return []
+
+    monkeypatch.setattr(le, "run_matrix", fake_run_matrix)
+    assert le.main(["--quick", "--runs-root", str(root), "--results", str(tmp_path / "r")]) == 0
+    assert seen == {"stale_removed": True, "drains": True}
 
 
 @pytest.mark.slow
