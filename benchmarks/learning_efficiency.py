@@ -587,7 +587,8 @@ def write_report(
         )
     paired = paired_rows(results, result)
     lines += ["", "## Paired tests against uniform", "",
-              *paired_lines(paired, planned_seeds=len(protocol["seeds"]))]
+              *paired_lines(paired, planned_seeds=len(protocol["seeds"]),
+                            target=(protocol.get("power") or {}).get("target_mde", 0.03))]
     if protocol.get("power"):
         pw = protocol["power"]
         lines += [
@@ -795,12 +796,14 @@ def paired_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None) -> list[str]:
+def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None,
+                 target: float = 0.03) -> list[str]:
     """The paired-test table of the report (empty when no run logged per-problem results).
 
     With fewer seeds than `planned_seeds` in a row the verdict is marked interim: the
     design's minimum detectable difference holds only for the whole design. A test that
-    finds nothing never says the difference is small, only what it could have detected.
+    finds nothing never says the difference is small, only what it could have detected;
+    a whole design whose rows could not detect `target` says how many seeds each needs.
     """
     if not rows:
         return ["No complete run of an arm has a complete uniform run of the same seed and "
@@ -815,13 +818,15 @@ def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None) -
         "t reference (Satterthwaite degrees of freedom), 95 % interval, Holm over the tested "
         "rows. It needs 2 seeds: one cannot tell an arm's effect from its seed's luck. "
         "'80 % power at' is the difference the comparison could detect at the variance it "
-        "measured. McNemar (pooled over seeds) only says whether these trained models differ "
-        "on these problems: it ignores that a seed shifts the whole model, so it is not the "
-        "verdict.",
+        f"measured; 'seeds for {100 * target:.0f}' is how many paired seeds that variance "
+        f"needs to detect {100 * target:.0f} points. McNemar (pooled over seeds) only says "
+        "whether these trained models differ on these problems: it ignores that a seed "
+        "shifts the whole model, so it is not the verdict.",
         "",
         "| learner | arm | seeds | problems | Δ (points) [95 % CI] | p | Holm p | detectable "
-        "| 80 % power at | arm only / uniform only | McNemar p (these models) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| 80 % power at | seeds for {100 * target:.0f} | arm only / uniform only "
+        "| McNemar p (these models) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     tested = [r for r in rows if r["test"]["p"] is not None]
     sig = [f"{r['strategy']}/{r['learner']}" for r in rows if r["significant"]]
@@ -840,6 +845,14 @@ def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None) -
         out_verdict = ("No arm differs detectably from uniform after the Holm correction. "
                        "This does not show the arms equal: each row states the difference it "
                        "had 80 % power for, and the intervals bound what remains possible.")
+    short = [r for r in tested if r["test"]["mde"] > target]
+    if short and not interim:
+        out_verdict += (
+            f" Rows that could not detect {100 * target:.0f} points at the variance they "
+            "measured, and the paired seeds they need for it: "
+            + "; ".join(f"{r['strategy']}/{r['learner']} {_seeds_needed(r['test'], target)}"
+                        for r in short)
+            + ". Append seeds with `--seeds` (complete runs are kept).")
     if interim:
         out_verdict = (f"**Interim** (as few as {fewest} of the {planned_seeds} planned seeds "
                        "in a row): " + out_verdict)
@@ -848,13 +861,23 @@ def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None) -
         if t["p"] is not None:
             est = (f"{100 * t['diff']:+.1f} [{100 * t['ci'][0]:+.1f}, {100 * t['ci'][1]:+.1f}]"
                    f" | {t['p']:.2g} | {r['holm_p']:.2g} | {'yes' if r['significant'] else 'no'}"
-                   f" | {100 * t['mde']:.1f}")
+                   f" | {100 * t['mde']:.1f} | {_seeds_needed(t, target)}")
         else:
-            est = f"{100 * r['diff']:+.1f} | – | – | not testable (1 seed) | –"
+            est = f"{100 * r['diff']:+.1f} | – | – | not testable (1 seed) | – | –"
         out.append(
             f"| {r['learner']} | {r['strategy']} | {r['seeds']} | {r['problems']} | {est} | "
             f"{r['arm_only']} / {r['uniform_only']} | {r['mcnemar_p']:.2g} |")
     return [*out, "", out_verdict]
+
+
+def _seeds_needed(test: dict[str, Any], target: float) -> str:
+    """Paired seeds the test's measured variance needs for an MDE <= target (power.py)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import power
+
+    n = power.seeds_for_target(test["se_seed"] * math.sqrt(test["seeds"]),
+                               test["se_problem"] ** 2, test["problems"], target)
+    return str(n) if n is not None else "> 64 (needs more problems)"
 
 
 def same_config(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:

@@ -82,6 +82,31 @@ def mde_t(sigma_seed: float, seeds: int, n_eval: int, q: float) -> float:
     return _t_quantiles(seeds - 1)[2] * math.sqrt(2 * sigma_seed**2 / seeds + q / n_eval)
 
 
+def seeds_for_target(sd_diff: float, v_problem: float, n: int, target: float = TARGET_MDE,
+                     max_seeds: int = 64) -> int | None:
+    """Fewest paired seeds whose seed-level test has MDE <= `target`, at a measured variance.
+
+    Why: a finished design that missed its target says how many seeds to append, not just
+    that it missed. `sd_diff` is the sd over seeds of one seed's accuracy difference,
+    `v_problem` the systematic per-problem term q / n; the MDE at S seeds uses the test's
+    own variance sd_diff^2 / S + v_problem and its Satterthwaite degrees of freedom. None
+    when the per-problem term alone keeps it above `target` (more problems, not seeds).
+    """
+    if sd_diff < 0 or v_problem < 0 or n < 2:
+        raise ValueError(f"seeds_for_target expects sd_diff, v_problem >= 0 and n >= 2, got "
+                         f"{sd_diff}, {v_problem}, {n}")
+    for s in range(2, max_seeds + 1):
+        v_seed = sd_diff**2 / s
+        var = v_seed + v_problem
+        if var == 0:
+            return s
+        den = v_seed**2 / (s - 1) + v_problem**2 / (n - 1)
+        df = var**2 / den if den > 0 else math.inf
+        if _t_quantiles(df)[2] * math.sqrt(var) <= target:
+            return s
+    return None
+
+
 def _t_quantiles(df: float) -> tuple[float, float, float]:
     """(t_0.975, t_0.80, their sum = the MDE in standard errors) at `df` degrees of freedom."""
     from scipy import stats
@@ -165,7 +190,8 @@ def seed_paired_test(arm: Sequence[dict[str, int]], base: Sequence[dict[str, int
     s's accuracy difference (its spread holds whole-model shifts and per-problem flips, S - 1
     degrees of freedom) and q / n the systematic per-problem term (`estimate_q`: from these
     n problems to the task); t reference with Satterthwaite degrees of freedom.
-    `mde`: the difference this comparison had 80 % power for, at the variance it measured.
+    `mde`: the difference this comparison had 80 % power for, at the variance it measured
+    (`seeds_for_target` turns that variance into the seeds a target needs).
     """
     from scipy import stats
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -123,6 +123,57 @@ def test_seed_paired_test_uses_the_power_models_variance(data, s, n):
     if q == 0 and d.var() > 0:
         want = stats.ttest_rel(a.mean(axis=1), b.mean(axis=1)).pvalue
         assert got["p"] == pytest.approx(float(want), rel=1e-9)
+
+
+def _mde_at(sd_diff, v_problem, n, s):
+    v_seed = sd_diff**2 / s
+    var = v_seed + v_problem
+    den = v_seed**2 / (s - 1) + v_problem**2 / (n - 1)
+    return power._t_quantiles(var**2 / den if den > 0 else math.inf)[2] * math.sqrt(var)
+
+
+@settings(max_examples=100, deadline=None)
+@given(sd=st.floats(0.0, 0.1), q=st.floats(0.0, 0.3), n=st.integers(2, 3000),
+       target=st.floats(0.01, 0.1))
+def test_seeds_for_target_is_the_fewest_that_reach_it(sd, q, n, target):
+    """The seeds returned reach the target at the test's own variance, one fewer does not;
+    None only when the per-problem term alone (infinitely many seeds) stays above it."""
+    got = power.seeds_for_target(sd, q / n, n, target)
+    if got is None:
+        assert _mde_at(sd, q / n, n, 64) > target
+    else:
+        assert 2 <= got <= 64
+        if sd or q:
+            assert _mde_at(sd, q / n, n, got) <= target + 1e-12
+            if got > 2:
+                assert _mde_at(sd, q / n, n, got - 1) > target
+    # more spread over seeds never needs fewer seeds
+    more = power.seeds_for_target(2 * sd, q / n, n, target)
+    assert got is None and more is None or more is None or more >= got
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), s=st.integers(2, 5), n=st.integers(4, 40))
+def test_seeds_for_target_agrees_with_the_tests_own_mde(data, s, n):
+    """At the seed count a comparison ran with, seeds_for_target <= S exactly when that
+    comparison's reported MDE met the target."""
+    import numpy as np
+
+    cells = st.lists(st.lists(st.integers(0, 1), min_size=n, max_size=n), min_size=s,
+                     max_size=s)
+    a, b = np.array(data.draw(cells)), np.array(data.draw(cells))
+    t = power.seed_paired_test(_runs(a), _runs(b))
+    target = data.draw(st.floats(0.01, 0.6))
+    need = power.seeds_for_target(t["se_seed"] * math.sqrt(s), t["se_problem"] ** 2, n, target)
+    assume(abs(t["mde"] - target) > 1e-9)
+    assert (need is not None and need <= s) == (t["mde"] <= target)
+
+
+def test_seeds_for_target_rejects_nonsense():
+    with pytest.raises(ValueError, match="n >= 2"):
+        power.seeds_for_target(0.01, 0.0, 1)
+    assert power.seeds_for_target(0.0, 0.0, 100) == 2
+    assert power.seeds_for_target(0.0, 0.03**2, 100, 0.03) is None
 
 
 def test_seed_paired_test_needs_two_seeds_to_test():

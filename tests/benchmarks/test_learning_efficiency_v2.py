@@ -101,10 +101,21 @@ def test_a_seeds_luck_is_not_an_arms_effect(le, tmp_path):
     assert row["diff"] == pytest.approx(0.03) and row["test"]["p"] > 0.2
     assert not row["significant"]
     assert "| 0.5 | 0.5 | no |" in "\n".join(le.paired_lines([row]))
+    # the whole design could not detect 3 points: it says how many seeds would
+    import power as power_mod  # on sys.path once paired_rows has run
+
+    need = power_mod.seeds_for_target(row["test"]["se_seed"] * 2**0.5,
+                                      row["test"]["se_problem"] ** 2, 1000, 0.03)
+    assert need is not None and need > 2
+    whole = "\n".join(le.paired_lines([row], planned_seeds=2))
+    assert (f"and the paired seeds they need for it: lp_weighting/grpo {need}. Append seeds "
+            "with `--seeds`") in whole
+    assert f"| {100 * row['test']['mde']:.1f} | {need} | 60 / 0 |" in whole
+    assert "Append seeds" not in "\n".join(le.paired_lines([row], planned_seeds=7))
     (one,) = le.paired_rows(tmp_path, {"runs": runs[0:1] + runs[2:3]})
     assert one["seeds"] == 1 and one["holm_p"] is None and not one["significant"]
     text = "\n".join(le.paired_lines([one], planned_seeds=7))
-    assert "| +6.0 | – | – | not testable (1 seed) | – | 60 / 0 |" in text
+    assert "| +6.0 | – | – | not testable (1 seed) | – | – | 60 / 0 |" in text
     assert "No arm has 2 seeds paired with uniform's yet" in text and "Detectable" not in text
 
 
