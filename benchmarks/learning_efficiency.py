@@ -845,12 +845,13 @@ def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None,
         out_verdict = ("No arm differs detectably from uniform after the Holm correction. "
                        "This does not show the arms equal: each row states the difference it "
                        "had 80 % power for, and the intervals bound what remains possible.")
+    need = {id(r): _seeds_needed(r["test"], target) for r in tested}
     short = [r for r in tested if r["test"]["mde"] > target]
     if short and not interim:
         out_verdict += (
             f" Rows that could not detect {100 * target:.0f} points at the variance they "
             "measured, and the paired seeds they need for it: "
-            + "; ".join(f"{r['strategy']}/{r['learner']} {_seeds_needed(r['test'], target)}"
+            + "; ".join(f"{r['strategy']}/{r['learner']} {need[id(r)]}"
                         for r in short)
             + ". Append seeds with `--seeds` (complete runs are kept).")
     if interim:
@@ -861,7 +862,7 @@ def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None,
         if t["p"] is not None:
             est = (f"{100 * t['diff']:+.1f} [{100 * t['ci'][0]:+.1f}, {100 * t['ci'][1]:+.1f}]"
                    f" | {t['p']:.2g} | {r['holm_p']:.2g} | {'yes' if r['significant'] else 'no'}"
-                   f" | {100 * t['mde']:.1f} | {_seeds_needed(t, target)}")
+                   f" | {100 * t['mde']:.1f} | {need[id(r)]}")
         else:
             est = f"{100 * r['diff']:+.1f} | – | – | not testable (1 seed) | – | –"
         out.append(

@@ -96,15 +96,18 @@ def seeds_for_target(sd_diff: float, v_problem: float, n: int, target: float = T
         raise ValueError(f"seeds_for_target expects sd_diff, v_problem >= 0 and n >= 2, got "
                          f"{sd_diff}, {v_problem}, {n}")
     for s in range(2, max_seeds + 1):
-        v_seed = sd_diff**2 / s
-        var = v_seed + v_problem
-        if var == 0:
-            return s
-        den = v_seed**2 / (s - 1) + v_problem**2 / (n - 1)
-        df = var**2 / den if den > 0 else math.inf
-        if _t_quantiles(df)[2] * math.sqrt(var) <= target:
+        var, df = _seed_level_variance(sd_diff**2 / s, v_problem, s, n)
+        if var == 0 or _t_quantiles(df)[2] * math.sqrt(var) <= target:
             return s
     return None
+
+
+def _seed_level_variance(v_seed: float, v_problem: float, s: int, n: int) -> tuple[float, float]:
+    """Variance of the seed-level test's difference and its Satterthwaite degrees of freedom
+    (seed term on s - 1, per-problem term on n - 1)."""
+    var = v_seed + v_problem
+    den = v_seed**2 / (s - 1) + v_problem**2 / (n - 1)
+    return var, (var**2 / den if den > 0 else math.inf)
 
 
 def _t_quantiles(df: float) -> tuple[float, float, float]:
@@ -214,9 +217,7 @@ def seed_paired_test(arm: Sequence[dict[str, int]], base: Sequence[dict[str, int
     v_seed = sum((x - diff) ** 2 for x in d) / (s - 1) / s
     q = estimate_q([{k: a[k] for k in keys} for a in arm], [{k: b[k] for k in keys} for b in base])
     v_problem = q / n
-    var = v_seed + v_problem
-    den = v_seed**2 / (s - 1) + v_problem**2 / (n - 1)
-    df = var**2 / den if den > 0 else math.inf
+    var, df = _seed_level_variance(v_seed, v_problem, s, n)
     se = math.sqrt(var)
     if se == 0:
         p, half, mde_ = (1.0 if diff == 0 else 0.0), 0.0, 0.0
