@@ -281,8 +281,30 @@ def efficiency_rows(result: dict[str, Any], budget: int) -> list[dict[str, Any]]
                     a["final_accuracy"] - uni["final_accuracy"]
                     if a["final_accuracy"] is not None else None
                 )
+                row.update(_seed_matched_delta(done, by_arm.get(("uniform", learner), [])))
         rows.append(row)
     return rows
+
+
+def _seed_matched_delta(arm: list[dict[str, Any]], uniform: list[dict[str, Any]]) -> dict:
+    """Mean over the seeds both arms completed of (arm final − uniform final).
+
+    Why: while the matrix fills, the two arms' complete seeds differ, and a difference of
+    their means mixes the arm's effect with which seeds happen to be done; seed s against
+    seed s (same initial model and data order) does not. Equal to the difference of means
+    once both arms have the same seeds.
+    """
+    base = {r["seed"]: r["final_accuracy"] for r in uniform if r["complete"]}
+    diffs = [r["final_accuracy"] - base[r["seed"]] for r in arm
+             if r["complete"] and r["seed"] in base and r["final_accuracy"] is not None
+             and base[r["seed"]] is not None]
+    mean = sum(diffs) / len(diffs) if diffs else None
+    std = (
+        math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+        if len(diffs) > 1 else None
+    )
+    return {"delta_seed_matched": mean, "delta_seed_matched_std": std,
+            "n_seed_matched": len(diffs)}
 
 
 def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -406,10 +428,10 @@ def _arm_order(strategy: str) -> int:
 
 
 def ablation_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """Per learner, each non-uniform arm's final accuracy minus uniform's, with its seeds.
+    """Per learner, each non-uniform arm's final accuracy minus uniform's, seed against seed.
 
     Why: when LPPO loses or wins, its two components run alone say which one did it.
-    Only arms with complete seeds are listed, and only next to a complete uniform arm.
+    Only seeds both the arm and uniform completed count (see `_seed_matched_delta`).
     """
     lines = []
     for learner in sorted({r["learner"] for r in rows}):
@@ -418,16 +440,18 @@ def ablation_lines(rows: list[dict[str, Any]]) -> list[str]:
             key=lambda r: _arm_order(r["strategy"]),
         )
         parts = [
-            f"{r['strategy']} {100 * r['delta_final_vs_uniform']:+.1f}"
-            + (f" ± {100 * r['final_std']:.1f}" if r["final_std"] is not None else "")
-            + f" ({r['n_complete']}/{r['n_runs']} seeds)"
+            f"{r['strategy']} {100 * r['delta_seed_matched']:+.1f}"
+            + (f" ± {100 * r['delta_seed_matched_std']:.1f}"
+               if r.get("delta_seed_matched_std") is not None else "")
+            + f" ({r['n_seed_matched']}/{r['n_runs']} seeds)"
             for r in arms
-            if r.get("delta_final_vs_uniform") is not None and r["n_complete"]
+            if r.get("delta_seed_matched") is not None
         ]
         if len(parts) > 1:  # LPPO alone is already in the verdict
             lines.append(
-                f"- {learner}, final accuracy minus uniform's (points; ± = std of the arm over "
-                f"seeds): {'; '.join(parts)}."
+                f"- {learner}, final accuracy minus uniform's, seed against seed over the "
+                f"seeds both completed (points; ± = std of that difference over seeds): "
+                f"{'; '.join(parts)}."
             )
     return lines
 
@@ -452,10 +476,13 @@ def verdict(rows: list[dict[str, Any]], budget: int, eval_size: int | None = Non
             )
             continue
         partial = (lp["n_complete"] < lp["n_runs"]) or (un["n_complete"] < un["n_runs"])
-        seeds = min(lp["n_complete"], un["n_complete"])
+        seeds = lp.get("n_seed_matched", min(lp["n_complete"], un["n_complete"]))
         steps = lp.get("steps_to_target")
         fast = steps is not None and steps <= GOAL_STEP_FRACTION * budget
-        delta = lp["final"] - un["final"]
+        # seed against seed: unequal sets of complete seeds would mix in their luck
+        matched = lp.get("delta_seed_matched")
+        delta = lp["final"] - un["final"] if matched is None else matched
+        unequal = matched is not None and not (seeds == lp["n_complete"] == un["n_complete"])
         high = delta >= GOAL_MARGIN
         noise = max(lp["final_std"] or 0.0, un["final_std"] or 0.0)
         met = fast and high
@@ -468,7 +495,9 @@ def verdict(rows: list[dict[str, Any]], budget: int, eval_size: int | None = Non
         )
         lines.append(
             f"- **{learner}**: {words}. LPPO {reach}; final {_pct(lp['final'], lp['final_std'])}% "
-            f"vs uniform {_pct(un['final'], un['final_std'])}% ({100 * delta:+.1f} points; goal: "
+            f"vs uniform {_pct(un['final'], un['final_std'])}% ({100 * delta:+.1f} points"
+            + (f" seed against seed over the {seeds} seeds both completed" if unequal else "")
+            + f"; goal: "
             f"<= {GOAL_STEP_FRACTION:.0%} of the steps and >= +{100 * GOAL_MARGIN:.0f} points)."
             + (
                 " One seed per arm: no spread estimate, no claim."

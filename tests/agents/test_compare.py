@@ -610,6 +610,35 @@ def test_learning_efficiency_verdict_on_synthetic_runs(tmp_path, lppo_final, met
     assert eff["paired"] == json.loads(json.dumps(le.paired_rows(tmp_path, result)))
 
 
+def test_learning_efficiency_compares_seed_against_seed_while_seeds_are_missing(
+    tmp_path,
+) -> None:
+    """While the matrix fills, the verdict and the ablation line compare each arm with
+    uniform only on the seeds both completed: uniform's lucky seed 2 (done, its lppo twin
+    not yet) must not enter LPPO's difference. Deliberate bug this catches (tried): the
+    difference of the two arms' means over their own complete seeds (+0.0 here, not +4.0)."""
+    le = _load_benchmark()
+    runs = []
+    for seed, uni_final, lppo_final in ((0, 0.10, 0.14), (1, 0.12, 0.16), (2, 0.23, None)):
+        runs.append(summarize_run(_fake_run(
+            tmp_path, "uniform", "grpo", seed, {0: 0.1, 16: uni_final}, 16)))
+        for arm in ("lppo", "lp_weighting"):
+            accs = {0: 0.1, 8: 0.12} if lppo_final is None else {0: 0.1, 16: lppo_final}
+            runs.append(summarize_run(_fake_run(tmp_path, arm, "grpo", seed, accs, 16)))
+    result = {"runs": runs, "arms": aggregate(runs)}
+    rows = {r["strategy"]: r for r in le.efficiency_rows(result, 16)}
+    lp = rows["lppo"]
+    assert (lp["n_complete"], rows["uniform"]["n_complete"], lp["n_seed_matched"]) == (2, 3, 2)
+    assert lp["delta_final_vs_uniform"] == pytest.approx(0.0)  # 0.15 - 0.15: the seeds' luck
+    assert lp["delta_seed_matched"] == pytest.approx(0.04)
+    assert lp["delta_seed_matched_std"] == pytest.approx(0.0, abs=1e-12)
+    (line,) = le.verdict(list(rows.values()), 16)
+    assert "(+4.0 points seed against seed over the 2 seeds both completed; goal" in line
+    assert "**goal not met**" in line and "at step 16 (100% of the 16-step budget)" in line
+    (ablation,) = le.ablation_lines(list(rows.values()))
+    assert "lppo +4.0 ± 0.0 (2/3 seeds); lp_weighting +4.0 ± 0.0 (2/3 seeds)." in ablation
+
+
 def test_learning_efficiency_drains_on_a_file_in_its_runs_root(tmp_path, monkeypatch) -> None:
     """`touch <runs root>/DRAIN` reaches run_matrix as its drain; a DRAIN left by an earlier
     drain is removed when the matrix is started again (else it would start nothing)."""
@@ -707,8 +736,9 @@ def test_learning_efficiency_ablation_lines_list_complete_arms_against_uniform()
             "learner": learner,
             "n_complete": n,
             "n_runs": 3,
-            "final_std": std if n > 1 else None,
-            "delta_final_vs_uniform": delta if n else None,
+            "delta_seed_matched": delta if n else None,
+            "delta_seed_matched_std": std if n > 1 else None,
+            "n_seed_matched": n,
         }
 
     rows = [
