@@ -882,7 +882,10 @@ def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None,
             "measured, and the paired seeds they need for it: "
             + "; ".join(f"{r['strategy']}/{r['learner']} {need[id(r)]}"
                         for r in short)
-            + ". Append seeds with `--seeds` (complete runs are kept).")
+            + ". Append seeds with `--seeds` (complete runs are kept). These counts come "
+            "from the measured variance alone, never from Δ (an internal pilot, Wittes & "
+            "Brittain 1990), so extending by them barely moves the test's 5 % level; "
+            "extending an arm because its Δ looks promising would inflate it.")
     if interim:
         out_verdict = (f"**Interim** (as few as {fewest} of the {planned_seeds} planned seeds "
                        "in a row): " + out_verdict)
