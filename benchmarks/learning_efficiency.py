@@ -69,6 +69,7 @@ from agents.compare import (  # noqa: E402
     drain_when_file,
     initial_on_final_set,
     mean_curve,
+    mean_std,
     plot_arm_curves,
     run_matrix,
     steps_to_reach,
@@ -298,13 +299,8 @@ def _seed_matched_delta(arm: list[dict[str, Any]], uniform: list[dict[str, Any]]
     diffs = [r["final_accuracy"] - base[r["seed"]] for r in arm
              if r["complete"] and r["seed"] in base and r["final_accuracy"] is not None
              and base[r["seed"]] is not None]
-    mean = sum(diffs) / len(diffs) if diffs else None
-    std = (
-        math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
-        if len(diffs) > 1 else None
-    )
-    return {"delta_seed_matched": mean, "delta_seed_matched_std": std,
-            "n_seed_matched": len(diffs)}
+    mean, std, n = mean_std(diffs)
+    return {"delta_seed_matched": mean, "delta_seed_matched_std": std, "n_seed_matched": n}
 
 
 def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -37,6 +37,7 @@ from agents.compare.stats import (
     eval_curve,
     initial_on_final_set,
     mean_curve,
+    mean_std,
     steps_to_reach,
     summarize_run,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "eval_curve",
     "initial_on_final_set",
     "mean_curve",
+    "mean_std",
     "plot_arm_curves",
     "run_matrix",
     "run_name",

@@ -150,7 +150,7 @@ def summarize_run(
     return out
 
 
-def _mean_std(xs: Sequence[float | None]) -> tuple[float | None, float | None, int]:
+def mean_std(xs: Sequence[float | None]) -> tuple[float | None, float | None, int]:
     """Mean and sample std (ddof=1; None for one value: no spread estimate) and the count."""
     v = [float(x) for x in xs if x is not None]
     if not v:
@@ -192,7 +192,7 @@ def aggregate(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "steps_to_threshold",
             "tokens_to_threshold",
         ):
-            m, sd, n = _mean_std([r.get(key) for r in done])
+            m, sd, n = mean_std([r.get(key) for r in done])
             row[key] = m
             row[key + "_std"] = sd
             if key == "steps_to_threshold":
@@ -225,6 +225,6 @@ def mean_curve(summaries: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
     for step in common:
         acc = [c[step]["accuracy"] for c in curves]
         tok = [c[step]["tokens"] for c in curves]
-        m, sd, n = _mean_std(acc)
+        m, sd, n = mean_std(acc)
         out.append({"step": step, "tokens": sum(tok) / len(tok), "mean": m, "std": sd, "n": n})
     return out
