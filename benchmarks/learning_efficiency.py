@@ -62,6 +62,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))  # power and viability_gate, imported where used
 
 from agents.compare import (  # noqa: E402
     DRAIN_FILE,
@@ -644,7 +645,9 @@ def write_report(
     if protocol.get("gate_notes") is not None:
         lines += ["", "## Prefix arms and the viability gate", ""]
         lines += [f"- {n}" for n in protocol["gate_notes"]] or [
-            "- every prefix guide passed the gate on this data format"]
+            "- arms chosen with `--strategies`: the gate was not consulted"]
+        lines += ["- pass rates, intervals and exact tests per depth: "
+                  "[viability_gate/gate.md](../viability_gate/gate.md)"]
     lines += [
         "",
         "## What the strategies did during training",
@@ -730,11 +733,14 @@ def gate_format(cfg: dict[str, Any]) -> str:
 
 
 def gated_arms(gate_json: Path, fmt: str) -> tuple[list[str], list[str]]:
-    """Prefix arms the viability gate let in for this data format, and why the others are out.
+    """Prefix arms the viability gate let in for this data format, and a note per guide.
 
+    The note quotes the guide's gate outcome, so the report says why an arm runs or not.
     A guide's arms run only when its gate row for `fmt` passed (complete set, no unusable
     planned slot, no leak, Holm-significant gain at some depth).
     """
+    import viability_gate
+
     arms, notes = [], []
     gate = json.loads(gate_json.read_text()) if gate_json.is_file() else {}
     f = gate.get("formats", {}).get(fmt, {})
@@ -742,6 +748,8 @@ def gated_arms(gate_json: Path, fmt: str) -> tuple[list[str], list[str]]:
         g = f.get("guides", {}).get(guide)
         if g and g.get("passes_gate"):
             arms += names
+            notes.append(f"{guide} prefixes on {fmt}: gate {viability_gate.guide_verdict(g)}; "
+                         f"arms {names} run")
         else:
             why = ("not run" if g is None else "incomplete" if not g.get("complete")
                    else "no significant gain")
@@ -786,7 +794,6 @@ def paired_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]]:
     seeds). McNemar over (problem, seed) pairs is kept as a description: it tells whether
     these trained models differ on these problems, not whether the arms do.
     """
-    sys.path.insert(0, str(REPO / "benchmarks"))
     import power
 
     complete = [r for r in result["runs"] if r["complete"]]
@@ -901,7 +908,6 @@ def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None,
 
 def _seeds_needed(test: dict[str, Any], target: float) -> str:
     """Paired seeds the test's measured variance needs for an MDE <= target (power.py)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
     import power
 
     n = power.seeds_for_target(test["se_seed"] * math.sqrt(test["seeds"]),
@@ -1183,7 +1189,6 @@ def main(argv: list[str] | None = None) -> int:
         "reproduce_command": reproduce_command(list(sys.argv[1:] if argv is None else argv)),
     }
     if v2:
-        sys.path.insert(0, str(REPO / "benchmarks"))
         import power
 
         protocol["protocol"] = args.protocol

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import learner_speed  # noqa: E402
+import viability_gate  # noqa: E402
 from _load import MAX_START_LOAD  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -321,14 +322,7 @@ def gate_section() -> str:
              "of the problems they are meant for (fresh rollouts, paired exact test, Holm)?", ""]
     for fmt, f in d["formats"].items():
         for guide, g in f["guides"].items():
-            best = max(g["depths"].values(), key=lambda r: r["diff"], default=None)
-            status = ("passes" if g["passes_gate"] else "incomplete" if not g["complete"]
-                      else "does not pass")
-            lines.append(
-                f"- {fmt} / {guide} prefixes: {status} ({g['problems']}/{g['target']} problems; "
-                f"unguided {100 * g['unguided']['rate']:.1f} %"
-                + (f", best depth {100 * best['rate']:.1f} % (Holm p "
-                   f"{best['sign_test']['p_holm']:.2g})" if best else "") + ")")
+            lines.append(f"- {fmt} / {guide} prefixes: {viability_gate.guide_verdict(g)}")
     rel = "benchmarks/results/viability_gate/gate.md"
     return "\n".join([*lines, "", f"Details: [{rel}]({rel})."]) + "\n"
 

@@ -329,6 +329,17 @@ def _pct(x: float) -> str:
     return "—" if x != x else f"{100 * x:.1f}"
 
 
+def guide_verdict(g: dict) -> str:
+    """One guide's gate outcome in a line: the README and the matrix report both quote it."""
+    best = max(g["depths"].values(), key=lambda r: r["diff"], default=None)
+    status = ("passes" if g["passes_gate"] else "incomplete" if not g["complete"]
+              else "does not pass")
+    return (f"{status} ({g['problems']}/{g['target']} problems; "
+            f"unguided {100 * g['unguided']['rate']:.1f} %"
+            + (f", best depth {100 * best['rate']:.1f} % (Holm p "
+               f"{best['sign_test']['p_holm']:.2g})" if best else "") + ")")
+
+
 def report_md(result: dict, meta: dict) -> str:
     lines = [
         "# Viability gate: do prefixes raise the pass rate where they are meant to?",

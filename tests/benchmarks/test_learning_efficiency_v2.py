@@ -36,12 +36,18 @@ def test_arm_labels_carry_their_strategy_arguments(le, tmp_path):
 def test_prefix_arms_only_where_the_gate_passed(le, tmp_path):
     gate = {"formats": {"default:mid": {"guides": {
         "expert": {"passes_gate": False, "complete": True},
-        "self": {"passes_gate": True, "complete": True}}}}}
+        "self": {"passes_gate": True, "complete": True, "problems": 100, "target": 100,
+                 "unguided": {"rate": 0.1}, "depths": {
+                     "0.3": {"diff": 0.1, "rate": 0.2, "sign_test": {"p_holm": 0.01}},
+                     "0.6": {"diff": 0.2, "rate": 0.3, "sign_test": {"p_holm": 0.001}}}}}}}}
     (tmp_path / "gate.json").write_text(json.dumps(gate))
     arms, notes = le.gated_arms(tmp_path / "gate.json", "default:mid")
     assert arms == ["self_prefix", "lppo_self"]
     assert notes == ["expert prefixes on default:mid: gate no significant gain; arms "
-                     "['prefix_guidance', 'lppo'] left out"]
+                     "['prefix_guidance', 'lppo'] left out",
+                     "self prefixes on default:mid: gate passes (100/100 problems; unguided "
+                     "10.0 %, best depth 30.0 % (Holm p 0.001)); arms ['self_prefix', "
+                     "'lppo_self'] run"]
     arms, notes = le.gated_arms(tmp_path / "missing.json", "default:mid")
     assert arms == [] and len(notes) == 2
     assert le.gate_format({"data": "default", "data_kwargs": {"prefix_cut": "mid"}}) == \
