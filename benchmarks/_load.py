@@ -1,4 +1,4 @@
-"""Load-average gate shared by every benchmark in benchmarks/.
+"""Load-average gate and machine record shared by every benchmark in benchmarks/.
 
 Why: this machine has few cores and is often shared; a timing taken while other work runs
 measures the other work. Every benchmark records the load average before and after each
@@ -18,7 +18,10 @@ or the functional form ``before = load_now(); ...; record.update(load_record(bef
 from __future__ import annotations
 
 import os
+import platform
 import time
+from pathlib import Path
+from typing import Any
 
 MAX_START_LOAD = 1.5
 """A measurement whose 1-minute load average at start exceeds this is invalid."""
@@ -108,3 +111,35 @@ class LoadGate:
     def record(self) -> dict:
         """Load before/after, the limit, ``valid`` and (if invalid) the reason."""
         return load_record(self.before, self.after or load_now(), self.max_start_load)
+
+
+def hardware() -> dict[str, Any]:
+    """Where a figure was measured, and under what load: it means little without them."""
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "gpu_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "load_average_1_5_15": load_now(),
+    }
+    try:
+        info["cpu_model"] = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        info["ram_gb"] = round(pages * page_size / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return info

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -45,7 +44,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 DEFAULT_TRL_PYTHON = "/tmp/lppo-integ-venv/bin/python"
 
-from _load import all_valid, load_now, load_record, wait_until_quiet  # noqa: E402
+from _load import all_valid, hardware, load_now, load_record, wait_until_quiet  # noqa: E402
 
 
 def _peak_memory_mb() -> dict[str, float]:
@@ -218,29 +217,6 @@ def worker_trl(a: argparse.Namespace) -> dict[str, Any]:
             }
         )
     return {"framework": "trl", "trl_version": trl.__version__, "steps": steps, **_peak_memory_mb()}
-
-
-def hardware() -> dict[str, Any]:
-    """CPU/GPU, versions and load: step times on a shared machine mean little without it."""
-    import torch
-
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    try:
-        info["cpu_model"] = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    info["load_average_1_5_15"] = list(os.getloadavg())
-    return info
 
 
 def _summarise(res: dict[str, Any]) -> dict[str, Any]:

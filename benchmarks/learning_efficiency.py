@@ -51,8 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import shlex
 import shutil
 import sys
@@ -63,6 +61,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))  # power and viability_gate, imported where used
+
+from _load import hardware  # noqa: E402
 
 from agents.compare import (  # noqa: E402
     DRAIN_FILE,
@@ -177,34 +177,6 @@ LP_ARMS = ["uniform", "lp_weighting", "lp_weighting_norm"]
 GATED_ARMS = {"expert": ["prefix_guidance", "lppo"], "self": ["self_prefix", "lppo_self"]}
 GOAL_STEP_FRACTION = 0.5
 GOAL_MARGIN = 0.03
-
-
-def hardware() -> dict[str, Any]:
-    """Where the numbers were measured (they mean little without it)."""
-    import torch
-
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    try:
-        info["load_average_1_5_15"] = list(os.getloadavg())
-    except OSError:
-        pass
-    try:
-        info["cpu_model"] = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    return info
 
 
 # --------------------------------------------------------------------------- report

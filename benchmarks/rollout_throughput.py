@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,44 +31,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, installed or not
-from _load import load_now, load_record, wait_until_quiet  # noqa: E402
+from _load import hardware, load_now, load_record, wait_until_quiet  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "rollout_throughput.json"
-
-
-def hardware() -> dict[str, Any]:
-    """Describe the machine the numbers come from (CPU model, cores, RAM, GPU)."""
-    import torch
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-    try:
-        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-        info["ram_gb"] = round(pages * page_size / 2**30, 1)
-    except (ValueError, OSError):
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["gpu_count"] = torch.cuda.device_count()
-    return info
-
-
-def load_avg() -> list[float]:
-    """1/5/15-minute load averages, rounded; other engineers share this CPU."""
-    return load_now()
 
 
 def make_requests(num_prompts: int, samples: int, seed: int) -> list[Any]:
@@ -94,7 +58,7 @@ def measure(
     First waits (up to `settle` s) for the load of loading the model to decay.
     """
     wait_until_quiet(settle)
-    before = load_avg()
+    before = load_now()
     start = time.perf_counter()
     rollouts = backend.generate(requests, sampling)
     seconds = time.perf_counter() - start
@@ -111,7 +75,7 @@ def measure(
         "seconds": round(seconds, 2),
         "tokens_per_s": round(tokens / seconds, 1),
         "loadavg_before": before,
-        "loadavg_after": load_avg(),
+        "loadavg_after": load_now(),
     }
 
 
@@ -204,7 +168,7 @@ def main() -> None:
             "temperature": args.temperature,
             "data": "reasoning-gym gsm_symbolic via lppo_env.default_data",
         },
-        "loadavg_start": load_avg(),
+        "loadavg_start": load_now(),
     }
     if not args.skip_hf:
         record["hf"] = run_hf(args, requests, sampling)
@@ -215,9 +179,9 @@ def main() -> None:
         record["speedup_vllm_over_hf"] = round(
             record["vllm"]["tokens_per_s"] / record["hf"]["tokens_per_s"], 2
         )
-    record["loadavg_end"] = load_avg()
+    record["loadavg_end"] = load_now()
 
-    machine = record["hardware"].get("gpu", record["hardware"]["cpu"])
+    machine = record["hardware"]["cuda"] or record["hardware"]["cpu_model"]
     print(f"\nrollout throughput on {device_kind}: {machine}")
     header = ("backend", "prompts", "rollouts", "tokens", "seconds", "tok/s")
     print(f"{header[0]:<8} " + " ".join(f"{h:>8}" for h in header[1:]))

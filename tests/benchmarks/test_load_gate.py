@@ -70,3 +70,12 @@ def test_wait_until_quiet_stops_at_the_first_quiet_reading_or_the_limit(loads, l
     assert len(polls) == expected_polls
     assert waited == 5.0 * (expected_polls - 1)
     assert waited <= limit + 5.0
+
+
+def test_hardware_record_names_the_machine_and_its_load(monkeypatch):
+    monkeypatch.setattr(load, "load_now", lambda: [3.5, 2.0, 1.0])
+    hw = load.hardware()
+    # the reports print these: where a figure was measured and how busy the machine was
+    assert hw["load_average_1_5_15"] == [3.5, 2.0, 1.0]
+    assert hw["cpu_count"] >= 1 and hw["cpu_model"] and hw["torch"]
+    assert hw["cuda"] is not None or hw["gpu_count"] == 0
