@@ -425,12 +425,18 @@ def ablation_lines(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def verdict(rows: list[dict[str, Any]], budget: int, eval_size: int | None = None) -> list[str]:
+def verdict(rows: list[dict[str, Any]], budget: int, eval_size: int | None = None,
+            paired: list[dict[str, Any]] | None = None) -> list[str]:
     """One honest sentence per learner on the LPPO goal; no verdict without complete arms.
 
     With `eval_size`, it also states the binomial standard error of one held-out evaluation
     at uniform's final accuracy: the floor under any difference the matrix can resolve.
+    With `paired` (from `paired_rows`), LPPO's difference is judged by its seed-level paired
+    test, Holm-corrected like every row of the report: the goal counts as met only when the
+    means meet it and the test detects the difference; without per-problem logs, by the
+    spread over seeds.
     """
+    tested = [p for p in paired or [] if p["test"]["p"] is not None]
     lines = []
     for learner in sorted({r["learner"] for r in rows}):
         lp = next((r for r in rows if r["strategy"] == "lppo" and r["learner"] == learner), None)
@@ -454,8 +460,12 @@ def verdict(rows: list[dict[str, Any]], budget: int, eval_size: int | None = Non
         unequal = matched is not None and not (seeds == lp["n_complete"] == un["n_complete"])
         high = delta >= GOAL_MARGIN
         noise = max(lp["final_std"] or 0.0, un["final_std"] or 0.0)
+        test = next((p for p in tested if p["strategy"] == "lppo" and p["learner"] == learner),
+                    None)
         met = fast and high
-        words = "**goal met**" if met else "**goal not met**"
+        words = ("**goal not met**" if not met
+                 else "**goal met**" if test is None or test["significant"]
+                 else "**goal met by the means, not detectable**")
         reach = (
             f"reaches uniform's final accuracy ({_pct(un['final'])}%) at step {steps}"
             f" ({steps / budget:.0%} of the {budget}-step budget)"
@@ -469,7 +479,14 @@ def verdict(rows: list[dict[str, Any]], budget: int, eval_size: int | None = Non
             + f"; goal: "
             f"<= {GOAL_STEP_FRACTION:.0%} of the steps and >= +{100 * GOAL_MARGIN:.0f} points)."
             + (
-                " One seed per arm: no spread estimate, no claim."
+                f" Paired test over the {test['seeds']} seeds both completed: "
+                f"{100 * test['test']['diff']:+.1f} points [95 % CI "
+                f"{100 * test['test']['ci'][0]:+.1f}, {100 * test['test']['ci'][1]:+.1f}], "
+                f"Holm p {test['holm_p']:.2g} over the {len(tested)} arms compared with uniform: "
+                + ("detectable." if test["significant"] else
+                   f"not detectable (80 % power at {100 * test['test']['mde']:.1f} points).")
+                if test is not None
+                else " One seed per arm: no spread estimate, no claim."
                 if seeds < 2
                 else f" The difference is within one std over seeds ({100 * noise:.1f} points): "
                 "not distinguishable at this number of seeds."
@@ -512,7 +529,8 @@ def write_report(
     rows = efficiency_rows(result, budget)
     mech = mechanics_rows(results, result)
     cfg = protocol["config"]
-    verdict_lines = verdict(rows, budget, cfg.get("eval_size")) + ablation_lines(rows)
+    paired = paired_rows(results, result)
+    verdict_lines = verdict(rows, budget, cfg.get("eval_size"), paired) + ablation_lines(rows)
     notes = mechanics_notes(mech)
     lines = [
         "# Learning efficiency: LPPO vs uniform and ablations"
@@ -564,7 +582,8 @@ def write_report(
         "Mean ± std over the complete seeds of each arm (%). 'initial' and 'final' are on the "
         "whole held-out set; 'best on the curve' and 'steps to uniform final' are read on the "
         "curve (the fixed evaluation subset when the protocol has one), at evaluation "
-        "resolution; 'seeds' = seeds whose own curve reaches it.",
+        "resolution; 'seeds' = seeds whose own curve reaches it; 'Δ final vs uniform' is seed "
+        "against seed over the seeds both completed (as in the verdict).",
         "",
         "| learner | strategy | complete | initial | final | best on the curve | "
         "Δ final vs uniform | "
@@ -572,7 +591,7 @@ def write_report(
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["learner"], _arm_order(r["strategy"]))):
-        d = r.get("delta_final_vs_uniform")
+        d = r.get("delta_seed_matched", r.get("delta_final_vs_uniform"))
         ttt = "–" if r.get("tokens_to_target") is None else f"{r['tokens_to_target']:.0f}"
         tok = "–" if r["tokens"] is None else f"{r['tokens']:.0f}"
         stt = "–" if r.get("steps_to_target") is None else str(r["steps_to_target"])
@@ -583,7 +602,6 @@ def write_report(
             f"| {_pct(r['final'], r['final_std'])} | {_pct(r['best'], r['best_std'])} "
             f"| {dd} | {stt} | {ttt} | {r.get('seeds_reached', '–')}/{r['n_complete']} | {tok} |"
         )
-    paired = paired_rows(results, result)
     lines += ["", "## Paired tests against uniform", "",
               *paired_lines(paired, planned_seeds=len(protocol["seeds"]),
                             target=(protocol.get("power") or {}).get("target_mde", 0.03))]

@@ -125,6 +125,41 @@ def test_a_seeds_luck_is_not_an_arms_effect(le, tmp_path):
     assert "No arm has 2 seeds paired with uniform's yet" in text and "Detectable" not in text
 
 
+def _efficiency_row(strategy, final, delta=None, steps=None):
+    return {"strategy": strategy, "learner": "grpo", "n_complete": 2, "n_runs": 2,
+            "n_seed_matched": 2, "steps_to_target": steps, "delta_seed_matched": delta,
+            "final": final, "final_std": 0.03, "initial": 0.05}
+
+
+def test_verdict_meets_the_goal_only_when_the_paired_test_detects_it(le, tmp_path):
+    """LPPO's means meet the goal (+3 points in half the steps) in both cases; only where
+    the Holm-corrected seed-level test detects the difference is the goal met. Uniform's
+    seed sd (3 points) would have called both "within one std"; the test sees that the
+    consistent gain is real and the one-lucky-seed gain is not."""
+    uni = [1] * 100 + [0] * 900
+    rows = [_efficiency_row("uniform", 0.10, steps=8),
+            _efficiency_row("lppo", 0.135, delta=0.035, steps=4)]
+    cases = {"consistent": ([1] * 135 + [0] * 865, [1] * 135 + [0] * 865),
+             "one lucky seed": ([1] * 170 + [0] * 830, uni)}
+    lines = {}
+    for case, (s0, s1) in cases.items():
+        root = tmp_path / case.replace(" ", "_")
+        runs = [_write_run(root, "uniform", 0, uni), _write_run(root, "uniform", 1, uni),
+                _write_run(root, "lppo", 0, s0), _write_run(root, "lppo", 1, s1)]
+        paired = le.paired_rows(root, {"runs": runs})
+        (lines[case],) = le.verdict(rows, 8, paired=paired)
+    assert "**goal met**." in lines["consistent"]
+    assert ("Paired test over the 2 seeds both completed: +3.5 points [95 % CI"
+            in lines["consistent"]) and "over the 1 arms compared with uniform: detectable." \
+        in lines["consistent"]
+    lucky = lines["one lucky seed"]
+    assert "**goal met by the means, not detectable**" in lucky
+    assert "not detectable (80 % power at" in lucky and "within one std" not in lucky
+    # without per-problem logs the verdict falls back on the spread over seeds
+    (plain,) = le.verdict(rows, 8)
+    assert "**goal met**." in plain and "within one std" not in plain and "Paired" not in plain
+
+
 def test_compute_plan_scales_with_the_design(le):
     cfg = {"steps": 48, "eval_every": 4, "eval_size": 1500, "max_new_tokens": 48,
            "batch_size": 4, "group_size": 8}
