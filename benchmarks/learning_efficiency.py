@@ -41,8 +41,13 @@ compute comes from that measurement. Run it from a venv with the vllm extra:
     python benchmarks/learning_efficiency.py --protocol v2 --backend hf  # without vLLM
 
 GPU preset (`--protocol gpu`), the same protocol at a useful scale: Qwen2.5-Math-1.5B on
-MATH-style JSONL (`problem`, `solution` with a boxed answer), a few hundred steps:
+MATH-style JSONL (`problem`, `solution` with a boxed answer), a few hundred steps. The
+viability gate runs first on the same model and file (the prefix arms join only where it
+passes); the report then states no CPU-timed compute, only the token budget, and asks for a
+pilot of this model's seed variance:
 
+    python benchmarks/viability_gate.py --model Qwen/Qwen2.5-Math-1.5B \
+        --data /path/to/math_train.jsonl
     python benchmarks/learning_efficiency.py --protocol gpu --data /path/to/math_train.jsonl
 """
 
@@ -621,12 +626,19 @@ def write_report(
                 f" seeds (t reference): at this sd its minimum detectable difference is at "
                 f"most {100 * pw['design_mde_t']:.1f} points; each row of the paired tests "
                 "states the one it reached at the variance it measured"]
+        if pw.get("transfer_note"):
+            lines += [f"- **{pw['transfer_note']}**"]
     if protocol.get("compute_plan"):
         cp = protocol["compute_plan"]
         shared = (f" + {cp['shared_first_eval_s']} s for the step-0 evaluation all runs share"
                   if "shared_first_eval_s" in cp else "")
         lines += [f"- planned compute: {cp['runs']} runs × {cp['per_run_s']} s{shared} = "
-                  f"{cp['total_h']} h ({cp['assumptions']})"]
+                  f"{cp['total_h']} h ({cp['assumptions']})" if "total_h" in cp
+                  else f"- planned compute: {cp['runs']} runs; {cp['assumptions']}"]
+        if cp.get("tokens"):
+            lines += [f"- generated tokens, at most (any hardware): "
+                      f"{cp['tokens']['train_max']:,} in training rollouts, "
+                      f"{cp['tokens']['eval_max']:,} in evaluation"]
         if cp.get("parallel"):
             par = cp["parallel"]
             lines += [f"- wall clock with `--jobs {par['jobs']}` (each run pinned to its own "
@@ -716,16 +728,30 @@ def write_report(
 
 # --------------------------------------------------------------------------- v2: arms, gate
 def gate_format(cfg: dict[str, Any]) -> str:
-    """The viability-gate format name of a protocol's data ("default:mid", "chain_long:mid")."""
+    """The viability-gate format name of a protocol's data ("default:mid", "chain_long:mid",
+    "/abs/path/math_train.jsonl:step")."""
+    import viability_gate
+
     cut = (cfg.get("data_kwargs") or {}).get("prefix_cut", "mid" if cfg["data"] == "chain_long"
                                                else "step")
-    return f"{cfg['data']}:{cut}"
+    return viability_gate.format_name(cfg["data"], cut)
 
 
-def gated_arms(gate_json: Path, fmt: str) -> tuple[list[str], list[str]]:
+def gate_command(cfg: dict[str, Any]) -> str:
+    """The viability-gate run for a protocol's model and data (what a missing gate needs)."""
+    if Path(cfg["data"]).suffix in (".jsonl", ".parquet"):
+        return (f"python benchmarks/viability_gate.py --model {cfg['model']} --data "
+                f"{cfg['data']} --max-new-tokens {cfg['max_new_tokens']}")
+    model = "" if cfg["model"] == "default" else f" --model {cfg['model']}"
+    return f"python benchmarks/viability_gate.py --formats {gate_format(cfg)}{model}"
+
+
+def gated_arms(gate_json: Path, fmt: str, command: str | None = None
+               ) -> tuple[list[str], list[str]]:
     """Prefix arms the viability gate let in for this data format, and a note per guide.
 
-    The note quotes the guide's gate outcome, so the report says why an arm runs or not.
+    The note quotes the guide's gate outcome, so the report says why an arm runs or not
+    (and, where the gate was not run, the `command` that runs it).
     A guide's arms run only when its gate row for `fmt` passed (complete set, no unusable
     planned slot, no leak, Holm-significant gain at some depth).
     """
@@ -741,8 +767,8 @@ def gated_arms(gate_json: Path, fmt: str) -> tuple[list[str], list[str]]:
             notes.append(f"{guide} prefixes on {fmt}: gate {viability_gate.guide_verdict(g)}; "
                          f"arms {names} run")
         else:
-            why = ("not run" if g is None else "incomplete" if not g.get("complete")
-                   else "no significant gain")
+            why = ((f"not run (`{command}`)" if command else "not run") if g is None
+                   else "incomplete" if not g.get("complete") else "no significant gain")
             notes.append(f"{guide} prefixes on {fmt}: gate {why}; arms {names} left out")
     return arms, notes
 
@@ -919,7 +945,7 @@ def same_config(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
 
 
 def compute_plan(cfg: dict[str, Any], arms: list[str], learners: list[str], seeds: list[int],
-                 step_s_per_8: float = 16.0, eval_tokens_per_s: float = 300.0,
+                 step_s_per_8: float | None = 16.0, eval_tokens_per_s: float = 300.0,
                  measured: dict[str, Any] | None = None,
                  parallel: dict[str, Any] | None = None) -> dict[str, Any]:
     """Total compute the matrix needs, stated before it runs.
@@ -930,7 +956,10 @@ def compute_plan(cfg: dict[str, Any], arms: list[str], learners: list[str], seed
     assumption: one GRPO step of 8 rollouts x 48 tokens took 16 s on the idle 2-core
     machine, and greedy evaluation runs at `eval_tokens_per_s`. With `parallel` (a
     measured speed-up of several runs in flight, `jobs_speedup`) it also states the wall
-    clock at that many jobs: the compute is the same, the machine is busier.
+    clock at that many jobs: the compute is the same, the machine is busier. With neither
+    (`step_s_per_8=None`: a protocol for other hardware, e.g. the GPU preset) it plans no
+    time, only the generated-token budget, which every plan states: it does not depend on
+    the machine.
     """
     runs = len(arms) * len(learners) * len(seeds)
     every = cfg["eval_every"]
@@ -942,6 +971,15 @@ def compute_plan(cfg: dict[str, Any], arms: list[str], learners: list[str], seed
     # the step-0 evaluation is the untrained model's: measured once for the whole matrix
     # and read from the evaluation cache by every other run (agents.compare.build_matrix)
     problems_per_run = (n_full - 1) * cfg["eval_size"] + (n_evals - n_full) * subset
+    cap = cfg["max_new_tokens"]
+    tokens = {"train_max": runs * cfg["steps"] * cfg["batch_size"] * cfg["group_size"] * cap,
+              "eval_max": (runs * problems_per_run + cfg["eval_size"]) * cap}
+    if measured is None and step_s_per_8 is None:
+        return {"runs": runs, "evaluations_per_run": n_evals,
+                "eval_problems_per_run": problems_per_run, "tokens": tokens, "measured": False,
+                "assumptions": "no time planned: the CPU measurements do not transfer to this "
+                "protocol's hardware; time one run (`--strategies uniform --seeds 0`) and scale "
+                "by the runs"}
     if measured is not None:
         step_s, start_s = float(measured["step_s"]), float(measured["start_s"])
         per_problem_s = float(measured["eval_s_per_problem"])
@@ -967,7 +1005,7 @@ def compute_plan(cfg: dict[str, Any], arms: list[str], learners: list[str], seed
             "eval_problems_per_run": problems_per_run, "shared_first_eval_s": round(first_eval_s),
             "eval_s": round(eval_s), "per_run_s": round(per_run),
             "total_h": round(total_s / 3600, 1),
-            "measured": measured is not None,
+            "tokens": tokens, "measured": measured is not None,
             "assumptions": assumptions}
     if parallel is not None:
         plan["parallel"] = {**parallel,
@@ -1145,7 +1183,8 @@ def main(argv: list[str] | None = None) -> int:
         strategies = ["uniform", "lppo"]
     elif v2:
         extra, gate_notes = gated_arms(
-            REPO / "benchmarks/results/viability_gate/gate.json", gate_format(base))
+            REPO / "benchmarks/results/viability_gate/gate.json", gate_format(base),
+            gate_command(base))
         strategies = LP_ARMS + extra
     else:
         strategies = STRATEGIES
@@ -1185,6 +1224,7 @@ def main(argv: list[str] | None = None) -> int:
         protocol["gate_notes"] = gate_notes
         protocol["compute_plan"] = compute_plan(
             protocol["config"], strategies, learners, seeds,
+            step_s_per_8=None if args.protocol == "gpu" else 16.0,
             measured=None if args.quick or args.protocol != "v2"
             else measured_costs(str(protocol["config"]["backend"])),
             parallel=None if args.quick or args.protocol != "v2"
@@ -1197,6 +1237,12 @@ def main(argv: list[str] | None = None) -> int:
                 **pw, "design_mde": power.mde(pw["sigma_seed"], len(seeds), n_eval, pw["q"]),
                 "design_mde_t": (power.mde_t(pw["sigma_seed"], len(seeds), n_eval, pw["q"])
                                  if len(seeds) >= 2 else None)}
+            if any(protocol["config"][k] != PROTOCOL_V2[k] for k in ("model", "data")):
+                protocol["power"]["transfer_note"] = (
+                    "this seed sd was measured on the CPU protocol (model `default`, default "
+                    "data); for this model and task run uniform seeds 0 and 1 first and "
+                    "replace it with their pilot: `python benchmarks/power.py --pilot "
+                    f"{runs_root}/uniform__grpo__s0 {runs_root}/uniform__grpo__s1`")
     # Keep the first start's record: a resumed matrix, or a fresh clone regenerating the
     # report from the committed runs, is the same experiment on the hardware that trained it.
     first = protocol_path if protocol_path.is_file() else results / "protocol.json"

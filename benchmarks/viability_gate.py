@@ -27,10 +27,13 @@ Output: `benchmarks/results/viability_gate/<format>/{screen,expert,self}.jsonl` 
 problem, appended as chunks finish: the run resumes where it stopped), `gate.json` and
 `gate.md`. Rollouts use vLLM when it is importable (`--backend auto`), else HF `generate`.
 
-    nice -n 10 /tmp/lppo-vllm-venv/bin/python benchmarks/viability_gate.py      # full gate
-    (the statistics need scipy: `pip install scipy` in a vLLM-only venv)
-    python benchmarks/viability_gate.py --quick                                # CI-sized
-    python benchmarks/viability_gate.py --report                              # stats only
+    python benchmarks/viability_gate.py          # full gate, built-in formats (vllm extra: faster)
+    python benchmarks/viability_gate.py --quick  # CI-sized
+    python benchmarks/viability_gate.py --report # stats only, from the JSONL files
+    python benchmarks/viability_gate.py --model Qwen/Qwen2.5-Math-1.5B --data math_train.jsonl
+        # a problems file (the GPU preset's): the matrix on that file looks this verdict up
+
+The statistics need scipy (`pip install scipy` in a vLLM-only environment).
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ import argparse
 import importlib.util
 import json
 import math
+import re
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +66,34 @@ FORMATS: dict[str, dict[str, Any]] = {
     "default:step": {"data": "default", "kwargs": {"size": 2000}, "cut": "step",
                      "max_new_tokens": 48},
 }
+FILE_MAX_NEW_TOKENS = 1024  # a problems file is MATH-style: long worked solutions
+
+
+def format_name(data: str, cut: str) -> str:
+    """The gate's key for a dataset and cut; a problems file is named by its resolved path.
+
+    `learning_efficiency.gate_format` uses it too, so a matrix finds the verdict of the gate
+    run on its own data however the path was spelled.
+    """
+    if Path(data).suffix in (".jsonl", ".parquet"):
+        data = str(Path(data).resolve())
+    return f"{data}:{cut}"
+
+
+def file_format(path: str, max_new_tokens: int = FILE_MAX_NEW_TOKENS) -> tuple[str, dict]:
+    """A problems file with worked solutions (JSONL or parquet, e.g. MATH) as a gate format.
+
+    Cut after whole steps: file data carries no mid-cut tag, so that is what training does.
+    """
+    return format_name(path, "step"), {"data": str(Path(path).resolve()), "kwargs": {},
+                                       "cut": "step", "max_new_tokens": max_new_tokens}
+
+
+def format_dir(out: Path, fmt: str) -> Path:
+    """Where a format's JSONL files live ("default:mid" -> default_mid; paths flattened)."""
+    return out / re.sub(r"[^A-Za-z0-9_.-]+", "_", fmt).strip("_")
+
+
 DEPTHS = (0.25, 0.5, 0.75)
 ALPHA = 0.05
 MIN_SET = 100  # problems per set before a gate verdict counts (issue 15)
@@ -131,19 +164,21 @@ def append_jsonl(path: Path, rows: list[dict]) -> None:
 class Runner:
     """Problems of one format, a rollout backend and the verifier."""
 
-    def __init__(self, fmt: str, backend: Any, verifier: Any, args: argparse.Namespace):
+    def __init__(self, fmt: str, spec: dict[str, Any], backend: Any, verifier: Any,
+                 args: argparse.Namespace):
         from lppo_env import MathReasoningEnv, load_problems
 
-        spec = FORMATS[fmt]
         self.fmt, self.spec, self.backend, self.verifier, self.args = (
             fmt, spec, backend, verifier, args)
         kwargs = dict(spec["kwargs"])
-        if args.quick:
+        if args.quick and "size" in kwargs:
             kwargs["size"] = min(kwargs["size"], 64)
         self.problems = load_problems(spec["data"], **kwargs)
+        if args.quick:
+            self.problems = self.problems[:64]
         self.env = MathReasoningEnv(self.problems)
         self.by_id = {p.id: p for p in self.problems}
-        self.dir = args.out / fmt.replace(":", "_")
+        self.dir = format_dir(args.out, fmt)
         self.chunk = 0
 
     def generate(self, jobs: list[tuple[Any, str, int, Any]]) -> list[list[tuple[float, str, int]]]:
@@ -153,7 +188,9 @@ class Runner:
         requests = [RolloutRequest(self.env.messages(p), prefix=pre, n=n, tag=k)
                     for k, (p, pre, n, _) in enumerate(jobs)]
         self.chunk += 1
-        seed = self.args.seed * 1_000_003 + hash(self.fmt) % 10_007 * 101 + self.chunk
+        # crc32, not hash(): str hashes change with every process, and so would the draws
+        seed = self.args.seed * 1_000_003 + zlib.crc32(self.fmt.encode()) % 10_007 * 101 \
+            + self.chunk
         rollouts = self.backend.generate(
             requests, SamplingConfig(temperature=1.0, max_new_tokens=self.spec["max_new_tokens"],
                                      seed=seed % (2**31)))
@@ -260,12 +297,15 @@ def evaluate_set(run: Runner, guide: str, chosen: list[dict], log: Any) -> None:
 
 
 # ------------------------------------------------------------------ report
-def analyse(out: Path, n_per_set: int) -> dict:
-    """Pass rates, intervals, exact tests and the Holm-corrected gate verdict."""
+def analyse(out: Path, n_per_set: int, known: dict[str, dict] | None = None) -> dict:
+    """Pass rates, intervals, exact tests and the Holm-corrected gate verdict.
+
+    `known`: the formats to look for (default: the built-in ones).
+    """
     tests = []
     formats: dict[str, Any] = {}
-    for fmt in FORMATS:
-        d = out / fmt.replace(":", "_")
+    for fmt in known or FORMATS:
+        d = format_dir(out, fmt)
         screen_rows = read_jsonl(d / "screen.jsonl")
         if not screen_rows:
             continue
@@ -355,9 +395,9 @@ def report_md(result: dict, meta: dict) -> str:
         f"guided beats unguided at Holm p < 0.05. A set counts as complete at >= {MIN_SET} "
         "problems; smaller runs are preliminary and gate nothing.",
         "",
-        f"Backend: {meta.get('backend')}; model: default; load average at start "
-        f"{meta.get('load_start')}, at the last write {meta.get('load_end')} (pass rates do not "
-        "depend on load; only the wall times do).",
+        f"Backend: {meta.get('backend')}; model: {meta.get('model', 'default')}; load average "
+        f"at start {meta.get('load_start')}, at the last write {meta.get('load_end')} (pass rates "
+        "do not depend on load; only the wall times do).",
         "",
         "| format | guide | problems | unguided % | depth | guided % [Wilson] [C-P] | Δ pts |"
         " Fisher p | sign test +/− (p, Holm p) | unusable | leaks |",
@@ -395,24 +435,32 @@ def report_md(result: dict, meta: dict) -> str:
 
 
 # ------------------------------------------------------------------ main
-def make_backend(kind: str, seed: int, eager: bool) -> tuple[Any, str]:
+def make_backend(kind: str, seed: int, eager: bool, model: str = "default") -> tuple[Any, str]:
     if kind == "auto":
         kind = "vllm" if importlib.util.find_spec("vllm") else "hf"
     if kind == "vllm":
         from agents.rollout.vllm import VLLMBackend
 
         # eager: no torch.compile warm-up, which took > 10 min on the loaded 2-core machine
-        return VLLMBackend("default", seed=seed, enforce_eager=eager), "vllm"
+        return VLLMBackend(model, seed=seed, enforce_eager=eager), "vllm"
     from agents.policy import load_policy
     from agents.rollout.hf import HFBackend
 
-    return HFBackend(load_policy("default"), batch_size=64), "hf"
+    return HFBackend(load_policy(model), batch_size=64), "hf"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--formats", default="default:mid,chain_long:mid",
-                    help=f"comma-separated, from {sorted(FORMATS)}")
+    ap.add_argument("--formats", default=None,
+                    help=f"comma-separated, from {sorted(FORMATS)} (default: default:mid,"
+                    "chain_long:mid; with --data: only the file)")
+    ap.add_argument("--data", default=None,
+                    help="a problems file with worked solutions (JSONL/parquet, e.g. MATH): gate "
+                    "the data of `learning_efficiency.py --data` (same path)")
+    ap.add_argument("--model", default="default",
+                    help="the policy to roll out (the matrix's --model; e.g. the GPU preset's)")
+    ap.add_argument("--max-new-tokens", type=int, default=FILE_MAX_NEW_TOKENS,
+                    help="generation cap for --data (built-in formats keep their own)")
     ap.add_argument("--n-per-set", type=int, default=100)
     ap.add_argument("--max-screen", type=int, default=800)
     ap.add_argument("--rollouts", type=int, default=8)
@@ -426,11 +474,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sets, for CI")
     ap.add_argument("--report", action="store_true", help="only recompute gate.json/gate.md")
     a = ap.parse_args(argv)
-    formats = [f for f in a.formats.split(",") if f]
-    bad = [f for f in formats if f not in FORMATS]
+    known = dict(FORMATS)
+    formats = [f for f in (a.formats or ("" if a.data else "default:mid,chain_long:mid"))
+               .split(",") if f]
+    bad = [f for f in formats if f not in known]
     if bad:
         print(f"error: unknown format {bad[0]!r}; choose from {sorted(FORMATS)}", file=sys.stderr)
         return 2
+    if a.data:
+        if not Path(a.data).is_file():
+            print(f"error: --data {a.data}: no such file", file=sys.stderr)
+            return 2
+        name, spec = file_format(a.data, a.max_new_tokens)
+        known[name] = spec
+        formats.append(name)
     if a.quick:
         a.n_per_set, a.max_screen, a.rollouts, a.chunk_problems = 2, 6, 2, 3
         if a.out == OUT:
@@ -438,10 +495,21 @@ def main(argv: list[str] | None = None) -> int:
     meta_path = a.out / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     meta.update(rollouts=a.rollouts, n_per_set=a.n_per_set, max_screen=a.max_screen)
+    if not a.report:  # the JSONL files resume: one output folder holds one model's rollouts
+        held = meta.get("model", "default" if meta else a.model)  # older records: default
+        if held != a.model:
+            print(f"error: {a.out} holds rollouts of model {held!r}, not {a.model!r}: "
+                  "pass another --out", file=sys.stderr)
+            return 2
+        meta["model"] = a.model
+    # a file format is remembered, so `--report` and later runs still find its results
+    files = {**meta.get("file_formats", {}), **{f: known[f] for f in formats if f not in FORMATS}}
+    if files:
+        meta["file_formats"] = files
     if not a.report:
         from lppo_env import MathVerifier
 
-        backend, kind = make_backend(a.backend, a.seed, eager=not a.compile)
+        backend, kind = make_backend(a.backend, a.seed, eager=not a.compile, model=a.model)
         meta.setdefault("load_start", load_now())
         meta["backend"] = kind
         t_start = time.perf_counter()
@@ -459,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         with MathVerifier() as verifier:
             # one format to its end before the next: a stopped run leaves whole verdicts
             for fmt in formats:
-                run = Runner(fmt, backend, verifier, a)
+                run = Runner(fmt, known[fmt], backend, verifier, a)
                 for guide in ("expert", "self"):  # the expert set fills first: test it first
                     if guide in stages:
                         exp, slf = screen(run, log, need=(guide,))
@@ -472,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_outputs(a: argparse.Namespace, meta: dict) -> None:
     """gate.json and gate.md from the JSONL files written so far."""
-    result = analyse(a.out, a.n_per_set)
+    result = analyse(a.out, a.n_per_set, {**FORMATS, **meta.get("file_formats", {})})
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "gate.json").write_text(json.dumps({"meta": meta, **result}, indent=1))
     (a.out / "gate.md").write_text(report_md(result, meta))

@@ -55,6 +55,40 @@ def test_prefix_arms_only_where_the_gate_passed(le, tmp_path):
     assert le.gate_format({"data": "chain_long", "data_kwargs": {}}) == "chain_long:mid"
 
 
+def test_a_problems_file_is_gated_under_the_name_the_matrix_looks_up(le, tmp_path,
+                                                                      monkeypatch):
+    """The GPU preset trains on a problems file: the gate run on that file must be the one
+    the matrix finds, however the path was spelled, and a missing gate says how to run it."""
+    import viability_gate as vg
+
+    data = tmp_path / "math_train.jsonl"
+    data.write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    name, spec = vg.file_format("math_train.jsonl")
+    cfg = {**le.PROTOCOLS["gpu"], "data": str(data)}
+    assert le.gate_format(cfg) == name == f"{data}:step"
+    assert spec["cut"] == "step" and spec["max_new_tokens"] == cfg["max_new_tokens"]
+    assert vg.format_dir(tmp_path, name).parent == tmp_path  # one folder, not a path
+    assert vg.format_dir(tmp_path, "default:mid") == tmp_path / "default_mid"
+    arms, notes = le.gated_arms(tmp_path / "gate.json", name, le.gate_command(cfg))
+    assert arms == [] and (f"not run (`python benchmarks/viability_gate.py --model "
+                           f"Qwen/Qwen2.5-Math-1.5B --data {data} --max-new-tokens 1024`)"
+                           in notes[0])
+    # bad input is named; rollouts of one model never resume another's
+    assert vg.main(["--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path)]) == 2
+    (tmp_path / "meta.json").write_text(json.dumps({"model": "default"}))
+    assert vg.main(["--data", str(data), "--model", "other", "--out", str(tmp_path)]) == 2
+
+
+def test_the_gpu_preset_plans_tokens_not_cpu_seconds(le):
+    cfg = le.PROTOCOLS["gpu"]
+    plan = le.compute_plan(cfg, ["uniform", "lppo"], ["grpo"], [0, 1], step_s_per_8=None)
+    assert "total_h" not in plan and "time one run" in plan["assumptions"]
+    assert plan["tokens"]["train_max"] == 4 * 300 * 64 * 8 * 1024
+    timed = le.compute_plan(le.PROTOCOLS["v2"], ["uniform"], ["grpo"], [0])
+    assert timed["total_h"] > 0 and timed["tokens"]["train_max"] == 48 * 4 * 8 * 48
+
+
 def _write_run(results, arm, seed, correct):
     d = results / "runs" / f"{arm}__grpo__s{seed}"
     d.mkdir(parents=True)
