@@ -739,7 +739,9 @@ def gate_format(cfg: dict[str, Any]) -> str:
 
 def gate_command(cfg: dict[str, Any]) -> str:
     """The viability-gate run for a protocol's model and data (what a missing gate needs)."""
-    if Path(cfg["data"]).suffix in (".jsonl", ".parquet"):
+    import viability_gate
+
+    if viability_gate.is_problems_file(cfg["data"]):
         return (f"python benchmarks/viability_gate.py --model {cfg['model']} --data "
                 f"{cfg['data']} --max-new-tokens {cfg['max_new_tokens']}")
     model = "" if cfg["model"] == "default" else f" --model {cfg['model']}"

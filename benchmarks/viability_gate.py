@@ -69,13 +69,18 @@ FORMATS: dict[str, dict[str, Any]] = {
 FILE_MAX_NEW_TOKENS = 1024  # a problems file is MATH-style: long worked solutions
 
 
+def is_problems_file(data: str) -> bool:
+    """A dataset given as a file (JSONL/parquet), not a built-in generator's name."""
+    return Path(data).suffix in (".jsonl", ".parquet")
+
+
 def format_name(data: str, cut: str) -> str:
     """The gate's key for a dataset and cut; a problems file is named by its resolved path.
 
     `learning_efficiency.gate_format` uses it too, so a matrix finds the verdict of the gate
     run on its own data however the path was spelled.
     """
-    if Path(data).suffix in (".jsonl", ".parquet"):
+    if is_problems_file(data):
         data = str(Path(data).resolve())
     return f"{data}:{cut}"
 
