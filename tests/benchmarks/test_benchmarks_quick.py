@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -33,6 +34,51 @@ def test_viability_gate_quick_is_resumable_and_reports(tmp_path):
     # a second run screens nothing new: the JSONL is the resume point
     assert gate.main(argv) == 0
     assert (tmp_path / "chain_long_mid" / "screen.jsonl").read_text().splitlines() == screened
+
+
+@pytest.mark.slow
+def test_viability_gate_runs_on_a_problems_file_and_the_matrix_reads_its_verdict(
+    tmp_path, gsm8k_path
+):
+    """The GPU preset's path, on this CPU: the gate rolls the policy out on a MATH-style
+    problems file (`--data`, `--model`), and the matrix looks its verdict up by that file."""
+    gate = _load("viability_gate")
+    le = _load("learning_efficiency")
+    data = tmp_path / "math_train.jsonl"
+    rows = []
+    with gsm8k_path.open() as f:  # 4+ steps, so every depth's prefix holds a step
+        for line in f:
+            r = json.loads(line)
+            work, answer = r["answer"].split("####")
+            if work.strip().count("\n") >= 3:
+                rows.append({"problem": r["question"],  # MATH's fields, final answer boxed
+                             "solution": re.sub(r"<<[^>]*>>", "", work.strip())
+                             + f" The answer is $\\boxed{{{answer.strip()}}}$."})
+            if len(rows) == 12:
+                break
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "gate"
+    argv = ["--quick", "--backend", "hf", "--model", "default", "--data", str(data),
+            "--max-new-tokens", "32", "--out", str(out)]
+    assert gate.main(argv) == 0
+    cfg = {**le.PROTOCOLS["gpu"], "model": "default", "data": str(data)}
+    fmt = le.gate_format(cfg)
+    result = json.loads((out / "gate.json").read_text())
+    assert result["meta"]["model"] == "default" and fmt in result["meta"]["file_formats"]
+    screened = (gate.format_dir(out, fmt) / "screen.jsonl").read_text().splitlines()
+    assert screened and all(json.loads(x)["n"] == 2 for x in screened)
+    f = result["formats"][fmt]
+    assert f["screened"] == len(screened)
+    for g in f["guides"].values():  # planned guided slots had prefixes; none leaked
+        assert g["unusable_planned"] == 0 and g["leaks"] == 0
+    # the 135M model fails nearly every problem: the expert set fills (the self set may not)
+    assert f["guides"]["expert"]["problems"] >= 1
+    arms, notes = le.gated_arms(out / "gate.json", fmt)
+    assert notes[0].startswith(f"expert prefixes on {fmt}: gate ")  # found, whatever it says
+    assert "not run" not in notes[0]
+    # `--report` recomputes from the remembered file format alone
+    assert gate.main(["--report", "--out", str(out)]) == 0
+    assert json.loads((out / "gate.json").read_text())["formats"][fmt]["screened"] == len(screened)
 
 
 @pytest.mark.slow
