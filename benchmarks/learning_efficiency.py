@@ -521,6 +521,56 @@ def verdict(rows: list[dict[str, Any]], budget: int, eval_size: int | None = Non
     return lines
 
 
+def design_lines(protocol: dict[str, Any]) -> list[str]:
+    """The report's power analysis and compute plan, as planned before the runs.
+
+    Why its own function: seeds appended later must not rewrite what was planned, and
+    the report must say that the experiment was extended, and by which rule.
+    """
+    lines: list[str] = []
+    if protocol.get("power"):
+        pw = protocol["power"]
+        planned = protocol.get("planned_seeds", protocol["seeds"])
+        lines += [
+            "", "## Power analysis (planned before the runs; benchmarks/power.py)", "",
+            f"- seed sd of final accuracy {100 * pw['sigma_seed']:.1f} points, systematic "
+            f"per-problem variance q = {pw['q']:.3f} ({pw['source']})",
+            f"- this design: {len(planned)} seeds, {protocol['config']['eval_size']} held-out "
+            f"problems: minimum detectable difference {100 * pw['design_mde']:.1f} points at "
+            "80 % power, two-sided 5 % (before the Holm correction over the arms)",
+        ]
+        if pw.get("design_mde_t") is not None:
+            lines += [
+                f"- the seed-level test estimates its variance from the {len(planned)}"
+                f" seeds (t reference): at this sd its minimum detectable difference is at "
+                f"most {100 * pw['design_mde_t']:.1f} points; each row of the paired tests "
+                "states the one it reached at the variance it measured"]
+        if pw.get("transfer_note"):
+            lines += [f"- **{pw['transfer_note']}**"]
+        if set(protocol["seeds"]) > set(planned):
+            lines += [
+                f"- extended after the runs from the {len(planned)} planned seeds to "
+                f"{len(protocol['seeds'])}, by the seeds the paired tests' measured variance "
+                "needs for the target (an internal pilot: the counts never depend on Δ)"]
+    if protocol.get("compute_plan"):
+        cp = protocol["compute_plan"]
+        shared = (f" + {cp['shared_first_eval_s']} s for the step-0 evaluation all runs share"
+                  if "shared_first_eval_s" in cp else "")
+        lines += [f"- planned compute: {cp['runs']} runs × {cp['per_run_s']} s{shared} = "
+                  f"{cp['total_h']} h ({cp['assumptions']})" if "total_h" in cp
+                  else f"- planned compute: {cp['runs']} runs; {cp['assumptions']}"]
+        if cp.get("tokens"):
+            lines += [f"- generated tokens, at most (any hardware): "
+                      f"{cp['tokens']['train_max']:,} in training rollouts, "
+                      f"{cp['tokens']['eval_max']:,} in evaluation"]
+        if cp.get("parallel"):
+            par = cp["parallel"]
+            lines += [f"- wall clock with `--jobs {par['jobs']}` (each run pinned to its own "
+                      f"core): {par['wall_h']} h, at the {par['speedup']:.2f}× speed-up "
+                      f"benchmarks/matrix_jobs.py measured ({par['measured_at']})"]
+    return lines
+
+
 def _loads(la: list[float] | None) -> str:
     """A recorded load-average triple, rounded for reading."""
     return "unknown" if not la else ", ".join(f"{x:.2f}" for x in la)
@@ -610,40 +660,7 @@ def write_report(
     lines += ["", "## Paired tests against uniform", "",
               *paired_lines(paired, planned_seeds=len(protocol["seeds"]),
                             target=(protocol.get("power") or {}).get("target_mde", 0.03))]
-    if protocol.get("power"):
-        pw = protocol["power"]
-        lines += [
-            "", "## Power analysis (planned before the runs; benchmarks/power.py)", "",
-            f"- seed sd of final accuracy {100 * pw['sigma_seed']:.1f} points, systematic "
-            f"per-problem variance q = {pw['q']:.3f} ({pw['source']})",
-            f"- this design: {len(protocol['seeds'])} seeds, {cfg['eval_size']} held-out "
-            f"problems: minimum detectable difference {100 * pw['design_mde']:.1f} points at "
-            "80 % power, two-sided 5 % (before the Holm correction over the arms)",
-        ]
-        if pw.get("design_mde_t") is not None:
-            lines += [
-                f"- the seed-level test estimates its variance from the {len(protocol['seeds'])}"
-                f" seeds (t reference): at this sd its minimum detectable difference is at "
-                f"most {100 * pw['design_mde_t']:.1f} points; each row of the paired tests "
-                "states the one it reached at the variance it measured"]
-        if pw.get("transfer_note"):
-            lines += [f"- **{pw['transfer_note']}**"]
-    if protocol.get("compute_plan"):
-        cp = protocol["compute_plan"]
-        shared = (f" + {cp['shared_first_eval_s']} s for the step-0 evaluation all runs share"
-                  if "shared_first_eval_s" in cp else "")
-        lines += [f"- planned compute: {cp['runs']} runs × {cp['per_run_s']} s{shared} = "
-                  f"{cp['total_h']} h ({cp['assumptions']})" if "total_h" in cp
-                  else f"- planned compute: {cp['runs']} runs; {cp['assumptions']}"]
-        if cp.get("tokens"):
-            lines += [f"- generated tokens, at most (any hardware): "
-                      f"{cp['tokens']['train_max']:,} in training rollouts, "
-                      f"{cp['tokens']['eval_max']:,} in evaluation"]
-        if cp.get("parallel"):
-            par = cp["parallel"]
-            lines += [f"- wall clock with `--jobs {par['jobs']}` (each run pinned to its own "
-                      f"core): {par['wall_h']} h, at the {par['speedup']:.2f}× speed-up "
-                      f"benchmarks/matrix_jobs.py measured ({par['measured_at']})"]
+    lines += design_lines(protocol)
     if protocol.get("gate_notes") is not None:
         lines += ["", "## Prefix arms and the viability gate", ""]
         lines += [f"- {n}" for n in protocol["gate_notes"]] or [
@@ -903,7 +920,7 @@ def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None,
             "measured, and the paired seeds they need for it: "
             + "; ".join(f"{r['strategy']}/{r['learner']} {need[id(r)]}"
                         for r in short)
-            + ". Append seeds with `--seeds` (complete runs are kept). These counts come "
+            + f". {_extension_hint([need[id(r)] for r in short])} These counts come "
             "from the measured variance alone, never from Δ (an internal pilot, Wittes & "
             "Brittain 1990), so extending by them barely moves the test's 5 % level; "
             "extending an arm because its Δ looks promising would inflate it.")
@@ -924,6 +941,16 @@ def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None,
     return [*out, "", out_verdict]
 
 
+def _extension_hint(needs: list[str]) -> str:
+    """The flag that appends the seeds the short rows need (uniform's too: tests are paired)."""
+    counts = [int(n) for n in needs if n.isdigit()]
+    if not counts:
+        return "Append seeds with `--seeds` (complete runs are kept)."
+    seeds = " ".join(str(s) for s in range(max(counts)))
+    return (f"Append seeds with `--seeds {seeds}` (every arm and uniform run the new seeds, "
+            "so each stays paired; complete runs are kept).")
+
+
 def _seeds_needed(test: dict[str, Any], target: float) -> str:
     """Paired seeds the test's measured variance needs for an MDE <= target (power.py)."""
     import power
@@ -931,6 +958,24 @@ def _seeds_needed(test: dict[str, Any], target: float) -> str:
     n = power.seeds_for_target(test["se_seed"] * math.sqrt(test["seeds"]),
                                test["se_problem"] ** 2, test["problems"], target)
     return str(n) if n is not None else "> 64 (needs more problems)"
+
+
+def carry_first_record(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """`new` protocol record, keeping what the first start of the same experiment recorded.
+
+    Why: a resumed matrix, or a fresh clone regenerating the report from the committed runs,
+    is the same experiment on the hardware that trained it; and seeds appended later (the
+    internal-pilot rule) extend it without rewriting the design and power analysis that
+    were planned before the runs.
+    """
+    if not (same_config(old.get("config"), new["config"]) and old.get("quick") == new["quick"]):
+        return new
+    out = {**new, "hardware": old["hardware"], "started": old["started"]}
+    planned = old.get("planned_seeds", old.get("seeds"))
+    if planned and sorted(planned) != sorted(new["seeds"]):
+        out["planned_seeds"] = planned
+        out.update({k: old[k] for k in ("power", "compute_plan") if k in old})
+    return out
 
 
 def same_config(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
@@ -1249,11 +1294,7 @@ def main(argv: list[str] | None = None) -> int:
     # report from the committed runs, is the same experiment on the hardware that trained it.
     first = protocol_path if protocol_path.is_file() else results / "protocol.json"
     if first.is_file():
-        old = json.loads(first.read_text())
-        if same_config(old.get("config"), protocol["config"]) and (
-            old.get("quick") == protocol["quick"]
-        ):
-            protocol["hardware"], protocol["started"] = old["hardware"], old["started"]
+        protocol = carry_first_record(json.loads(first.read_text()), protocol)
     protocol_path.write_text(json.dumps(protocol, indent=2) + "\n")
 
     t0 = time.time()

@@ -149,7 +149,7 @@ def test_a_seeds_luck_is_not_an_arms_effect(le, tmp_path):
     assert need is not None and need > 2
     whole = "\n".join(le.paired_lines([row], planned_seeds=2))
     assert (f"and the paired seeds they need for it: lp_weighting/grpo {need}. Append seeds "
-            "with `--seeds`") in whole
+            f"with `--seeds {' '.join(str(s) for s in range(need))}` (every arm") in whole
     assert f"| {100 * row['test']['mde']:.1f} | {need} | 60 / 0 |" in whole
     assert "Append seeds" not in "\n".join(le.paired_lines([row], planned_seeds=7))
     (one,) = le.paired_rows(tmp_path, {"runs": runs[0:1] + runs[2:3]})
@@ -286,3 +286,28 @@ def test_step0_cache_is_kept_and_restored_whole(le, tmp_path):
     assert le.sync_step0_cache(kept, fresh) == ["initial_eval_abc.json"]
     assert (fresh / "initial_eval_abc.problems.jsonl").read_text() == '{"problem_id": "p0"}\n'
     assert le.sync_step0_cache(tmp_path / "missing", fresh) == []
+
+
+def test_appended_seeds_extend_the_experiment_without_rewriting_its_plan(le):
+    """The committed v2 record, resumed with 10 seeds (the internal-pilot rule): the power
+    analysis and compute plan stay the 7-seed plan made before the runs, and the report says
+    the experiment was extended; another protocol keeps nothing of the old record."""
+    old = json.loads((BENCH / "results/learning_efficiency_v2/protocol.json").read_text())
+    assert len(old["seeds"]) == 7 and "planned_seeds" not in old
+    replanned = {"power": {**old["power"], "design_mde": 0.02, "design_mde_t": 0.021},
+                 "compute_plan": {**old["compute_plan"], "runs": 70}}
+    new = {**old, **replanned, "seeds": list(range(10)), "hardware": {"cpu_model": "here"}}
+    record = le.carry_first_record(old, new)
+    assert record["planned_seeds"] == old["seeds"] and record["seeds"] == list(range(10))
+    assert record["power"] == old["power"] and record["compute_plan"] == old["compute_plan"]
+    assert record["hardware"] == old["hardware"]
+    text = "\n".join(le.design_lines(record))
+    assert f"- this design: 7 seeds, {old['config']['eval_size']} held-out problems" in text
+    assert f"difference {100 * old['power']['design_mde']:.1f} points" in text
+    assert "extended after the runs from the 7 planned seeds to 10" in text
+    assert f"- planned compute: {old['compute_plan']['runs']} runs" in text
+    # resuming the same seeds (or a fresh clone's report) is not an extension
+    same = le.carry_first_record(old, {**old, "hardware": {"cpu_model": "here"}})
+    assert "planned_seeds" not in same and "extended" not in "\n".join(le.design_lines(same))
+    other = {**new, "config": {**old["config"], "lr": 1e-3}}
+    assert le.carry_first_record(old, other) == other
