@@ -918,7 +918,7 @@ def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None,
         out_verdict += (
             f" Rows that could not detect {100 * target:.0f} points at the variance they "
             "measured, and the paired seeds they need for it: "
-            + "; ".join(f"{r['strategy']}/{r['learner']} {need[id(r)]}"
+            + "; ".join(f"{r['strategy']}/{r['learner']} {_need_text(need[id(r)])}"
                         for r in short)
             + f". {_extension_hint([need[id(r)] for r in short])} These counts come "
             "from the measured variance alone, never from Δ (an internal pilot, Wittes & "
@@ -932,7 +932,7 @@ def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None,
         if t["p"] is not None:
             est = (f"{100 * t['diff']:+.1f} [{100 * t['ci'][0]:+.1f}, {100 * t['ci'][1]:+.1f}]"
                    f" | {t['p']:.2g} | {r['holm_p']:.2g} | {'yes' if r['significant'] else 'no'}"
-                   f" | {100 * t['mde']:.1f} | {need[id(r)]}")
+                   f" | {100 * t['mde']:.1f} | {_need_text(need[id(r)])}")
         else:
             est = f"{100 * r['diff']:+.1f} | – | – | not testable (1 seed) | – | –"
         out.append(
@@ -941,9 +941,9 @@ def paired_lines(rows: list[dict[str, Any]], planned_seeds: int | None = None,
     return [*out, "", out_verdict]
 
 
-def _extension_hint(needs: list[str]) -> str:
+def _extension_hint(needs: list[int | None]) -> str:
     """The flag that appends the seeds the short rows need (uniform's too: tests are paired)."""
-    counts = [int(n) for n in needs if n.isdigit()]
+    counts = [n for n in needs if n is not None]
     if not counts:
         return "Append seeds with `--seeds` (complete runs are kept)."
     seeds = " ".join(str(s) for s in range(max(counts)))
@@ -951,12 +951,16 @@ def _extension_hint(needs: list[str]) -> str:
             "so each stays paired; complete runs are kept).")
 
 
-def _seeds_needed(test: dict[str, Any], target: float) -> str:
-    """Paired seeds the test's measured variance needs for an MDE <= target (power.py)."""
+def _seeds_needed(test: dict[str, Any], target: float) -> int | None:
+    """Paired seeds the test's measured variance needs for an MDE <= target (power.py);
+    None when no number of seeds reaches it at this many problems."""
     import power
 
-    n = power.seeds_for_target(test["se_seed"] * math.sqrt(test["seeds"]),
-                               test["se_problem"] ** 2, test["problems"], target)
+    return power.seeds_for_target(test["se_seed"] * math.sqrt(test["seeds"]),
+                                  test["se_problem"] ** 2, test["problems"], target)
+
+
+def _need_text(n: int | None) -> str:
     return str(n) if n is not None else "> 64 (needs more problems)"
 
 
