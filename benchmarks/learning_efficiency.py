@@ -289,8 +289,13 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
     guidance only helps if guided rollouts pass more often than the unguided rollouts of the
     same stuck samples (the paired control). Runs logged before the control existed have
     none, so the paired comparison pools only the steps that logged it (`paired_seeds` =
-    seeds with such steps).
+    seeds with such steps). Whether the prefix made a difference is tested seed by seed
+    (`prefix_test`: each seed's guided minus control pass rate, one-sample t over seeds,
+    Holm over the guided arms of a learner): a seed's rollouts share one policy and the
+    same samples, so they are not independent draws.
     """
+    import power
+
     out = []
     arms: dict[tuple[str, str], list[str]] = {}
     for r in result["runs"]:
@@ -302,11 +307,13 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
         paired_seeds = 0
         unusable = 0.0  # planned guided slots that got no prefix (must be 0)
         w_lo, w_hi = float("inf"), float("-inf")
+        seed_diffs = []  # per seed: guided minus control pass rate on the steps that paired
         for name in names:
             path = results / "runs" / name / "metrics.jsonl"
             if not path.is_file():
                 continue
             records = read_metrics(path)
+            seed_pairs = [0.0, 0.0, 0.0, 0.0]  # guided n, guided passes, control n, passes
             paired_seeds += any("prefix/control_frac" in m for m in records)
             for m in records:
                 if "prefix/guided_frac" not in m:
@@ -321,15 +328,21 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
                     if "prefix/control_frac" in m:  # pair step by step
                         n_paired += k * g
                         paired_pass += k * g * float(m["rollout/guided_pass_rate"])
+                        seed_pairs[0] += k * g
+                        seed_pairs[1] += k * g * float(m["rollout/guided_pass_rate"])
                 c = float(m.get("prefix/control_frac") or 0.0)
                 n_control += k * c
                 if m.get("rollout/guided_control_pass_rate") is not None:
                     control_pass += k * c * float(m["rollout/guided_control_pass_rate"])
+                    seed_pairs[2] += k * c
+                    seed_pairs[3] += k * c * float(m["rollout/guided_control_pass_rate"])
                 if m.get("rollout/pass_rate") is not None:
                     unguided_pass += k * (1 - g) * float(m["rollout/pass_rate"])
                 if m.get("batch/weight_min") is not None:
                     w_lo = min(w_lo, float(m["batch/weight_min"]))
                     w_hi = max(w_hi, float(m["batch/weight_max"]))
+            if seed_pairs[0] and seed_pairs[2]:
+                seed_diffs.append(seed_pairs[1] / seed_pairs[0] - seed_pairs[3] / seed_pairs[2])
         if not n_roll:
             continue
         out.append(
@@ -348,8 +361,15 @@ def mechanics_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]
                 "planned_unusable": unusable,
                 "weight_min": w_lo if w_lo != float("inf") else None,
                 "weight_max": w_hi if w_hi != float("-inf") else None,
+                "prefix_test": power.mean_diff_test(seed_diffs) if seed_diffs else None,
             }
         )
+    for learner in sorted({r["learner"] for r in out}):
+        tested = [r for r in out if r["learner"] == learner
+                  and r["prefix_test"] and r["prefix_test"]["p"] is not None]
+        for r, p in zip(tested, power.holm([r["prefix_test"]["p"] for r in tested]),
+                        strict=True):
+            r["prefix_test"]["holm_p"] = p
     return out
 
 
@@ -370,6 +390,8 @@ def mechanics_notes(mech: list[dict[str, Any]]) -> list[str]:
     """One generated sentence per guided arm: did its prefixes make rollouts pass?"""
     notes = []
     for r in sorted(mech, key=lambda r: (r["learner"], _arm_order(r["strategy"]))):
+        tested = sum(1 for o in mech if o["learner"] == r["learner"] and o.get("prefix_test")
+                     and o["prefix_test"]["p"] is not None)
         gp, up = r["guided_pass_rate"], r["unguided_pass_rate"]
         if not r["guided_frac"] or gp is None or up is None:
             continue
@@ -386,15 +408,27 @@ def mechanics_notes(mech: list[dict[str, Any]]) -> list[str]:
             )
             continue
         pg, cp = paired
-        cmp = "more" if pg > cp else "less" if pg < cp else "as"
         notes.append(
             head + f"; paired with the unguided rollouts of the same samples at the same step "
             f"(steps that logged it, {r['paired_seeds']}/{r['n_seeds']} seeds): "
-            f"{_pct(pg)}% vs {_pct(cp)}%, so the prefix made them pass {cmp} often"
-            + (" than" if cmp != "as" else " as")
-            + f" without it; all unguided rollouts: {_pct(up)}%."
+            f"{_pct(pg)}% vs {_pct(cp)}%{_prefix_effect(r.get('prefix_test'), tested)}; "
+            f"all unguided rollouts: {_pct(up)}%."
         )
     return notes
+
+
+def _prefix_effect(test: dict[str, Any] | None, tested: int) -> str:
+    """The clause that says whether the prefix made guided rollouts pass more often: only a
+    seed-level test that survives Holm over the `tested` guided arms may say so."""
+    if not test or test["p"] is None:
+        return " (one seed: no test of whether the prefix made the difference)"
+    d, (lo, hi) = test["diff"], test["ci"]
+    est = (f" (seed by seed {100 * d:+.1f} points [95 % CI {100 * lo:+.1f}, {100 * hi:+.1f}], "
+           f"Holm p {test['holm_p']:.2g} over {tested} guided arm{'s' * (tested != 1)})")
+    if test["holm_p"] >= 0.05:
+        return est + ", so whether the prefix changed their pass rate is not detectable"
+    return est + f", so the prefix made them pass {'more' if d > 0 else 'less'} often than " \
+        "without it"
 
 
 def _arm_order(strategy: str) -> int:

@@ -137,6 +137,32 @@ def paired_table(a: dict[str, int], b: dict[str, int]) -> tuple[int, int, int]:
     return len(common), only_a, only_b
 
 
+def mean_diff_test(diffs: Sequence[float]) -> dict:
+    """Two-sided one-sample t test that the mean of per-unit paired differences is 0.
+
+    Why: a within-seed comparison (e.g. guided rollouts vs their unguided controls) pools
+    thousands of rollouts that share a policy and a sample; the seed is the independent
+    unit, so each seed gives one difference and the test has S - 1 degrees of freedom.
+    With fewer than 2 units only the mean is given (p and interval None).
+    """
+    from scipy import stats
+
+    s = len(diffs)
+    if s < 1:
+        raise ValueError("mean_diff_test needs at least one difference")
+    mean = sum(diffs) / s
+    if s < 2:
+        return {"units": s, "diff": mean, "se": None, "df": None, "p": None, "ci": None}
+    se = math.sqrt(sum((x - mean) ** 2 for x in diffs) / (s - 1) / s)
+    if se == 0:
+        return {"units": s, "diff": mean, "se": 0.0, "df": s - 1,
+                "p": 1.0 if mean == 0 else 0.0, "ci": [mean, mean]}
+    half = float(stats.t.ppf(0.975, s - 1)) * se
+    p = float(2 * stats.t.sf(abs(mean) / se, s - 1))
+    return {"units": s, "diff": mean, "se": se, "df": s - 1, "p": p,
+            "ci": [mean - half, mean + half]}
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values, in the given order."""
     m = len(pvalues)

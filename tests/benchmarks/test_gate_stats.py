@@ -310,3 +310,31 @@ def test_power_main_plans_on_the_pilot_never_below_the_prior(tmp_path):
     short = _pilot_run(tmp_path / "short", 3, [1] * 100, steps=4, last_step=2)
     with pytest.raises(ValueError, match="incomplete"):
         power.main(["--pilot", str(runs[0]), str(short), "--out", str(out)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(xs=st.lists(st.floats(-1, 1), min_size=2, max_size=20))
+def test_mean_diff_test_matches_scipy_and_is_symmetric(xs):
+    from scipy import stats
+
+    t = power.mean_diff_test(xs)
+    mean = sum(xs) / len(xs)
+    assert t["units"] == len(xs) and t["df"] == len(xs) - 1
+    assert t["diff"] == pytest.approx(mean)
+    assert 0.0 <= t["p"] <= 1.0 and t["ci"][0] <= mean + 1e-12 <= t["ci"][1] + 2e-12
+    assume(t["se"] > 1e-6)
+    ref = stats.ttest_1samp(xs, 0.0)
+    assert t["p"] == pytest.approx(float(ref.pvalue), rel=1e-6, abs=1e-9)
+    ci = ref.confidence_interval(0.95)
+    assert t["ci"] == pytest.approx([float(ci.low), float(ci.high)], rel=1e-6, abs=1e-9)
+    neg = power.mean_diff_test([-x for x in xs])
+    assert neg["p"] == pytest.approx(t["p"]) and neg["diff"] == pytest.approx(-mean)
+
+
+def test_mean_diff_test_needs_two_units_to_test():
+    one = power.mean_diff_test([0.3])
+    assert one["diff"] == pytest.approx(0.3) and one["p"] is None and one["ci"] is None
+    assert power.mean_diff_test([0.25, 0.25, 0.25])["p"] == 0.0  # no spread, nonzero mean
+    assert power.mean_diff_test([0.0, 0.0])["p"] == 1.0
+    with pytest.raises(ValueError, match="at least one"):
+        power.mean_diff_test([])
