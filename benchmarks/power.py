@@ -96,10 +96,18 @@ def seeds_for_target(sd_diff: float, v_problem: float, n: int, target: float = T
         raise ValueError(f"seeds_for_target expects sd_diff, v_problem >= 0 and n >= 2, got "
                          f"{sd_diff}, {v_problem}, {n}")
     for s in range(2, max_seeds + 1):
-        var, df = _seed_level_variance(sd_diff**2 / s, v_problem, s, n)
-        if var == 0 or _t_quantiles(df)[2] * math.sqrt(var) <= target:
+        if seed_level_mde(sd_diff, v_problem, n, s) <= target:
             return s
     return None
+
+
+def seed_level_mde(sd_diff: float, v_problem: float, n: int, seeds: int) -> float:
+    """MDE of the seed-level test at `seeds` paired seeds and a measured variance (`sd_diff`,
+    `v_problem` as in `seeds_for_target`): what an extension to that many seeds can detect."""
+    if seeds < 2:
+        raise ValueError(f"seed_level_mde expects seeds >= 2, got {seeds}")
+    var, df = _seed_level_variance(sd_diff**2 / seeds, v_problem, seeds, n)
+    return 0.0 if var == 0 else _t_quantiles(df)[2] * math.sqrt(var)
 
 
 def _seed_level_variance(v_seed: float, v_problem: float, s: int, n: int) -> tuple[float, float]:

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from agents.config import TrainConfig
 
@@ -311,3 +313,53 @@ def test_appended_seeds_extend_the_experiment_without_rewriting_its_plan(le):
     assert "planned_seeds" not in same and "extended" not in "\n".join(le.design_lines(same))
     other = {**new, "config": {**old["config"], "lr": 1e-3}}
     assert le.carry_first_record(old, other) == other
+
+
+def test_an_extensions_power_is_stated_from_the_planned_seeds_alone(le, tmp_path):
+    """Extended from 3 to 10 seeds: the report states what 10 seeds can detect at the
+    variance the 3 planned seeds measured, whatever the appended runs later show, and names
+    the rows 10 seeds still leave short of the target."""
+    uni = [1] * 150 + [0] * 850
+    runs = []
+    for seed in range(3):  # each arm's gain over uniform: +1 point, spread 1 or 6 over seeds
+        runs.append(_write_run(tmp_path, "uniform", seed, uni))
+        for arm, spread in (("lp_weighting", 0.01), ("self_prefix", 0.06)):
+            k = 160 + int(1000 * spread * (seed - 1))
+            runs.append(_write_run(tmp_path, arm, seed, [1] * k + [0] * (1000 - k)))
+    protocol = {"seeds": list(range(10)), "planned_seeds": [0, 1, 2],
+                "power": {"target_mde": 0.03}}
+    (line,) = le.extension_lines(tmp_path, {"runs": runs}, protocol)
+    rows = {r["strategy"]: r for r in le.paired_rows(tmp_path, {"runs": runs})}
+    import power as power_mod
+
+    for arm, row in rows.items():
+        t = row["test"]
+        at10 = power_mod.seed_level_mde(t["se_seed"] * 3**0.5, t["se_problem"] ** 2, 1000, 10)
+        assert at10 < t["mde"]  # more seeds, smaller detectable difference
+        assert f"{arm}/grpo {100 * at10:.1f}" in line
+    assert line.startswith("- what the 10 seeds can detect") and "3 planned seeds" in line
+    need = le._seeds_needed(rows["self_prefix"]["test"], 0.03)
+    assert need is None or need > 10
+    assert f"still short of 3 points: self_prefix/grpo (needs {le._need_text(need)})" in line
+    assert "lp_weighting/grpo (needs" not in line
+    # an appended seed, however lucky, does not move what was stated before it
+    runs.append(_write_run(tmp_path, "uniform", 3, uni))
+    runs.append(_write_run(tmp_path, "self_prefix", 3, [1] * 900 + [0] * 100))
+    assert le.extension_lines(tmp_path, {"runs": runs}, protocol) == [line]
+    assert le.extension_lines(tmp_path, {"runs": runs}, {**protocol, "seeds": [0, 1, 2]}) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(sd=st.floats(0.0, 0.1), q=st.floats(0.0, 0.3), n=st.integers(10, 3000),
+       s=st.integers(2, 40))
+def test_seed_level_mde_shrinks_with_seeds_and_agrees_with_seeds_for_target(sd, q, n, s):
+    """n >= 10: with a handful of problems the per-problem term's 1-2 degrees of freedom
+    can make one more seed raise the Satterthwaite t quantile more than it cuts the
+    variance; no held-out set is that small."""
+    import power as power_mod
+
+    here = power_mod.seed_level_mde(sd, q / n, n, s)
+    assert power_mod.seed_level_mde(sd, q / n, n, s + 1) <= here + 1e-12
+    assume(here > 0)
+    need = power_mod.seeds_for_target(sd, q / n, n, here * (1 + 1e-9))
+    assert need is not None and need <= s
