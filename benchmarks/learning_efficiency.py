@@ -1182,13 +1182,18 @@ def copy_run(name: str, runs_root: Path, results: Path) -> None:
 
 
 def copy_results(result: dict[str, Any], runs_root: Path, results: Path) -> None:
-    """Copy summaries, metrics and figures (never checkpoints) from runs_root to results."""
+    """Copy summaries, metrics and figures (never checkpoints) from runs_root to results.
+
+    Runs that never logged a step are skipped: a report regenerated while the matrix is
+    being extended would otherwise leave a "not started" summary for every appended run.
+    """
     results.mkdir(parents=True, exist_ok=True)
     for name in ("summary.md", "matrix.json", "curves.png", "curves_tokens.png"):
         if (runs_root / name).is_file():
             shutil.copy2(runs_root / name, results / name)
     for r in result["runs"]:
-        copy_run(r["run"], runs_root, results)
+        if (runs_root / r["run"] / "metrics.jsonl").is_file():
+            copy_run(r["run"], runs_root, results)
 
 
 def sync_step0_cache(src: Path, dst: Path) -> list[str]:

@@ -363,3 +363,20 @@ def test_seed_level_mde_shrinks_with_seeds_and_agrees_with_seeds_for_target(sd, 
     assume(here > 0)
     need = power_mod.seeds_for_target(sd, q / n, n, here * (1 + 1e-9))
     assert need is not None and need <= s
+
+
+def test_copy_results_keeps_started_runs_only(le, tmp_path):
+    """A report regenerated mid-extension copies the runs that logged something (complete
+    or failed), never a 'not started' summary for each appended seed."""
+    root, results = tmp_path / "runs_root", tmp_path / "results"
+    started, never = root / "uniform__grpo__s7", root / "uniform__grpo__s8"
+    for d in (started, never):
+        d.mkdir(parents=True)
+        (d / "summary.json").write_text(json.dumps({"complete": False}))
+    (started / "metrics.jsonl").write_text(json.dumps({"step": 0}) + "\n")
+    (root / "summary.md").write_text("table\n")
+    le.copy_results({"runs": [{"run": started.name}, {"run": never.name}]}, root, results)
+    assert (results / "runs" / started.name / "metrics.jsonl").is_file()
+    assert (results / "runs" / started.name / "summary.json").is_file()
+    assert not (results / "runs" / never.name).exists()
+    assert (results / "summary.md").read_text() == "table\n"
