@@ -215,9 +215,11 @@ def _pct(x: float | None, sd: float | None = None) -> str:
 def efficiency_rows(result: dict[str, Any], budget: int) -> list[dict[str, Any]]:
     """Per arm: steps/tokens to reach uniform's final accuracy (same learner), and the goal test.
 
-    The target is the mean final held-out accuracy of the uniform arm's complete seeds. Steps
-    to reach it are read on the arm's mean curve (mean over its complete seeds) and, per seed,
-    on each seed's own curve (how many seeds reached it).
+    The target is uniform's mean final accuracy on the curve, and steps to reach it are read
+    on the arm's mean curve, both over the seeds the arm and uniform completed (seed s of
+    each: same initial model and data order), so a matrix being filled or extended does not
+    compare one set of seeds' luck with another's; per seed, each seed's own curve says
+    how many seeds reached it. With no seed in common, every complete seed of each.
     """
     rows = []
     by_arm: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -230,10 +232,18 @@ def efficiency_rows(result: dict[str, Any], budget: int) -> list[dict[str, Any]]
         # subset when the protocol has eval_subset); Δ final is on the whole held-out set
         target = uni["final_curve_accuracy"] if uni and uni["n_complete"] else None
         done = [r for r in by_arm[(strategy, learner)] if r["complete"]]
+        uni_done = {r["seed"]: r for r in by_arm.get(("uniform", learner), []) if r["complete"]}
+        common = [r for r in done if r["seed"] in uni_done]
+        if target is not None and common:
+            target = mean_std([uni_done[r["seed"]]["final_curve_accuracy"] for r in common])[0]
+            done = common
         row: dict[str, Any] = {
             "strategy": strategy,
             "learner": learner,
             "target": target,
+            "target_seeds": len(done) if target is not None else 0,
+            "target_subset": any(r.get("curve_metric") == "eval/subset_accuracy"
+                                 for r in uni_done.values()),
             "n_complete": a["n_complete"],
             "n_runs": a["n_runs"],
             "final": a["final_accuracy"],
@@ -505,11 +515,15 @@ def verdict(rows: list[dict[str, Any]], budget: int, eval_size: int | None = Non
         words = ("**goal not met**" if not met
                  else "**goal met**" if test is None or test["significant"]
                  else "**goal met by the means, not detectable**")
+        target = lp.get("target", un["final"])
+        on = (_pct(target) + "%" + (" on the evaluation subset" if lp.get("target_subset") else "")
+              + (f", over the {lp['target_seeds']} seeds both completed"
+                 if unequal and lp.get("target_seeds") else ""))
         reach = (
-            f"reaches uniform's final accuracy ({_pct(un['final'])}%) at step {steps}"
+            f"reaches uniform's final accuracy ({on}) at step {steps}"
             f" ({steps / budget:.0%} of the {budget}-step budget)"
             if steps is not None
-            else f"never reaches uniform's final accuracy ({_pct(un['final'])}%) on its mean curve"
+            else f"never reaches uniform's final accuracy ({on}) on its mean curve"
         )
         lines.append(
             f"- **{learner}**: {words}. LPPO {reach}; final {_pct(lp['final'], lp['final_std'])}% "

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -615,15 +614,18 @@ def test_learning_efficiency_compares_seed_against_seed_while_seeds_are_missing(
 ) -> None:
     """While the matrix fills, the verdict and the ablation line compare each arm with
     uniform only on the seeds both completed: uniform's lucky seed 2 (done, its lppo twin
-    not yet) must not enter LPPO's difference. Deliberate bug this catches (tried): the
-    difference of the two arms' means over their own complete seeds (+0.0 here, not +4.0)."""
+    not yet) must not enter LPPO's difference, nor the target its steps are read against.
+    Deliberate bugs this catches (tried): the difference of the two arms' means over their
+    own complete seeds (+0.0 here, not +4.0); the target over all of uniform's seeds (15 %,
+    reached at step 16, not uniform's 11 % on seeds 0 and 1, reached at step 8)."""
     le = _load_benchmark()
     runs = []
     for seed, uni_final, lppo_final in ((0, 0.10, 0.14), (1, 0.12, 0.16), (2, 0.23, None)):
         runs.append(summarize_run(_fake_run(
             tmp_path, "uniform", "grpo", seed, {0: 0.1, 16: uni_final}, 16)))
         for arm in ("lppo", "lp_weighting"):
-            accs = {0: 0.1, 8: 0.12} if lppo_final is None else {0: 0.1, 16: lppo_final}
+            accs = ({0: 0.1, 8: 0.12} if lppo_final is None
+                    else {0: 0.1, 8: 0.11 + 0.01 * seed, 16: lppo_final})
             runs.append(summarize_run(_fake_run(tmp_path, arm, "grpo", seed, accs, 16)))
     result = {"runs": runs, "arms": aggregate(runs)}
     rows = {r["strategy"]: r for r in le.efficiency_rows(result, 16)}
@@ -632,9 +634,13 @@ def test_learning_efficiency_compares_seed_against_seed_while_seeds_are_missing(
     assert lp["delta_final_vs_uniform"] == pytest.approx(0.0)  # 0.15 - 0.15: the seeds' luck
     assert lp["delta_seed_matched"] == pytest.approx(0.04)
     assert lp["delta_seed_matched_std"] == pytest.approx(0.0, abs=1e-12)
+    assert (lp["target"], lp["target_seeds"]) == (pytest.approx(0.11), 2)
+    assert lp["steps_to_target"] == 8 and lp["seeds_reached"] == 2
+    assert rows["uniform"]["target"] == pytest.approx(0.15)  # uniform's own: all 3 seeds
     (line,) = le.verdict(list(rows.values()), 16)
     assert "(+4.0 points seed against seed over the 2 seeds both completed; goal" in line
-    assert "**goal not met**" in line and "at step 16 (100% of the 16-step budget)" in line
+    assert ("reaches uniform's final accuracy (11.0%, over the 2 seeds both completed) at "
+            "step 8 (50% of the 16-step budget)") in line and "**goal met**" in line
     (ablation,) = le.ablation_lines(list(rows.values()))
     assert "lppo +4.0 ± 0.0 (2/3 seeds); lp_weighting +4.0 ± 0.0 (2/3 seeds)." in ablation
 
@@ -982,7 +988,7 @@ def test_learning_efficiency_report_from_committed_runs_keeps_their_hardware_and
     protocol = json.loads((results / "protocol.json").read_text())
     protocol["hardware"]["cpu_model"] = "the training machine"
     (results / "protocol.json").write_text(json.dumps(protocol))
-    shutil.rmtree(results / "runs")  # the untrained run's summary; now a committed, complete one
+    assert not (results / "runs").exists()  # a run that never started leaves nothing
     run = _fake_run(results / "runs", "uniform", "grpo", 0, {0: 0.1, 1: 0.2, 2: 0.3}, 2)
     config = {**protocol["config"], "strategy": "uniform", "learner": "grpo", "seed": 0}
     (run / "config.json").write_text(json.dumps(config))
