@@ -399,9 +399,12 @@ def prefix_source(strategy: str) -> str:
 def mechanics_notes(mech: list[dict[str, Any]]) -> list[str]:
     """One generated sentence per guided arm: did its prefixes make rollouts pass?"""
     notes = []
+    tested_by: dict[str, int] = {}  # guided arms with a seed-level test, per learner (Holm's m)
+    for o in mech:
+        if o.get("prefix_test") and o["prefix_test"]["p"] is not None:
+            tested_by[o["learner"]] = tested_by.get(o["learner"], 0) + 1
     for r in sorted(mech, key=lambda r: (r["learner"], _arm_order(r["strategy"]))):
-        tested = sum(1 for o in mech if o["learner"] == r["learner"] and o.get("prefix_test")
-                     and o["prefix_test"]["p"] is not None)
+        tested = tested_by.get(r["learner"], 0)
         gp, up = r["guided_pass_rate"], r["unguided_pass_rate"]
         if not r["guided_frac"] or gp is None or up is None:
             continue

@@ -165,7 +165,7 @@ def mean_diff_test(diffs: Sequence[float]) -> dict:
     if se == 0:
         return {"units": s, "diff": mean, "se": 0.0, "df": s - 1,
                 "p": 1.0 if mean == 0 else 0.0, "ci": [mean, mean]}
-    half = float(stats.t.ppf(0.975, s - 1)) * se
+    half = _t_quantiles(s - 1)[0] * se
     p = float(2 * stats.t.sf(abs(mean) / se, s - 1))
     return {"units": s, "diff": mean, "se": se, "df": s - 1, "p": p,
             "ci": [mean - half, mean + half]}
