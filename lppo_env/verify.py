@@ -556,10 +556,14 @@ class MathVerifier:
                     ) from e
             self._workers.append(worker)
 
-    def _replace(self, worker: _Worker) -> None:
+    def _retire(self, worker: _Worker) -> None:
+        """Kill a worker and drop it; the next `_ensure_workers` forks its successor."""
         worker.stop(self._pool.server)
         self._workers.remove(worker)
         self.stats["restarts"] += 1
+
+    def _replace(self, worker: _Worker) -> None:
+        self._retire(worker)
         self._ensure_workers()
 
     def _run(
@@ -582,9 +586,12 @@ class MathVerifier:
         while remaining:
             now = time.monotonic()
             if t_end is not None and now >= t_end:
+                # Retire, not replace: forking a successor is a round trip to the server
+                # that a loaded machine can stretch past the caller's budget. The next
+                # call forks them before it sends work.
                 for w in [w for w in self._workers if w.inflight]:
                     w.inflight.clear()
-                    self._replace(w)
+                    self._retire(w)
                 for index in list(remaining):
                     finish(index, 0.0, "timeout", f"batch timeout of {timeout} s")
                 return

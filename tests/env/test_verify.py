@@ -184,6 +184,31 @@ def test_batch_timeout_bounds_the_call(verifier: MathVerifier) -> None:
     assert all(r.status == "timeout" for r in results[:6])
 
 
+def test_batch_timeout_does_not_wait_for_successor_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loaded machine makes each fork slow; the caller's budget must not pay for it."""
+    from lppo_env import verify as verify_module
+
+    with MathVerifier(num_workers=2, deadline=10.0) as v:
+        v.start()
+        real_fork = verify_module._Server.fork
+
+        def slow_fork(server: object) -> tuple[int, object]:
+            time.sleep(2.0)
+            return real_fork(server)
+
+        monkeypatch.setattr(verify_module._Server, "fork", slow_fork)
+        t0 = time.monotonic()
+        results = v.verify_batch(["\\boxed{9^{9^{9^{9}}}}"] * 2, ["5"] * 2, timeout=0.5)
+        assert time.monotonic() - t0 <= 0.5 + SLACK
+        assert [r.status for r in results] == ["timeout", "timeout"]
+        monkeypatch.setattr(verify_module._Server, "fork", real_fork)
+        assert v.verify("\\boxed{\\sqrt{9}}", "3").reward == 1.0
+        assert len(v.worker_pids()) == 2
+        assert v.stats["restarts"] == 2
+
+
 def test_crashed_worker_is_replaced() -> None:
     with MathVerifier(num_workers=1, deadline=10.0) as v:
         v.start()
