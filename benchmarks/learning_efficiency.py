@@ -662,6 +662,27 @@ def _loads(la: list[float] | None) -> str:
     return "unknown" if not la else ", ".join(f"{x:.2f}" for x in la)
 
 
+def unrun_learners_note(protocol: dict[str, Any]) -> str:
+    """Why a learner of the first matrix is missing here, and what running it would cost.
+
+    Why: the protocol orders GRPO first and REINFORCE++ "if the budget allows"; a reader
+    of a GRPO-only report should see that the arms were left out, not assume them lost.
+    """
+    plan = protocol.get("compute_plan") or {}
+    missing = [x for x in LEARNERS if x not in protocol["learners"]]
+    if not missing or not protocol.get("protocol") or not plan.get("per_run_s"):
+        return ""
+    runs = len(protocol["strategies"]) * len(protocol["seeds"]) * len(missing)
+    hours = runs * float(plan["per_run_s"]) / 3600
+    par = plan.get("parallel") or {}
+    wall = (f", {hours / float(par['speedup']):.0f} h with `--jobs {par['jobs']}`"
+            if par.get("speedup") else "")
+    flags = " ".join(protocol["learners"] + missing)
+    return (f" ({', '.join(missing)} not run: GRPO first, the others if the budget allows; "
+            f"{runs} more runs, {hours:.0f} h of compute at GRPO's measured per-run "
+            f"cost{wall}; `--learners {flags}` runs them under the same protocol)")
+
+
 def write_report(
     results: Path, result: dict[str, Any], protocol: dict[str, Any], quick: bool
 ) -> Path:
@@ -697,7 +718,7 @@ def write_report(
             else []
         ),
         f"- seeds {protocol['seeds']}; strategies {protocol['strategies']}; learners "
-        f"{protocol['learners']}",
+        f"{protocol['learners']}" + unrun_learners_note(protocol),
         f"- one held-out set for every run (keyed hash of problem ids, split_seed "
         f"{cfg.get('split_seed', 0)}); the untrained model's step-0 evaluation is measured once "
         "and shared by all runs (greedy decoding: identical by construction)",

@@ -382,3 +382,15 @@ def test_copy_results_keeps_started_runs_only(le, tmp_path):
     assert (results / "runs" / started.name / "summary.json").is_file()
     assert not (results / "runs" / never.name).exists()
     assert (results / "summary.md").read_text() == "table\n"
+
+
+def test_a_learner_left_out_is_stated_with_its_cost(le):
+    protocol = {"protocol": "v2", "learners": ["grpo"], "strategies": ["uniform", "lppo"],
+                "seeds": [0, 1, 2],
+                "compute_plan": {"per_run_s": 3600.0, "parallel": {"jobs": 2, "speedup": 2.0}}}
+    note = le.unrun_learners_note(protocol)
+    assert "reinforce_plus_plus not run" in note
+    assert "6 more runs, 6 h of compute" in note and "3 h with `--jobs 2`" in note
+    assert "`--learners grpo reinforce_plus_plus`" in note
+    assert le.unrun_learners_note({**protocol, "learners": ["grpo", "reinforce_plus_plus"]}) == ""
+    assert le.unrun_learners_note({k: v for k, v in protocol.items() if k != "protocol"}) == ""
