@@ -823,6 +823,7 @@ def write_report(
             f"| {r['steps_done']}/{r['steps_budget']} | {_pct(r['final_accuracy'])} "
             f"| {_pct(r['best_accuracy'])} | {r['tokens_generated']:.0f} | {r['compute_s']:.0f} |"
         )
+    lines += ["", relogged_line(relogged_evaluations(results, result))]
     speed = results.parent / "learner_speed.json"
     if speed.is_file() and not quick:
         s = json.loads(speed.read_text())
@@ -925,6 +926,46 @@ def _eval_logs(results: Path, run: str) -> dict[int, dict[str, int]]:
     from agents.evaluation import read_eval_problems
 
     return read_eval_problems(results / "runs" / run / "eval_problems.jsonl")
+
+
+def relogged_evaluations(results: Path, result: dict[str, Any]) -> dict[str, int]:
+    """Per-problem records a resumed run logged twice, and how many agree with the first.
+
+    A run resumed from a checkpoint replays the steps after it, evaluations included; the
+    reader keeps the last record, so a disagreement would mean resume is not exact.
+    """
+    runs = relogged = agree = 0
+    for r in result["runs"]:
+        path = results / "runs" / r["run"] / "eval_problems.jsonl"
+        if not path.is_file():
+            continue
+        first: dict[tuple[int, str], int] = {}
+        twice = same = 0
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            key, val = (int(rec["step"]), str(rec["problem_id"])), int(rec["correct"])
+            if key in first:
+                twice, same = twice + 1, same + (first[key] == val)
+            else:
+                first[key] = val
+        runs, relogged, agree = runs + (twice > 0), relogged + twice, agree + same
+    return {"runs": runs, "relogged": relogged, "agree": agree}
+
+
+def relogged_line(counts: dict[str, int]) -> str:
+    if not counts["relogged"]:
+        return "- no run re-logged an evaluation (none resumed past one)"
+    exact = counts["agree"] == counts["relogged"]
+    return (
+        f"- {counts['runs']} resumed run(s) re-logged {counts['relogged']} per-problem "
+        f"evaluation records when they replayed the steps after their checkpoint; "
+        f"{counts['agree']} of {counts['relogged']} agree with the first record "
+        f"({'resume replays them exactly' if exact else 'resume is NOT exact'}); "
+        "the paired tests read the last record"
+    )
 
 
 def paired_rows(results: Path, result: dict[str, Any]) -> list[dict[str, Any]]:

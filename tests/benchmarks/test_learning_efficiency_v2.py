@@ -394,3 +394,21 @@ def test_a_learner_left_out_is_stated_with_its_cost(le):
     assert "`--learners grpo reinforce_plus_plus`" in note
     assert le.unrun_learners_note({**protocol, "learners": ["grpo", "reinforce_plus_plus"]}) == ""
     assert le.unrun_learners_note({k: v for k, v in protocol.items() if k != "protocol"}) == ""
+
+
+def test_a_resumed_runs_relogged_evaluations_are_counted_and_checked(le, tmp_path):
+    """Replayed evaluations after a resume are reported, and a disagreement is called out."""
+    run = _write_run(tmp_path, "uniform", 0, [1, 0, 1, 0])
+    result = {"runs": [run, {"run": "missing__grpo__s1"}]}
+    assert le.relogged_evaluations(tmp_path, result) == {"runs": 0, "relogged": 0, "agree": 0}
+    assert "no run re-logged" in le.relogged_line({"runs": 0, "relogged": 0, "agree": 0})
+    log = tmp_path / "runs" / run["run"] / "eval_problems.jsonl"
+    first = log.read_text().splitlines()
+    flipped = json.loads(first[1])
+    flipped["correct"] = 1 - flipped["correct"]
+    log.write_text("\n".join(first + first[:1] + [json.dumps(flipped)]) + "\n{torn")
+    counts = le.relogged_evaluations(tmp_path, result)
+    assert counts == {"runs": 1, "relogged": 2, "agree": 1}
+    assert "1 of 2 agree" in le.relogged_line(counts)
+    assert "NOT exact" in le.relogged_line(counts)
+    assert "replays them exactly" in le.relogged_line({"runs": 1, "relogged": 3, "agree": 3})
