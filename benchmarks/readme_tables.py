@@ -285,10 +285,13 @@ def second_matrix_section() -> str:
         f"{d['budget_steps']} steps, {proto['config']['eval_size']} held-out problems; "
         f"{d['complete_runs']}/{d['runs']} runs complete{'' if done else ', interim'}): "
         "final held-out accuracy %, mean ± std over complete seeds, and each arm against "
-        "uniform seed by seed (Δ in points, 95 % interval, Holm p; one seed is not testable).",
+        "uniform seed by seed (Δ in points, 95 % interval, Holm p; one seed is not testable; "
+        "'80 % power at': the difference that comparison could detect at the variance it "
+        "measured).",
         "",
-        "| learner | strategy | complete seeds | final | Δ vs uniform [95 % CI] | Holm p |",
-        "|---|---|---|---|---|---|",
+        "| learner | strategy | complete seeds | final | Δ vs uniform [95 % CI] | Holm p "
+        "| 80 % power at |",
+        "|---|---|---|---|---|---|---|",
     ]
     paired = {(r["strategy"], r["learner"]): r for r in d.get("paired") or []}
     for a in d["arms"]:
@@ -298,6 +301,7 @@ def second_matrix_section() -> str:
             f" ± {100 * a['final_std']:.1f}" if a.get("final_std") is not None else "")
         r = paired.get((a["strategy"], a["learner"]))
         t = r["test"] if r else None
+        mde = "–"
         if a["strategy"] == "uniform" or r is None:
             delta, holm = "–", "–"
         elif t["p"] is None:
@@ -306,11 +310,34 @@ def second_matrix_section() -> str:
             delta = (f"{100 * t['diff']:+.1f} [{100 * t['ci'][0]:+.1f}, "
                      f"{100 * t['ci'][1]:+.1f}]")
             holm = f"{r['holm_p']:.2g}" + (" (detectable)" if r["significant"] else "")
+            if t.get("mde") is not None:
+                mde = f"{100 * t['mde']:.1f}"
         lines.append(f"| {a['learner']} | {a['strategy']} | {a['n_complete']}/{a['n_runs']} | "
-                     f"{final} | {delta} | {holm} |")
+                     f"{final} | {delta} | {holm} | {mde} |")
     rel = "benchmarks/results/learning_efficiency_v2/report.md"
-    lines += ["", f"Verdict, power, compute and per-run logs: [{rel}]({rel})."]
+    lines += ["", second_matrix_verdict(d.get("paired") or [], done),
+              "", f"The full verdict (the LPPO goal, guided vs unguided rollouts), power analysis, "
+              f"compute and per-run logs: [{rel}]({rel})."]
     return "\n".join(lines) + "\n"
+
+
+def second_matrix_verdict(paired: list[dict], done: bool) -> str:
+    """One sentence a README reader can quote: what survived Holm, and whether it is final.
+
+    Why: a table of intervals invites reading a promising Δ as a result; the verdict says
+    in words what the corrected test did and did not detect.
+    """
+    tested = [r for r in paired if r["test"]["p"] is not None]
+    if not tested:
+        return "Verdict: no arm has 2 seeds paired with uniform's yet: no test."
+    sig = [f"{r['strategy']}/{r['learner']} ({100 * r['test']['diff']:+.1f} points)"
+           for r in tested if r["significant"]]
+    head = "Verdict" if done else "Interim (matrix incomplete)"
+    if sig:
+        return f"{head}: detectable after Holm over {len(tested)} arms: {', '.join(sig)}."
+    return (f"{head}: no arm differs detectably from uniform after Holm over {len(tested)} "
+            "arms; this does not show them equal (each row's '80 % power at' and interval "
+            "bound what remains possible).")
 
 
 def gate_section() -> str:

@@ -130,7 +130,8 @@ def test_second_matrix_section_states_what_is_tested_and_what_is_not(monkeypatch
             {"strategy": "lppo", "learner": "grpo", "holm_p": None, "significant": False,
              "test": {"p": None, "diff": -0.001}},
             {"strategy": "lp_weighting", "learner": "grpo", "holm_p": 0.012,
-             "significant": True, "test": {"p": 0.006, "diff": 0.024, "ci": [0.01, 0.038]}},
+             "significant": True, "test": {"p": 0.006, "diff": 0.024, "ci": [0.01, 0.038],
+                                           "mde": 0.021}},
         ],
     }
     proto = {"seeds": list(range(7)), "strategies": ["uniform", "lppo", "lp_weighting"],
@@ -142,10 +143,20 @@ def test_second_matrix_section_states_what_is_tested_and_what_is_not(monkeypatch
     text = rt.second_matrix_section()
     assert "3 arms × 7 seeds, grpo, 48 steps, 1500 held-out problems; 4/21 runs complete, " \
            "interim" in text
-    assert "| grpo | uniform | 2/7 | 16.6 ± 0.2 | – | – |" in text
-    assert "| grpo | lppo | 1/7 | 16.6 | -0.1 (1 seed) | – |" in text
-    assert "| grpo | lp_weighting | 2/7 | 19.0 ± 1.0 | +2.4 [+1.0, +3.8] | 0.012 (detectable) |" \
-        in text
+    assert "| grpo | uniform | 2/7 | 16.6 ± 0.2 | – | – | – |" in text
+    assert "| grpo | lppo | 1/7 | 16.6 | -0.1 (1 seed) | – | – |" in text
+    assert ("| grpo | lp_weighting | 2/7 | 19.0 ± 1.0 | +2.4 [+1.0, +3.8] | 0.012 (detectable) "
+            "| 2.1 |") in text
     assert "self_prefix" not in text  # no complete seed yet
+    assert ("Interim (matrix incomplete): detectable after Holm over 1 arms: "
+            "lp_weighting/grpo (+2.4 points).") in text
+    # complete and nothing survives Holm: the verdict says so, and that it is not equality
+    eff.update(complete_runs=21)
+    eff["paired"][1].update(holm_p=0.2, significant=False)
+    text = rt.second_matrix_section()
+    assert "interim" not in text.lower()
+    assert ("Verdict: no arm differs detectably from uniform after Holm over 1 arms; this "
+            "does not show them equal") in text
+    assert "| 0.2 | 2.1 |" in text
     monkeypatch.setattr(rt, "_load", lambda name: None)
     assert "not run" in rt.second_matrix_section()
