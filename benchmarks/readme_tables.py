@@ -316,7 +316,7 @@ def second_matrix_section() -> str:
                      f"{final} | {delta} | {holm} | {mde} |")
     rel = "benchmarks/results/learning_efficiency_v2/report.md"
     lines += ["", second_matrix_verdict(d.get("paired") or [], done),
-              "", f"The full verdict (the LPPO goal, guided vs unguided rollouts), power analysis, "
+              "", "The full verdict (the LPPO goal, guided vs unguided rollouts), power analysis, "
               f"compute and per-run logs: [{rel}]({rel})."]
     return "\n".join(lines) + "\n"
 
